@@ -1,0 +1,188 @@
+"""Benchmark of TSMixer-Ext against the plain MLP and Numerai's example LightGBM, on the default world.
+
+1. Every model trains on every `--era-stride`-th train era (as build.py trains the example model);
+   the neural models early-stop on the newest of those eras after an 8-era embargo. All are scored
+   with per-era numerai_corr on the validation eras that lie more than 8 eras after the last train era.
+2. Ablations of TSMixer-Ext: era context off; regression head instead of 5-class cross-entropy.
+3. A small bounded `search` (walk-forward CV inside train).
+4. The numpy forward pass of an exported TSMixer-Ext at Numerai's width (6,720 rows x 2,748
+   features), timed in a separate process with one BLAS/OpenMP thread.
+
+Run: `python bench/tsmixer.py [--threads 2] [--epochs 8] [--era-stride 4] [--search-trials 4]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline import data as nd  # noqa: E402
+from pipeline.build import default_data_dir  # noqa: E402
+from pipeline.cv import EMBARGO_20D, holdout_eras  # noqa: E402
+from pipeline.metrics import per_era_corr, summarize  # noqa: E402
+from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember  # noqa: E402
+from pipeline.models.tsmixer import MLPBaseline, TSMixerExt, n_parameters, search  # noqa: E402
+from pipeline.synthetic import FEATURE_GROUPS  # noqa: E402
+from pipeline.verify import ONE_THREAD_ENV  # noqa: E402
+
+NUMERAI_FEATURES = 2748
+LIVE_ROWS = 6720
+
+TIMING_CHILD = r"""
+import pickle, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from pipeline import runtime
+member = pickle.load(open(sys.argv[1], "rb"))
+x = np.random.default_rng(0).integers(0, 5, size=(int(sys.argv[3]), len(member["config"]["feature_names"]))).astype(np.float32)
+runtime.neural_member_scores(member, x[:100])
+times = []
+for _ in range(3):
+    t0 = time.perf_counter(); runtime.neural_member_scores(member, x); times.append(time.perf_counter() - t0)
+print(min(times), max(times), "torch" in sys.modules)
+"""
+
+
+def numerai_width_member(params: dict) -> dict:
+    """An exported TSMixer-Ext at Numerai's width, with Numerai's 8 groups and ungrouped features.
+
+    It is fitted for one epoch on a few random eras only to obtain real exported arrays."""
+    rng = np.random.default_rng(0)
+    names = [f"feature_{i:04d}" for i in range(NUMERAI_FEATURES)]
+    sets, start = {}, 0
+    for group, size in FEATURE_GROUPS.items():
+        sets[group] = names[start : start + size]
+        start += size
+    eras = np.repeat(np.asarray([f"{e:04d}" for e in range(1, 13)], dtype=object), 40)
+    frame = nd.EraFrame(
+        path=Path("random"),
+        ids=np.arange(len(eras)).astype(str).astype(object),
+        eras=eras,
+        features=rng.integers(0, 5, size=(len(eras), NUMERAI_FEATURES), dtype=np.int8),
+        feature_names=names,
+        targets=pd.DataFrame({"target": rng.choice([0, 0.25, 0.5, 0.75, 1], len(eras)).astype(np.float32)}),
+    )
+    model = TSMixerExt(**params | {"max_epochs": 1, "progress": False}, feature_sets=sets, n_valid_eras=2, embargo=1)
+    return model.fit(frame).export("tsmixer_numerai_width")
+
+
+def time_numpy_forward(member: dict) -> tuple[float, float, bool]:
+    """(best, worst) seconds of 3 runs of the numpy forward on 6,720 rows, one thread, no torch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "member.pkl"
+        path.write_bytes(pickle.dumps(member))
+        env = {"PATH": "/usr/bin:/bin"} | ONE_THREAD_ENV
+        out = subprocess.run(
+            [sys.executable, "-c", TIMING_CHILD, str(path), str(REPO), str(LIVE_ROWS)],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout.split()
+    return float(out[0]), float(out[1]), out[2] == "True"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--era-stride", type=int, default=4)
+    parser.add_argument("--search-trials", type=int, default=4)
+    parser.add_argument("--search-budget", type=float, default=240.0)
+    parser.add_argument("--search-epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    started = time.perf_counter()
+
+    data_dir = default_data_dir()
+    features = nd.resolve_features(data_dir, "all")
+    targets = nd.target_names(data_dir)
+    aux = [t for t in targets if t.endswith("_20") and t != "target_ender_20"]
+    train = nd.load_split(data_dir / "train.parquet", features, ["target", *aux], data_type="train")
+    validation = nd.load_split(data_dir / "validation.parquet", features, ["target"], data_type="validation")
+    scored = holdout_eras(train.era_order, validation.era_order, EMBARGO_20D)
+    val_rows = validation.select_eras(scored)
+    y_val, eras_val = validation.targets["target"].to_numpy()[val_rows], validation.eras[val_rows]
+    fit_eras = list(train.era_order[:: args.era_stride])
+    sets = nd.read_features_json(data_dir)["feature_sets"]
+    print(
+        f"data {data_dir}: {len(features)} features, train {len(train)} rows / {len(train.era_order)} eras "
+        f"(fit on every {args.era_stride}th: {len(fit_eras)} eras), aux targets {aux}, "
+        f"scored {len(scored)} validation eras {scored[0]}..{scored[-1]} after an {EMBARGO_20D}-era embargo"
+    )
+
+    common = {"max_epochs": args.epochs, "patience": args.patience, "threads": args.threads, "seed": args.seed}
+    tsm_params = {"d": 16, "ff": 32, "context_dim": 8, "n_block": 2} | common
+    runs = {
+        "tsmixer_ext": TSMixerExt(**tsm_params, feature_sets=sets),
+        "tsmixer_ext_no_context": TSMixerExt(**tsm_params | {"era_context": False}, feature_sets=sets),
+        "tsmixer_ext_regression": TSMixerExt(**tsm_params | {"head": "regression"}, feature_sets=sets),
+        "mlp": MLPBaseline(hidden=(64, 64), **common),
+    }
+    rows, preds = [], {}
+    for name, model in runs.items():
+        t0 = time.perf_counter()
+        model.fit(train, fit_eras, aux_targets=aux)
+        preds[name] = model.predict(validation.features[val_rows], eras_val)
+        summary = summarize(per_era_corr(preds[name], y_val, eras_val))
+        rows.append({"model": name, "corr_mean": summary["mean"], "sharpe": summary["sharpe"],
+                     "max_dd": summary["max_drawdown"], "params": n_parameters(model), "best_epoch": model.best_epoch_,
+                     "epochs_run": len(model.history_), "early_stop_corr": model.best_valid_corr_,
+                     "seconds": time.perf_counter() - t0})
+
+    t0 = time.perf_counter()
+    lgbm = LGBMMember(EXAMPLE_PARAMS, EXAMPLE_ROUNDS, seed=args.seed, num_threads=args.threads)
+    lgbm.fit(train.features, train.targets["target"].to_numpy(), rows=train.select_eras(fit_eras), feature_names=features)
+    preds["lgbm_example"] = lgbm.predict(validation.features, val_rows)
+    summary = summarize(per_era_corr(preds["lgbm_example"], y_val, eras_val))
+    rows.append({"model": "lgbm_example", "corr_mean": summary["mean"], "sharpe": summary["sharpe"],
+                 "max_dd": summary["max_drawdown"], "params": np.nan, "best_epoch": np.nan, "epochs_run": np.nan,
+                 "early_stop_corr": np.nan, "seconds": time.perf_counter() - t0})
+    table = pd.DataFrame(rows).set_index("model")
+
+    ranks = pd.DataFrame(preds).groupby(eras_val).rank(pct=True)
+    corr_with_lgbm = {
+        name: float(ranks.groupby(eras_val).apply(lambda g, n=name: g[n].corr(g["lgbm_example"])).mean())
+        for name in runs
+    }
+    table["rank_corr_with_lgbm"] = pd.Series(corr_with_lgbm)
+
+    t0 = time.perf_counter()
+    space = {"n_block": [1, 2], "d": [16, 32], "dropout": [0.0, 0.1], "lr": [1e-3, 3e-3],
+             "era_context": [True, False], "head": ["ce", "regression"]}
+    search_table = search(
+        train, space=space, base_params={"ff": 32, "context_dim": 8, "feature_sets": sets, "progress": False}
+        | common | {"max_epochs": args.search_epochs},
+        n_trials=args.search_trials, budget_s=args.search_budget, n_splits=1, eras=fit_eras,
+        aux_targets=aux, seed=args.seed,
+    )
+    search_seconds = time.perf_counter() - t0
+
+    best, worst, torch_loaded = time_numpy_forward(numerai_width_member(tsm_params))
+
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 20)
+    print("\nValidation (per-era numerai_corr on scored eras):")
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    mixer, mlp, lgb_corr = (table.loc[k, "corr_mean"] for k in ("tsmixer_ext", "mlp", "lgbm_example"))
+    print(f"\nTSMixer-Ext {'beats' if mixer > mlp else 'does NOT beat'} the plain MLP "
+          f"({mixer:.4f} vs {mlp:.4f}) and {'beats' if mixer > lgb_corr else 'does NOT beat'} "
+          f"the example LightGBM ({lgb_corr:.4f}).")
+    print(f"\nSearch ({len(search_table)} trials, walk-forward CV inside train, {search_seconds:.0f} s):")
+    print(search_table.drop(columns=["trial"]).to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"\nnumpy forward of TSMixer-Ext at {LIVE_ROWS} x {NUMERAI_FEATURES}, 1 thread: best {best:.2f} s, "
+          f"worst {worst:.2f} s of 3 (limit 10 s; torch imported: {torch_loaded})")
+    print(f"total bench time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The build behind `build_model.py`: data -> model -> validation figures -> verified pickle -> report."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import data as nd
+from pipeline.analysis import (
+    ROLLING_WINDOW,
+    feature_era_corr,
+    feature_stability,
+    fold_table,
+    gain_importance,
+    permutation_by_group,
+    rolling_corr,
+    validation_figures,
+)
+from pipeline.cv import EMBARGO_20D, EraWalkForward, holdout_eras
+from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
+from pipeline.metrics import summarize
+from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
+from pipeline.report import summary_table, write_report
+from pipeline.runtime import make_predict
+from pipeline.verify import VerificationReport, write_verified_pickle
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "NUMERAI_PIPELINE_CACHE"
+COMPLETE_MARKER = ".complete"
+
+
+@dataclass
+class BuildConfig:
+    """Everything a build depends on; saved in the report so a build can be repeated."""
+
+    data_dir: Path | None = None
+    out: Path = Path("model.pkl")
+    report_dir: Path | None = None
+    feature_set: str = "all"
+    features: list[str] | None = None
+    target: str = nd.MAIN_TARGET
+    embargo: int = EMBARGO_20D
+    cv_folds: int = 4
+    era_stride: int = 4
+    num_boost_round: int = EXAMPLE_ROUNDS
+    drop_unstable: bool = False
+    refit: bool = True
+    seed: int = 0
+    threads: int = 0
+
+
+@dataclass
+class BuildResult:
+    model_path: Path
+    report_path: Path
+    models: dict[str, dict[str, Any]]
+    verification: VerificationReport
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "numerai-pipeline")).expanduser()
+
+
+def default_data_dir() -> Path:
+    """The embedded default data: the default synthetic world, generated once and cached."""
+    from pipeline import synthetic
+
+    # Keyed by the generator's source, so a changed generator never reuses a stale world.
+    version = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:12]
+    target = cache_root() / f"synthetic-default-{version}"
+    if not (target / COMPLETE_MARKER).is_file():
+        logger.info("generating the default synthetic Numerai world into %s (once)", target)
+        synthetic.write_world(target, synthetic.DEFAULT_WORLD)
+        (target / COMPLETE_MARKER).write_text("ok\n")
+    return target
+
+
+def live_path_for(data_dir: Path, scratch: Path, validation: nd.EraFrame) -> Path:
+    """live.parquet when the data has one; else the newest validation era, shaped like a live file."""
+    live = data_dir / "live.parquet"
+    if live.is_file():
+        return live
+    rows = validation.select_eras([validation.era_order[-1]])
+    frame = pd.DataFrame(validation.features[rows], columns=validation.feature_names)
+    frame.index = pd.Index(validation.ids[rows], name=nd.ID_COL)
+    frame.insert(0, nd.ERA_COL, validation.eras[rows])
+    path = scratch / "live_standin.parquet"
+    frame.to_parquet(path)
+    logger.info("%s has no live.parquet; verifying on validation era %s instead", data_dir, validation.era_order[-1])
+    return path
+
+
+def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
+    """Training rows with the main target; validation rows with every target, for the report."""
+    features = config.features or nd.resolve_features(data_dir, config.feature_set)
+    logger.info("data %s: %d features, target %r", data_dir, len(features), config.target)
+    aux = [t for t in nd.target_names(data_dir) if t != config.target]
+    train = nd.load_split(data_dir / "train.parquet", features, [config.target], data_type="train")
+    available = nd.parquet_columns(data_dir / "validation.parquet")
+    validation = nd.load_split(
+        data_dir / "validation.parquet",
+        features,
+        [config.target] + [t for t in aux if t in available],
+        data_type="validation",
+    )
+    for split in (train, validation):
+        logger.info(
+            "%s: %d labelled rows in %d eras, %.0f MB int8 (%d unlabelled or other rows left out)",
+            split.path.name, len(split), len(split.era_order), split.features.nbytes / 2**20, split.dropped_rows,
+        )
+    return features, train, validation
+
+
+def temporal_analysis(
+    train: nd.EraFrame, config: BuildConfig, folds: list, member: LGBMMember, baseline: CVResult
+) -> tuple[dict, list[str]]:
+    """Feature stability over training eras, and CV CORR with the unstable features dropped."""
+    stability = feature_stability(feature_era_corr(train, np.arange(len(train)), config.target))
+    flagged = list(stability.index[stability["flagged"]])
+    kept = [f for f in train.feature_names if f not in set(flagged)]
+    without = cv_lgbm(member, train.with_features(kept), config.target, folds, config.era_stride, name="lgbm_without_unstable")
+    report = {
+        "features": stability.reset_index().to_dict(orient="records"),
+        "flagged": flagged,
+        "ablation": {"with": summarize(baseline.per_era), "without_flagged": summarize(without.per_era)},
+    }
+    logger.info(
+        "temporal: %d unstable features flagged; CV CORR %.4f with them, %.4f without",
+        len(flagged), baseline.per_era.mean(), without.per_era.mean(),
+    )
+    return report, kept
+
+
+def build(config: BuildConfig) -> BuildResult:
+    """CV, held-out validation, refit, export and verify; raises before writing anything unverified."""
+    data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
+    features, train, validation = load_data(config, data_dir)
+    groups = nd.feature_groups(data_dir, features)
+    missing = train.missing_feature_eras()
+    logger.info("missing-feature marker (all 2 in an era): %d feature-eras in train", int(missing.to_numpy().sum()))
+
+    folds = EraWalkForward(
+        n_splits=config.cv_folds, embargo=config.embargo, min_train_eras=max(1, len(train.era_order) // 2)
+    ).era_folds(train.era_order)
+    scored_eras = holdout_eras(train.era_order, validation.era_order, config.embargo)
+    member = LGBMMember(EXAMPLE_PARAMS, config.num_boost_round, seed=config.seed, num_threads=config.threads)
+    cv = cv_lgbm(member, train, config.target, folds, config.era_stride, name="lgbm_example")
+    member.num_boost_round = cv.chosen["num_boost_round"]
+    logger.info("CV chose %d trees (CV CORR %.4f)", member.num_boost_round, cv.per_era.mean())
+    temporal, kept = temporal_analysis(train, config, folds, member, cv)
+    if config.drop_unstable:
+        features = kept
+        train, validation = train.with_features(kept), validation.with_features(kept)
+
+    member.fit(
+        train.features, train.targets[config.target].to_numpy(), rows=strided_rows(train, train.era_order, config.era_stride),
+        feature_names=features, callbacks=[TqdmCallback(member.num_boost_round, "lgbm_example holdout")],
+    )
+    val_rows = validation.select_eras(scored_eras)
+    benchmark_file = data_dir / "validation_benchmark_models.parquet"
+    benchmarks = nd.load_benchmarks(benchmark_file, validation.ids) if benchmark_file.is_file() else None
+    figures = validation_figures(member.predict(validation.features, val_rows), validation, val_rows, config.target, benchmarks)
+    importance = gain_importance(dict(zip(features, member.booster_.feature_importance("gain"))), groups)
+    importance["permutation_by_group"] = permutation_by_group(
+        lambda x: member.predict(x), validation, val_rows, config.target, groups, seed=config.seed
+    )
+    models = {
+        "lgbm_example": {
+            "cv": summarize(cv.per_era), "cv_per_era": cv.per_era, "chosen": cv.chosen, "cv_curve": cv.curve,
+            **{k: v for k, v in figures.items() if k != "worst_eras"},
+        }
+    }
+
+    if config.refit:
+        fit_eras = np.concatenate([train.era_order, validation.era_order])
+        logger.info("refitting on all %d labelled eras (train and validation) with the CV's settings", len(fit_eras))
+        member.fit_parts(
+            [
+                (s.features, s.targets[config.target].to_numpy(), strided_rows(s, s.era_order, config.era_stride))
+                for s in (train, validation)
+            ],
+            feature_names=features,
+            callbacks=[TqdmCallback(member.num_boost_round, "lgbm_example refit")],
+        )
+    state = {
+        "feature_names": features,
+        "members": [{"name": "lgbm_example", "kind": "lightgbm", "model_text": member.model_text(), "weight": 1.0}],
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        live = live_path_for(data_dir, Path(scratch), validation)
+        verification = write_verified_pickle(make_predict(state), config.out, live)
+
+    report_dir = Path(config.report_dir) if config.report_dir else config.out.with_name(config.out.stem + "_report")
+    summary = {
+        "data_dir": data_dir,
+        "features": len(features),
+        "train": {"rows": len(train), "eras": len(train.era_order), "rows_left_out": train.dropped_rows},
+        "validation": {
+            "rows": len(validation),
+            "eras": len(validation.era_order),
+            "rows_left_out": validation.dropped_rows,
+            "scored_eras": [str(scored_eras[0]), str(scored_eras[-1]), len(scored_eras)],
+        },
+        "missing_feature_eras_train": int(missing.to_numpy().sum()),
+        "pickle": "refit on train and validation eras" if config.refit else "trained on train eras only",
+    }
+    report_path = write_report(
+        report_dir,
+        {
+            "models": models,
+            "folds": fold_table(folds),
+            "worst_eras": {"lgbm_example": figures["worst_eras"]},
+            "rolling": {"window": ROLLING_WINDOW, "lgbm_example": rolling_corr(pd.concat([cv.per_era, figures["validation_per_era"]]))},
+            "importance": importance,
+            "temporal": temporal,
+            "data": summary,
+            "settings": asdict(config) | {"features": features},
+            "verification": asdict(verification),
+        },
+    )
+    return BuildResult(config.out, report_path, models, verification, summary)
+
+
+def format_result(result: BuildResult) -> str:
+    return "\n".join(
+        [summary_table(result.models), "", result.verification.summary(), f"report: {result.report_path}"]
+    )

@@ -1,0 +1,175 @@
+"""Command line of build_model.py: build (the default), `verify` and `download`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline import data as nd
+from pipeline.build import BuildConfig, build, cache_root, format_result
+from pipeline.cv import EMBARGO_20D
+from pipeline.models.lgbm import EXAMPLE_ROUNDS
+from pipeline.upload import DEFAULT_DOCKER_IMAGE, UploadError, upload
+from pipeline.verify import VerificationError, runtime_python, verify_pickle
+
+
+DESCRIPTION = """\
+Build ONE cloudpickled predict(live_features) for Numerai's model upload, validated era-wise with
+numerai-tools and verified the way Numerai's container runs it.
+
+  python build_model.py                                   # demo: embedded synthetic data
+  python build_model.py --data-dir DIR --out model.pkl    # any Numerai v5 data directory
+  python build_model.py --data-dir DIR --download         # fetch v5.2 with numerapi, then build
+  python build_model.py verify model.pkl --live live.parquet
+  python build_model.py upload model.pkl --model-name NAME [--dry-run]
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="build_model.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None,
+        help="Numerai v5 data directory (features.json, train.parquet, validation.parquet, optional "
+        "live.parquet). Default: the embedded synthetic world, generated once into the cache "
+        "($NUMERAI_PIPELINE_CACHE or ~/.cache/numerai-pipeline).",
+    )
+    parser.add_argument(
+        "--download", nargs="?", const=nd.DEFAULT_DATA_VERSION, default=None, metavar="VERSION",
+        help=f"first fetch data VERSION (default {nd.DEFAULT_DATA_VERSION}) with numerapi into --data-dir, "
+        "skipping files already there",
+    )
+    parser.add_argument("--out", type=Path, default=Path("model.pkl"), help="where the verified pickle goes (default model.pkl)")
+    parser.add_argument("--report-dir", type=Path, default=None, help="report directory (default: next to the pickle, <out>_report)")
+    parser.add_argument(
+        "--feature-set", default="all",
+        help="feature set or group named in features.json (small, medium, all, a group, ...); default all",
+    )
+    parser.add_argument("--features", default=None, help="comma-separated feature names; overrides --feature-set")
+    parser.add_argument("--target", default=nd.MAIN_TARGET, help="target column to train and score on (default target)")
+    parser.add_argument(
+        "--embargo", type=int, default=EMBARGO_20D,
+        help=f"eras left out between the last training era and the first scored era (default {EMBARGO_20D})",
+    )
+    parser.add_argument("--cv-folds", type=int, default=4, help="forward-chained CV folds over the training eras (default 4)")
+    parser.add_argument(
+        "--drop-unstable", action="store_true",
+        help="drop the features flagged as unstable over training eras (their effect on CV CORR is in the report either way)",
+    )
+    parser.add_argument(
+        "--no-refit", dest="refit", action="store_false",
+        help="ship the model trained on train eras only, instead of refitting on train and validation eras",
+    )
+    parser.add_argument("--era-stride", type=int, default=4, help="train on every N-th training era, as Numerai's example does (default 4)")
+    parser.add_argument("--trees", type=int, default=EXAMPLE_ROUNDS, help=f"boosting rounds (default {EXAMPLE_ROUNDS}, Numerai's example)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed and data give the same pickle predictions)")
+    parser.add_argument("--threads", type=int, default=0, help="training threads (default 0: all cores)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def verify_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="build_model.py verify",
+        description="Run a pickle as Numerai's container does (one thread, this package not importable) and check its output.",
+    )
+    parser.add_argument("model", type=Path, help="the model pickle")
+    parser.add_argument("--live", type=Path, required=True, help="a live.parquet (index id, feature columns)")
+    parser.add_argument(
+        "--runtime-env", action="store_true",
+        help="run in a virtual environment with exactly the pinned versions of Numerai's Python 3.11 image "
+        "(created once in the cache; needs the package registry the first time)",
+    )
+    return parser
+
+
+def upload_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="build_model.py upload",
+        description="Verify a pickle, then upload it to Numerai's hosted compute with numerapi. Credentials are "
+        "read from NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY only.",
+    )
+    parser.add_argument("model", type=Path, help="the model pickle (must end in .pkl)")
+    parser.add_argument("--model-name", required=True, help="your Numerai model's name (resolved to its id)")
+    parser.add_argument("--data-version", default=nd.DEFAULT_DATA_VERSION, help=f"data version Numerai feeds the pickle (default {nd.DEFAULT_DATA_VERSION})")
+    parser.add_argument("--docker-image", default=DEFAULT_DOCKER_IMAGE, help=f"Numerai's runtime image (default {DEFAULT_DOCKER_IMAGE!r}, the versions this project pins)")
+    parser.add_argument("--live", type=Path, default=None, help="live.parquet to verify on (default: download the data version's current one)")
+    parser.add_argument("--dry-run", action="store_true", help="verify and resolve names, but do not upload")
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def run_build(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.download is not None:
+        if args.data_dir is None:
+            raise SystemExit("--download needs --data-dir DIR to download into")
+        nd.download(args.data_dir, args.download)
+    config = BuildConfig(
+        data_dir=args.data_dir,
+        out=args.out,
+        report_dir=args.report_dir,
+        feature_set=args.feature_set,
+        features=[f.strip() for f in args.features.split(",") if f.strip()] if args.features else None,
+        target=args.target,
+        embargo=args.embargo,
+        cv_folds=args.cv_folds,
+        drop_unstable=args.drop_unstable,
+        refit=args.refit,
+        era_stride=args.era_stride,
+        num_boost_round=args.trees,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    try:
+        result = build(config)
+    except (nd.DataError, VerificationError, ValueError) as err:
+        logging.getLogger("build_model").error("%s", err)
+        return 1
+    print(format_result(result))
+    return 0
+
+
+def run_verify(argv: Sequence[str]) -> int:
+    args = verify_parser().parse_args(argv)
+    python = runtime_python(cache_root()) if args.runtime_env else None
+    report = verify_pickle(args.model, args.live, python=str(python) if python else None)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def run_upload(argv: Sequence[str]) -> int:
+    args = upload_parser().parse_args(argv)
+    setup_logging(verbose=False)
+    try:
+        plan = upload(args.model, args.model_name, args.data_version, args.docker_image, args.live, args.dry_run)
+    except (UploadError, VerificationError) as err:
+        logging.getLogger("build_model").error("%s", err)
+        return 1
+    print(plan.verification.summary())
+    action = "would upload (dry run)" if args.dry_run else f"uploaded, upload id {plan.upload_id}"
+    print(f"{plan.model_path} -> model {plan.model_name} ({plan.model_id}), {plan.data_version}, {plan.docker_image}: {action}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "verify":
+        return run_verify(argv[1:])
+    if argv and argv[0] == "upload":
+        return run_upload(argv[1:])
+    if argv and argv[0] == "build":
+        argv = argv[1:]
+    return run_build(argv)

@@ -1,0 +1,314 @@
+"""Numerai's v5 data layout: features.json, feature sets, and loading splits as int8 matrices.
+
+A split is read in record batches with only the columns asked for, straight into one preallocated
+int8 matrix, so peak memory stays near the size of that matrix (never a float copy of it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+MAIN_TARGET = "target"
+ERA_COL = "era"
+DATA_TYPE_COL = "data_type"
+ID_COL = "id"
+MISSING_VALUE = 2
+FEATURE_MIN, FEATURE_MAX = 0, 4
+
+# Numerai's named feature groups (features.json also lists release sets such as "sunshine").
+FEATURE_GROUPS = ("constitution", "charisma", "agility", "wisdom", "strength", "serenity", "dexterity", "intelligence")
+UNGROUPED = "ungrouped"
+
+DEFAULT_DATA_VERSION = "v5.2"
+REQUIRED_FILES = ("features.json", "train.parquet", "validation.parquet")
+OPTIONAL_FILES = (
+    "live.parquet",
+    "train_benchmark_models.parquet",
+    "validation_benchmark_models.parquet",
+    "live_benchmark_models.parquet",
+)
+BATCH_ROWS = 65_536
+
+
+class DataError(ValueError):
+    """Input data that does not match Numerai's layout; the message names the file and column."""
+
+
+@dataclass
+class EraFrame:
+    """The labelled rows of one split: ids, eras and an int8 feature matrix, rows ordered by era."""
+
+    path: Path
+    ids: np.ndarray
+    eras: np.ndarray
+    features: np.ndarray
+    feature_names: list[str]
+    targets: pd.DataFrame
+    dropped_rows: int = 0
+    era_order: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.era_order = np.unique(self.eras)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def era_slices(self) -> dict[str, slice]:
+        """Contiguous row range of each era (rows are sorted by era on load)."""
+        starts = np.searchsorted(self.eras, self.era_order, side="left")
+        ends = np.searchsorted(self.eras, self.era_order, side="right")
+        return {era: slice(int(s), int(e)) for era, s, e in zip(self.era_order, starts, ends)}
+
+    def select_eras(self, eras: Sequence[str]) -> np.ndarray:
+        """Row indices of the given eras, in era order."""
+        return np.flatnonzero(np.isin(self.eras, np.asarray(eras)))
+
+    def with_features(self, names: Sequence[str]) -> "EraFrame":
+        """The same rows restricted to `names` (a copy of those int8 columns only)."""
+        columns = [self.feature_names.index(name) for name in names]
+        return EraFrame(
+            self.path, self.ids, self.eras, self.features[:, columns], list(names), self.targets, self.dropped_rows
+        )
+
+    def missing_feature_eras(self) -> pd.DataFrame:
+        """Boolean frame (eras x features): True where a feature is 2 for every row of an era,
+        Numerai's marker for a feature that is missing in that era."""
+        slices = self.era_slices()
+        mask = np.zeros((len(slices), len(self.feature_names)), dtype=bool)
+        for i, rows in enumerate(slices.values()):
+            block = self.features[rows]
+            mask[i] = (block.min(axis=0) == MISSING_VALUE) & (block.max(axis=0) == MISSING_VALUE)
+        return pd.DataFrame(mask, index=pd.Index(list(slices), name=ERA_COL), columns=self.feature_names)
+
+
+def read_features_json(data_dir: str | Path) -> dict:
+    """The parsed features.json of a data directory, with a clear error when absent or malformed."""
+    path = Path(data_dir) / "features.json"
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; a Numerai data directory needs features.json")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(meta.get("feature_sets"), dict):
+        raise DataError(f"{path}: expected a 'feature_sets' mapping of set name -> list of feature names")
+    return meta
+
+
+def parquet_columns(path: str | Path) -> list[str]:
+    """Column names of a parquet file (index columns included), read from its schema only."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return list(pq.read_schema(path).names)
+
+
+def resolve_features(data_dir: str | Path, feature_set: str | Sequence[str]) -> list[str]:
+    """Feature names for a set or group named in features.json, or for an explicit list.
+
+    'all' falls back to every `feature*` column of train.parquet when features.json does not list it.
+    """
+    data_dir = Path(data_dir)
+    sets = read_features_json(data_dir)["feature_sets"]
+    if not isinstance(feature_set, str):
+        names = list(feature_set)
+        if not names:
+            raise DataError("the feature list is empty; expected at least one feature name")
+        return names
+    if feature_set in sets:
+        names = list(sets[feature_set])
+    elif feature_set == "all":
+        names = [c for c in parquet_columns(data_dir / "train.parquet") if c.startswith("feature")]
+    else:
+        raise DataError(
+            f"{data_dir / 'features.json'}: unknown feature set {feature_set!r}; "
+            f"expected one of {sorted(set(sets) | {'all'})}"
+        )
+    if not names:
+        raise DataError(f"{data_dir / 'features.json'}: feature set {feature_set!r} is empty")
+    return names
+
+
+def feature_groups(data_dir: str | Path, feature_names: Sequence[str]) -> dict[str, str]:
+    """Each feature's Numerai group (constitution, charisma, ...), or 'ungrouped' when it has none."""
+    sets = read_features_json(data_dir)["feature_sets"]
+    groups = {}
+    for group in FEATURE_GROUPS:
+        for name in sets.get(group, []):
+            groups.setdefault(name, group)
+    return {name: groups.get(name, UNGROUPED) for name in feature_names}
+
+
+def load_benchmarks(path: str | Path, ids: np.ndarray) -> pd.DataFrame:
+    """Benchmark models' predictions for the given ids (NaN where a file lacks an id)."""
+    path = Path(path)
+    columns = [c for c in parquet_columns(path) if c not in (ID_COL, ERA_COL, DATA_TYPE_COL)]
+    frame = pd.read_parquet(path, columns=columns)
+    return frame.reindex(pd.Index(ids, name=ID_COL)).astype(np.float64)
+
+
+def target_names(data_dir: str | Path) -> list[str]:
+    """Target columns of train.parquet (features.json's 'targets' when given, else `target*` columns)."""
+    data_dir = Path(data_dir)
+    listed = read_features_json(data_dir).get("targets")
+    columns = parquet_columns(data_dir / "train.parquet")
+    if listed:
+        return [t for t in listed if t in columns]
+    return [c for c in columns if c.startswith("target")]
+
+
+def _check_columns(path: Path, available: Sequence[str], wanted: Sequence[str]) -> None:
+    missing = [c for c in wanted if c not in set(available)]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise DataError(f"{path}: missing column(s) {shown}")
+
+
+def _id_array(table: pa.Table, path: Path) -> np.ndarray:
+    """Row ids from the `id` column or the pandas index stored in the file."""
+    if ID_COL not in table.column_names:
+        raise DataError(f"{path}: no '{ID_COL}' column or index; expected Numerai's row ids")
+    return np.asarray(table.column(ID_COL).to_pylist(), dtype=object)
+
+
+def era_strings(column: pa.ChunkedArray, path: Path) -> np.ndarray:
+    """Eras as zero-padded strings, Numerai's form, so that string order is time order."""
+    if column.null_count:
+        raise DataError(f"{path}: column '{ERA_COL}' has missing values")
+    if pa.types.is_integer(column.type):
+        values = column.to_numpy()
+        width = max(4, len(str(int(values.max()))) if len(values) else 4)
+        return np.asarray([f"{v:0{width}d}" for v in values], dtype=object)
+    return np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
+
+
+def _feature_block(batch: pa.RecordBatch, names: Sequence[str], path: Path) -> np.ndarray:
+    """A batch's features as an int8 [rows, features] block, after checking type and range."""
+    block = np.empty((batch.num_rows, len(names)), dtype=np.int8)
+    for j, name in enumerate(names):
+        column = batch.column(name)
+        if not pa.types.is_integer(column.type):
+            raise DataError(f"{path}: column {name!r} has type {column.type}; expected integers 0..4")
+        if column.null_count:
+            raise DataError(f"{path}: column {name!r} has missing values; expected integers 0..4")
+        bounds = pc.min_max(column)
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if lo is not None and (lo < FEATURE_MIN or hi > FEATURE_MAX):
+            raise DataError(f"{path}: column {name!r} has values in {lo}..{hi}; expected integers 0..4")
+        block[:, j] = column.to_numpy(zero_copy_only=False)
+    return block
+
+
+def load_split(
+    path: str | Path,
+    feature_names: Sequence[str],
+    target_cols: Sequence[str] = (MAIN_TARGET,),
+    *,
+    data_type: str | None = None,
+    require_target: bool = True,
+    batch_rows: int = BATCH_ROWS,
+) -> EraFrame:
+    """Load the rows of one parquet split that can be trained on or scored.
+
+    Reads only `era`, `data_type`, the given features and targets. Rows whose main target
+    (the first of `target_cols`) is missing are left out and counted when `require_target`;
+    `data_type` keeps only rows of that type when the file has the column.
+    """
+    path = Path(path)
+    feature_names = list(feature_names)
+    target_cols = list(target_cols)
+    available = parquet_columns(path)
+    if ERA_COL not in available:
+        raise DataError(f"{path}: missing column '{ERA_COL}'; every Numerai split has an era column")
+    _check_columns(path, available, feature_names + target_cols)
+    meta_cols = [ERA_COL] + ([DATA_TYPE_COL] if DATA_TYPE_COL in available and data_type else [])
+    meta = pq.read_table(path, columns=meta_cols + target_cols + ([ID_COL] if ID_COL in available else []))
+    ids = _id_array(meta, path)
+    duplicated = pd.Index(ids).duplicated()
+    if duplicated.any():
+        raise DataError(f"{path}: duplicate id(s) {list(ids[duplicated][:5])}; expected one row per id")
+    eras = era_strings(meta.column(ERA_COL), path)
+    targets = pd.DataFrame(
+        {t: meta.column(t).to_numpy(zero_copy_only=False).astype(np.float32) for t in target_cols},
+        index=pd.Index(ids, name=ID_COL),
+    )
+    keep = np.ones(len(ids), dtype=bool)
+    if DATA_TYPE_COL in meta_cols:
+        keep &= np.asarray(meta.column(DATA_TYPE_COL).to_pylist(), dtype=object) == data_type
+    if require_target and target_cols:
+        unlabelled = keep & targets[target_cols[0]].isna().to_numpy()
+        if unlabelled.any():
+            logger.info("%s: left out %d rows without '%s'", path.name, int(unlabelled.sum()), target_cols[0])
+        keep &= ~unlabelled
+    dropped = int(len(keep) - keep.sum())
+    order = np.flatnonzero(keep)
+    order = order[np.argsort(eras[order], kind="stable")]
+    position = np.full(len(ids), -1, dtype=np.int64)
+    position[order] = np.arange(len(order))
+
+    features = np.empty((len(order), len(feature_names)), dtype=np.int8)
+    start = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=feature_names):
+        rows = position[start : start + batch.num_rows]
+        start += batch.num_rows
+        block = _feature_block(batch, feature_names, path)
+        wanted = rows >= 0
+        features[rows[wanted]] = block[wanted]
+    return EraFrame(
+        path=path,
+        ids=ids[order],
+        eras=eras[order],
+        features=features,
+        feature_names=feature_names,
+        targets=targets.iloc[order],
+        dropped_rows=dropped,
+    )
+
+
+def load_live(path: str | Path, feature_names: Sequence[str]) -> pd.DataFrame:
+    """A live file as Numerai's container hands it to the model: a frame indexed by `id`."""
+    path = Path(path)
+    _check_columns(path, parquet_columns(path), list(feature_names))
+    return pd.read_parquet(path)
+
+
+def download(
+    data_dir: str | Path,
+    version: str = DEFAULT_DATA_VERSION,
+    napi: object | None = None,
+    files: Sequence[str] = REQUIRED_FILES + OPTIONAL_FILES,
+) -> list[Path]:
+    """Fetch a data version's files with numerapi into `data_dir`, skipping files already there."""
+    import numerapi
+
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    api = napi if napi is not None else numerapi.NumerAPI()
+    available = set(api.list_datasets())
+    fetched = []
+    for name in files:
+        dest = data_dir / name
+        remote = f"{version}/{name}"
+        if dest.exists():
+            logger.info("%s already present, not downloaded again", dest)
+            continue
+        if remote not in available:
+            if name in REQUIRED_FILES:
+                raise DataError(f"numerapi lists no {remote}; is {version!r} a Numerai data version?")
+            logger.info("numerapi lists no %s; skipped", remote)
+            continue
+        api.download_dataset(remote, dest_path=str(dest))
+        fetched.append(dest)
+    return fetched

@@ -1,0 +1,109 @@
+"""Per-era scores with Numerai's own functions, and the summaries Numerai reports over eras.
+
+Every score here is computed by numerai-tools; this module only groups rows by era, aligns them,
+and summarizes the per-era series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from numerai_tools.scoring import (
+    correlation_contribution,
+    feature_neutral_corr,
+    max_feature_correlation,
+    numerai_corr,
+    tie_broken_rank_correlation,
+)
+
+
+def per_era(
+    score: Callable[[pd.DataFrame, np.ndarray], float],
+    eras: np.ndarray,
+    columns: dict[str, np.ndarray],
+    features: np.ndarray | None = None,
+    required: tuple[str, ...] = ("target",),
+) -> pd.Series:
+    """Apply `score(frame, row_positions)` to each era's rows, indexed by era (sorted).
+
+    Rows where any `required` column is NaN are left out of their era, as Numerai scores only
+    labelled rows; `row_positions` index into `features` for scores that need them.
+    """
+    frame = pd.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in columns.items()})
+    frame["era"] = np.asarray(eras)
+    frame["_row"] = np.arange(len(frame))
+    present = [c for c in required if c in frame]
+    if present:
+        frame = frame[frame[present].notna().all(axis=1)]
+    scores = {era: float(score(group, group["_row"].to_numpy())) for era, group in frame.groupby("era", sort=True)}
+    return pd.Series(scores, dtype=np.float64).rename_axis("era")
+
+
+def per_era_corr(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray) -> pd.Series:
+    """Numerai CORR (numerai_corr) of predictions against a target in each era."""
+    return per_era(
+        lambda g, _: numerai_corr(g[["prediction"]], g["target"]).iloc[0],
+        eras,
+        {"prediction": predictions, "target": targets},
+    ).rename("corr")
+
+
+def per_era_fnc(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray, features: np.ndarray) -> pd.Series:
+    """Feature-neutral CORR (feature_neutral_corr) in each era, neutralized to all given features."""
+
+    def score(group: pd.DataFrame, rows: np.ndarray) -> float:
+        neutralizers = pd.DataFrame(features[rows].astype(np.float32), index=group.index)
+        return feature_neutral_corr(group[["prediction"]], neutralizers, group["target"]).iloc[0]
+
+    return per_era(score, eras, {"prediction": predictions, "target": targets}).rename("fnc")
+
+
+def per_era_feature_exposure(predictions: np.ndarray, eras: np.ndarray, features: np.ndarray) -> pd.Series:
+    """Largest absolute correlation of the predictions with any one feature (max_feature_correlation)."""
+
+    def score(group: pd.DataFrame, rows: np.ndarray) -> float:
+        block = pd.DataFrame(features[rows].astype(np.float32), index=group.index)
+        return max_feature_correlation(group["prediction"], block.loc[:, block.std() > 0])[1]
+
+    return per_era(score, eras, {"prediction": predictions}, required=()).rename("feature_exposure")
+
+
+def per_era_bmc(predictions: np.ndarray, targets: np.ndarray, benchmark: np.ndarray, eras: np.ndarray) -> pd.Series:
+    """Contribution to a benchmark model's CORR (correlation_contribution), Numerai's BMC."""
+    return per_era(
+        lambda g, _: correlation_contribution(g[["prediction"]], g["benchmark"], g["target"]).iloc[0],
+        eras,
+        {"prediction": predictions, "target": targets, "benchmark": benchmark},
+        required=("target", "benchmark"),
+    ).rename("bmc")
+
+
+def per_era_benchmark_corr(predictions: np.ndarray, benchmark: np.ndarray, eras: np.ndarray) -> pd.Series:
+    """Rank correlation of the predictions with a benchmark model's predictions."""
+    return per_era(
+        lambda g, _: tie_broken_rank_correlation(g["benchmark"], g["prediction"]),
+        eras,
+        {"prediction": predictions, "benchmark": benchmark},
+        required=("benchmark",),
+    ).rename("benchmark_corr")
+
+
+def max_drawdown(per_era_scores: pd.Series) -> float:
+    """Largest fall of the cumulative per-era score from its running peak (a positive number)."""
+    cumulative = per_era_scores.cumsum()
+    return float((cumulative.cummax() - cumulative).max()) if len(cumulative) else float("nan")
+
+
+def summarize(per_era_scores: pd.Series) -> dict[str, float]:
+    """Mean, std, Sharpe (mean / std) and max drawdown of a per-era score, Numerai's summary figures."""
+    mean = float(per_era_scores.mean())
+    std = float(per_era_scores.std(ddof=0))
+    return {
+        "mean": mean,
+        "std": std,
+        "sharpe": mean / std if std > 0 else float("nan"),
+        "max_drawdown": max_drawdown(per_era_scores),
+        "eras": int(per_era_scores.count()),
+    }

@@ -1,0 +1,127 @@
+"""LightGBM members trained from int8 matrices without a float copy of the whole matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from pipeline.runtime import booster_predict
+
+# Numerai's example model (example-scripts): LGBMRegressor(n_estimators=2000, learning_rate=0.01,
+# max_depth=5, num_leaves=31, colsample_bytree=0.1), expressed as native LightGBM parameters.
+EXAMPLE_PARAMS: dict[str, Any] = {
+    "objective": "regression",
+    "learning_rate": 0.01,
+    "max_depth": 5,
+    "num_leaves": 31,
+    "feature_fraction": 0.1,
+    "verbosity": -1,
+}
+EXAMPLE_ROUNDS = 2000
+
+
+class Int8RowSequence(lgb.Sequence):
+    """Rows of an int8 matrix, handed to LightGBM in float32 batches.
+
+    LightGBM would otherwise convert the whole matrix to float32 (4x its size) before binning.
+    """
+
+    def __init__(self, features: np.ndarray, rows: np.ndarray | None = None, batch_size: int = 16_384):
+        self.features = features
+        self.rows = rows
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return len(self.features) if self.rows is None else len(self.rows)
+
+    def __getitem__(self, idx: int | slice | np.ndarray) -> np.ndarray:
+        picked = self.features[idx] if self.rows is None else self.features[self.rows[idx]]
+        # LightGBM samples single rows for its bin bounds and wants those as float64.
+        return picked.astype(np.float64 if np.ndim(picked) == 1 else np.float32)
+
+
+class LGBMMember:
+    """One LightGBM model of the ensemble, in the scikit-learn style: `__init__` only stores."""
+
+    def __init__(
+        self,
+        params: dict[str, Any] | None = None,
+        num_boost_round: int = EXAMPLE_ROUNDS,
+        seed: int = 0,
+        num_threads: int = 0,
+    ):
+        self.params = params
+        self.num_boost_round = num_boost_round
+        self.seed = seed
+        self.num_threads = num_threads
+
+    def lgb_params(self) -> dict[str, Any]:
+        params = dict(EXAMPLE_PARAMS if self.params is None else self.params)
+        params.update(seed=self.seed, deterministic=True, force_row_wise=True, num_threads=self.num_threads)
+        params.setdefault("verbosity", -1)
+        return params
+
+    def fit(
+        self,
+        features: np.ndarray,
+        target: np.ndarray,
+        rows: np.ndarray | None = None,
+        feature_names: list[str] | None = None,
+        callbacks: list | None = None,
+    ) -> "LGBMMember":
+        """Train on `features[rows]` (all rows when None) against `target[rows]`."""
+        return self.fit_parts([(features, target, rows)], feature_names=feature_names, callbacks=callbacks)
+
+    def fit_parts(
+        self,
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+        feature_names: list[str] | None = None,
+        callbacks: list | None = None,
+    ) -> "LGBMMember":
+        """Train on several (features, target, rows) parts, e.g. train and validation, without
+        concatenating their int8 matrices: each part is one LightGBM Sequence."""
+        sequences = [Int8RowSequence(features, rows) for features, _, rows in parts]
+        label = np.concatenate(
+            [np.asarray(target if rows is None else target[rows], dtype=np.float32) for _, target, rows in parts]
+        )
+        dataset = lgb.Dataset(
+            sequences,
+            label=label,
+            feature_name=feature_names if feature_names is not None else "auto",
+            params={"verbosity": -1},
+            free_raw_data=True,
+        )
+        self.booster_ = lgb.train(
+            self.lgb_params(), dataset, num_boost_round=self.num_boost_round, callbacks=callbacks
+        )
+        return self
+
+    def predict(self, features: np.ndarray, rows: np.ndarray | None = None, num_iteration: int | None = None) -> np.ndarray:
+        """Raw scores of the first `num_iteration` trees (all when None), an int8 batch at a time."""
+        picked = features if rows is None else features[rows]
+        return booster_predict(self.booster_, picked, num_iteration)
+
+    def model_text(self) -> str:
+        return self.booster_.model_to_string()
+
+
+class TqdmCallback:
+    """A LightGBM training callback that advances a progress bar one tree at a time."""
+
+    order = 100
+
+    def __init__(self, total: int, desc: str):
+        self.total = total
+        self.desc = desc
+        self.bar_ = None
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar_ is None:
+            self.bar_ = tqdm(total=self.total, desc=self.desc, unit="tree", leave=False)
+        self.bar_.update(1)
+        if env.iteration + 1 >= env.end_iteration:
+            self.bar_.close()

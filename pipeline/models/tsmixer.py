@@ -1,0 +1,695 @@
+"""TSMixer-Ext adapted to Numerai, and a plain multi-target MLP baseline: the training side.
+
+Numerai gives a model only the current era's rows, so TSMixer's time axis becomes the axis of
+feature-group tokens, and TSMixer-Ext's static features become an era context computed from the
+current era's rows (see /work/shared/TSMIXER.md). Both networks share one training loop over whole
+eras, with early stopping on the validation per-era CORR, and export to plain numpy arrays that
+`pipeline.runtime` runs without torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import itertools
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.cv import EraWalkForward, default_embargo
+from pipeline.data import MAIN_TARGET, EraFrame
+from pipeline.metrics import per_era_corr, summarize
+
+CLASS_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
+HEADS = ("ce", "regression")
+DEVICES = ("cpu", "cuda")
+# Numerai's feature groups; when features.json has any of them, only these count as groups.
+NUMERAI_GROUPS = ("constitution", "charisma", "agility", "wisdom", "strength", "serenity", "dexterity", "intelligence")
+# Sets of features.json that are selections or releases, not groups.
+NON_GROUP_SETS = frozenset({"small", "medium", "all", "sunshine", "rain", "midnight", "shadow"})
+# Regression losses are taken on 4 * (prediction - target) so that they are of the order of the
+# 5-class cross-entropy (the target's standard deviation is about 0.22).
+REGRESSION_SCALE = 4.0
+LAYER_NORM_EPS = 1e-5
+CONTEXT_EPS = 1e-5
+
+
+def token_groups(
+    feature_names: Sequence[str], feature_sets: Mapping[str, Sequence[str]] | None = None, max_group_size: int = 32
+) -> list[list[int]]:
+    """Column indices of each token: named feature groups, large ones split into chunks.
+
+    Each feature goes to the first group that lists it; features of no group are chunked together,
+    so data without groups falls back to contiguous chunks of at most `max_group_size` features.
+    """
+    if max_group_size < 1:
+        raise ValueError(f"max_group_size must be at least 1, got {max_group_size}")
+    position = {name: i for i, name in enumerate(feature_names)}
+    sets = dict(feature_sets or {})
+    if any(name in sets for name in NUMERAI_GROUPS):
+        names = [name for name in NUMERAI_GROUPS if name in sets]
+    else:
+        names = [name for name in sets if name not in NON_GROUP_SETS and not name.endswith("_features")]
+    taken = np.zeros(len(feature_names), dtype=bool)
+    groups: list[list[int]] = []
+    for name in names:
+        members = sorted({position[f] for f in sets[name] if f in position and not taken[position[f]]})
+        if members:
+            taken[members] = True
+            groups.append(members)
+    rest = np.flatnonzero(~taken).tolist()
+    if rest:
+        groups.append(rest)
+    tokens: list[list[int]] = []
+    for members in groups:
+        n_chunks = math.ceil(len(members) / max_group_size)
+        tokens.extend(chunk.tolist() for chunk in np.array_split(np.asarray(members), n_chunks))
+    return tokens
+
+
+def padded_token_index(tokens: Sequence[Sequence[int]], n_features: int) -> np.ndarray:
+    """[G, P] column indices, padded with `n_features` (a zero column appended to the input)."""
+    width = max(len(t) for t in tokens)
+    index = np.full((len(tokens), width), n_features, dtype=np.int64)
+    for g, members in enumerate(tokens):
+        index[g, : len(members)] = members
+    return index
+
+
+def scale_features(x: torch.Tensor) -> torch.Tensor:
+    """Bins 0..4 to -1..1, the same scaling as `pipeline.runtime`."""
+    return (x.float() - 2.0) / 2.0
+
+
+def era_mean(values: torch.Tensor, row_era: torch.Tensor, n_eras: int) -> torch.Tensor:
+    """Per-era means of [N, D] rows as [n_eras, D]; a one-hot matmul (deterministic on every device)."""
+    onehot = F.one_hot(row_era, n_eras).to(values.dtype).T
+    return (onehot @ values) / onehot.sum(1, keepdim=True)
+
+
+class MixerBlock(nn.Module):
+    """Token mixing over the G axis, then feature mixing over channels conditioned on the era context."""
+
+    def __init__(self, n_tokens: int, d: int, ff: int, context_dim: int, dropout: float):
+        super().__init__()
+        self.token_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.token_mix = nn.Linear(n_tokens, n_tokens)
+        self.feature_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.ff1 = nn.Linear(d + context_dim, ff)
+        self.ff2 = nn.Linear(ff, d)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        z = self.token_norm(h).transpose(1, 2)
+        h = h + self.dropout(F.gelu(self.token_mix(z), approximate="tanh")).transpose(1, 2)
+        z = self.feature_norm(h)
+        if context is not None:
+            z = torch.cat([z, context[:, None, :].expand(-1, z.shape[1], -1)], dim=-1)
+        z = self.dropout(F.gelu(self.ff1(z), approximate="tanh"))
+        return h + self.dropout(self.ff2(z))
+
+
+class TSMixerNet(nn.Module):
+    """Group tokens -> mixer blocks -> projection G -> K targets -> main and auxiliary heads."""
+
+    def __init__(
+        self,
+        token_index: np.ndarray,
+        n_features: int,
+        d: int,
+        n_block: int,
+        ff: int,
+        context_dim: int,
+        era_context: bool,
+        dropout: float,
+        n_main: int,
+        n_aux: int,
+    ):
+        super().__init__()
+        n_tokens, width = token_index.shape
+        self.register_buffer("index", torch.as_tensor(token_index))
+        mask = torch.as_tensor(token_index < n_features, dtype=torch.float32)
+        bound = (1.0 / mask.sum(1).clamp(min=1).sqrt())[:, None, None]
+        self.embed_w = nn.Parameter((torch.rand(n_tokens, width, d) * 2 - 1) * bound * mask[..., None])
+        self.embed_b = nn.Parameter((torch.rand(n_tokens, d) * 2 - 1) * bound[:, :, 0])
+        self.context = nn.Linear(2 * n_tokens * d, context_dim) if era_context else None
+        used_context = context_dim if era_context else 0
+        self.blocks = nn.ModuleList(MixerBlock(n_tokens, d, ff, used_context, dropout) for _ in range(n_block))
+        self.norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.target_proj = nn.Linear(n_tokens, 1 + n_aux)
+        self.main_head = nn.Linear(d, n_main)
+        self.aux_w = nn.Parameter(torch.randn(n_aux, d) / math.sqrt(d))
+        self.aux_b = nn.Parameter(torch.zeros(n_aux))
+
+    def forward(self, x: torch.Tensor, row_era: torch.Tensor, n_eras: int) -> tuple[torch.Tensor, torch.Tensor]:
+        padded = torch.cat([x, x.new_zeros(len(x), 1)], dim=1)
+        tokens = torch.einsum("ngp,gpd->ngd", padded[:, self.index], self.embed_w) + self.embed_b
+        context = None
+        if self.context is not None:
+            flat = tokens.reshape(len(x), -1)
+            mean = era_mean(flat, row_era, n_eras)
+            std = torch.sqrt(era_mean((flat - mean[row_era]) ** 2, row_era, n_eras) + CONTEXT_EPS)
+            context = F.gelu(self.context(torch.cat([mean, std], dim=1)), approximate="tanh")[row_era]
+        h = tokens
+        for block in self.blocks:
+            h = block(h, context)
+        out = self.target_proj(self.norm(h).transpose(1, 2)).transpose(1, 2)
+        return self.main_head(out[:, 0]), (out[:, 1:] * self.aux_w).sum(-1) + self.aux_b
+
+
+class MLPNet(nn.Module):
+    """The baseline: Linear + GELU + dropout layers on all features, then the same two heads."""
+
+    def __init__(self, n_features: int, hidden: Sequence[int], dropout: float, n_main: int, n_aux: int):
+        super().__init__()
+        sizes = [n_features, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.dropout = nn.Dropout(dropout)
+        self.main_head = nn.Linear(sizes[-1], n_main)
+        self.aux_head = nn.Linear(sizes[-1], n_aux) if n_aux else None
+
+    def forward(self, x: torch.Tensor, row_era: torch.Tensor, n_eras: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for layer in self.layers:
+            x = self.dropout(F.gelu(layer(x), approximate="tanh"))
+        return self.main_head(x), self.aux_head(x) if self.aux_head is not None else x.new_zeros(len(x), 0)
+
+
+def expected_value(main: torch.Tensor, head: str) -> torch.Tensor:
+    """The main target's prediction: the mean of the class distribution, or the regression output."""
+    if head == "ce":
+        return torch.softmax(main, dim=1) @ main.new_tensor(CLASS_VALUES)
+    return main[:, 0]
+
+
+def blend_prediction(main: torch.Tensor, aux: torch.Tensor, head: str, aux_weight: float) -> torch.Tensor:
+    """Main prediction, blended with the mean auxiliary prediction when `aux_weight` > 0."""
+    pred = expected_value(main, head)
+    if aux_weight > 0 and aux.shape[1] > 0:
+        pred = (1 - aux_weight) * pred + aux_weight * aux.mean(1)
+    return pred
+
+
+def era_corr(pred: torch.Tensor, target: torch.Tensor, row_era: torch.Tensor, n_eras: int) -> torch.Tensor:
+    """Mean over eras of the Pearson correlation of prediction and target (a differentiable CORR proxy)."""
+    both = torch.stack([pred, target], dim=1)
+    centred = both - era_mean(both, row_era, n_eras)[row_era]
+    cov = era_mean(centred[:, :1] * centred[:, 1:], row_era, n_eras)[:, 0]
+    var = era_mean(centred**2, row_era, n_eras)
+    return (cov / torch.sqrt(var[:, 0] * var[:, 1] + 1e-12)).mean()
+
+
+@dataclass
+class EraBatches:
+    """Whole eras of an EraFrame as row slices; rows are never copied until a batch is built."""
+
+    features: np.ndarray
+    slices: list[slice]
+    eras: list[str]
+    main: np.ndarray
+    aux: np.ndarray
+
+    @classmethod
+    def from_frame(cls, frame: EraFrame, eras: Sequence[str], target: str, aux_targets: Sequence[str]) -> "EraBatches":
+        by_era = frame.era_slices()
+        eras = [e for e in eras if e in by_era]
+        return cls(
+            features=frame.features,
+            slices=[by_era[e] for e in eras],
+            eras=eras,
+            main=frame.targets[target].to_numpy(dtype=np.float32),
+            aux=frame.targets[list(aux_targets)].to_numpy(dtype=np.float32).reshape(len(frame), len(aux_targets)),
+        )
+
+    def batch(self, positions: Sequence[int], device: torch.device) -> dict[str, Any]:
+        """Features, targets and per-row era numbers of the eras at `positions`."""
+        picked = [self.slices[p] for p in positions]
+        sizes = [s.stop - s.start for s in picked]
+
+        def gather(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.concatenate([values[s] for s in picked])).to(device)
+
+        return {
+            "x": scale_features(gather(self.features)),
+            "main": gather(self.main),
+            "aux": gather(self.aux),
+            "row_era": torch.repeat_interleave(torch.arange(len(picked)), torch.tensor(sizes)).to(device),
+            "n_eras": len(picked),
+            "eras": np.repeat(np.asarray([self.eras[p] for p in positions], dtype=object), sizes),
+        }
+
+
+@contextlib.contextmanager
+def torch_settings(threads: int, deterministic: bool, device: str) -> Iterator[None]:
+    """Thread count and deterministic algorithms for one fit or predict, restored afterwards."""
+    old_threads = torch.get_num_threads()
+    old_deterministic = torch.are_deterministic_algorithms_enabled()
+    if device == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_deterministic)
+
+
+class EraNetEstimator:
+    """Shared by TSMixerExt and MLPBaseline: the era-batch training loop, prediction and export.
+
+    Scikit-learn style: `__init__` only stores parameters; `fit` sets attributes ending in `_`.
+    """
+
+    kind = ""
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters, so that `type(est)(**est.get_params())` is an unfitted copy."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params: Any) -> "EraNetEstimator":
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; expected one of {sorted(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def _build_network(self, n_features: int, feature_names: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _export_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _check_params(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
+        for name in ("max_epochs", "patience", "eras_per_batch", "threads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.aux_weight <= 1:
+            raise ValueError(f"aux_weight must be in [0, 1], got {self.aux_weight}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    def split_eras(self, frame: EraFrame, eras: Sequence[str], embargo: int) -> tuple[list[str], list[str]]:
+        """(fit eras, early-stopping eras): the newest eras held out after an embargo counted on the
+        frame's own era timeline, so it holds when `eras` is a sample such as every 4th era."""
+        eras = sorted(eras)
+        timeline = [e for e in frame.era_order if eras[0] <= e <= eras[-1]]
+        n_valid = self.n_valid_eras or max(2, len(timeline) // 5)
+        splitter = EraWalkForward(n_splits=1, embargo=embargo, validation_eras=n_valid, min_train_eras=1)
+        fit_part, valid_part = splitter.era_folds(timeline)[-1]
+        fit_set, valid_set = set(fit_part), set(valid_part)
+        fit_eras = [e for e in eras if e in fit_set]
+        valid_eras = [e for e in eras if e in valid_set]
+        if not fit_eras or not valid_eras:
+            raise ValueError(
+                f"eras {eras[0]}..{eras[-1]} leave no fit or early-stopping era with n_valid_eras={n_valid} "
+                f"and an embargo of {embargo}; pass more eras or set n_valid_eras"
+            )
+        return fit_eras, valid_eras
+
+    def fit(
+        self,
+        frame: EraFrame,
+        eras: Sequence[str] | None = None,
+        *,
+        target: str = MAIN_TARGET,
+        aux_targets: Sequence[str] = (),
+        valid_eras: Sequence[str] | None = None,
+    ) -> "EraNetEstimator":
+        """Train on whole eras of `frame` (all eras when None), early-stopping on validation CORR.
+
+        Without `valid_eras`, the newest `n_valid_eras` eras of `eras` are held out after an embargo
+        (`embargo`, or 8/16 eras from the targets' horizon). Auxiliary targets are outputs only.
+        """
+        self._check_params()
+        aux_targets = list(aux_targets)
+        missing = [t for t in [target, *aux_targets] if t not in frame.targets.columns]
+        if missing:
+            raise ValueError(f"target(s) {missing} are not in the frame; it has {list(frame.targets.columns)}")
+        if target in aux_targets:
+            raise ValueError(f"aux_targets must not repeat the main target {target!r}")
+        eras = list(frame.era_order if eras is None else eras)
+        if not eras:
+            raise ValueError("eras is empty; pass at least one era of the frame")
+        if valid_eras is None:
+            embargo = default_embargo([target, *aux_targets]) if self.embargo is None else self.embargo
+            fit_eras, valid_eras = self.split_eras(frame, eras, embargo)
+        else:
+            fit_eras, valid_eras = [e for e in eras if e not in set(valid_eras)], list(valid_eras)
+        device = torch.device(self.device)
+        train_data = EraBatches.from_frame(frame, fit_eras, target, aux_targets)
+        valid_data = EraBatches.from_frame(frame, valid_eras, target, aux_targets)
+        if not train_data.eras or not valid_data.eras:
+            raise ValueError("no rows to fit or to early-stop on: the given eras are not in the frame")
+        with torch_settings(self.threads, True, self.device):
+            torch.manual_seed(self.seed)
+            network = self._build_network(
+                frame.features.shape[1], frame.feature_names, 5 if self.head == "ce" else 1, len(aux_targets)
+            ).to(device)
+            self.network_ = network
+            self.feature_names_ = list(frame.feature_names)
+            self.target_ = target
+            self.aux_targets_ = aux_targets
+            self.fit_eras_, self.valid_eras_ = fit_eras, list(valid_data.eras)
+            self._train(network, train_data, valid_data, device)
+        return self
+
+    def _loss(self, main: torch.Tensor, aux: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        y = batch["main"]
+        known = ~torch.isnan(y)
+        y0 = torch.nan_to_num(y, nan=0.5)
+        if self.head == "ce":
+            classes = torch.clamp(torch.round(y0 * 4), 0, 4).long()
+            per_row = F.cross_entropy(main, classes, reduction="none")
+        else:
+            per_row = (REGRESSION_SCALE * (main[:, 0] - y0)) ** 2
+        loss = (per_row * known).sum() / known.sum().clamp(min=1)
+        if aux.shape[1] > 0 and self.aux_loss_weight > 0:
+            labelled = ~torch.isnan(batch["aux"])
+            sq = (REGRESSION_SCALE * (aux - torch.nan_to_num(batch["aux"]))) ** 2
+            loss = loss + self.aux_loss_weight * (sq * labelled).sum() / labelled.sum().clamp(min=1)
+        if self.corr_weight > 0:
+            pred = expected_value(main, self.head)
+            loss = loss - self.corr_weight * era_corr(pred[known], y[known], batch["row_era"][known], batch["n_eras"])
+        return loss
+
+    def _train(self, network: nn.Module, train_data: EraBatches, valid_data: EraBatches, device: torch.device) -> None:
+        """AdamW with a cosine schedule over eras shuffled by a seeded Generator; keeps the best epoch."""
+        from tqdm.auto import tqdm
+
+        rng = np.random.default_rng(self.seed)
+        optimizer = torch.optim.AdamW(network.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.max_epochs, eta_min=self.lr * 0.05)
+        best_corr, best_state, best_epoch, history = -np.inf, None, 0, []
+        bar = tqdm(range(1, self.max_epochs + 1), desc=type(self).__name__, unit="epoch", disable=not self.progress, leave=False)
+        for epoch in bar:
+            network.train()
+            order = rng.permutation(len(train_data.eras))
+            losses = []
+            for start in range(0, len(order), self.eras_per_batch):
+                batch = train_data.batch(order[start : start + self.eras_per_batch], device)
+                main, aux = network(batch["x"], batch["row_era"], batch["n_eras"])
+                loss = self._loss(main, aux, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            scheduler.step()
+            per_era = self._score(network, valid_data, device)
+            corr = float(per_era.mean())
+            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_corr": corr, "valid_sharpe": summarize(per_era)["sharpe"]})
+            bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}", val_corr=f"{corr:.4f}")
+            if corr > best_corr:
+                best_corr, best_epoch, best_state = corr, epoch, copy.deepcopy(network.state_dict())
+            elif epoch - best_epoch >= self.patience:
+                break
+        bar.close()
+        network.load_state_dict(best_state)
+        network.eval()
+        self.best_epoch_ = best_epoch
+        self.best_valid_corr_ = best_corr
+        self.history_ = pd.DataFrame(history)
+
+    def _predict_batches(self, network: nn.Module, data: EraBatches, device: torch.device) -> np.ndarray:
+        network.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(data.eras), self.eras_per_batch):
+                batch = data.batch(range(start, min(start + self.eras_per_batch, len(data.eras))), device)
+                main, aux = network(batch["x"], batch["row_era"], batch["n_eras"])
+                out.append(blend_prediction(main, aux, self.head, self.aux_weight).cpu().numpy())
+        return np.concatenate(out)
+
+    def _score(self, network: nn.Module, data: EraBatches, device: torch.device) -> pd.Series:
+        pred = self._predict_batches(network, data, device)
+        rows = np.concatenate([np.arange(s.start, s.stop) for s in data.slices])
+        eras = np.repeat(np.asarray(data.eras, dtype=object), [s.stop - s.start for s in data.slices])
+        return per_era_corr(pred, data.main[rows], eras)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit first")
+
+    def predict(self, features: np.ndarray, eras: np.ndarray | None = None) -> np.ndarray:
+        """Predictions for int8 (or 0..4 float) feature rows; `eras` groups rows for the era
+        context (None: all rows are one era, as in a live file)."""
+        self._check_fitted()
+        features = np.asarray(features)
+        if features.ndim != 2 or features.shape[1] != len(self.feature_names_):
+            raise ValueError(f"features must be [rows, {len(self.feature_names_)}], got shape {features.shape}")
+        eras = np.zeros(len(features), dtype=np.int64) if eras is None else np.asarray(eras)
+        if len(eras) != len(features):
+            raise ValueError(f"eras has {len(eras)} entries for {len(features)} feature rows")
+        uniques, inverse = np.unique(eras, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(uniques) + 1))
+        data = EraBatches(
+            features=features[order],
+            slices=[slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])],
+            eras=[str(u) for u in uniques],
+            main=np.zeros(len(features), dtype=np.float32),
+            aux=np.zeros((len(features), 0), dtype=np.float32),
+        )
+        with torch_settings(self.threads, True, self.device):
+            pred = self._predict_batches(self.network_, data, next(self.network_.parameters()).device)
+        out = np.empty(len(features), dtype=np.float32)
+        out[order] = pred
+        return out
+
+    def export(self, name: str | None = None, weight: float = 1.0) -> dict[str, Any]:
+        """A plain member dict for `pipeline.runtime`: float32 arrays and a config of plain Python."""
+        self._check_fitted()
+        arrays = {
+            key: value.detach().cpu().numpy().astype(np.float32)
+            for key, value in self.network_.state_dict().items()
+            if key != "index"
+        }
+        config = {
+            "head": self.head,
+            "classes": list(CLASS_VALUES),
+            "aux_weight": float(self.aux_weight),
+            "n_aux": len(self.aux_targets_),
+            "target": self.target_,
+            "aux_targets": list(self.aux_targets_),
+            "feature_names": list(self.feature_names_),
+            "layer_norm_eps": LAYER_NORM_EPS,
+            "context_eps": CONTEXT_EPS,
+        } | self._export_config()
+        return {"name": name or self.kind, "kind": self.kind, "weight": float(weight), "arrays": arrays, "config": config}
+
+
+class TSMixerExt(EraNetEstimator):
+    """TSMixer-Ext on feature-group tokens with an era context (the current era's token statistics)."""
+
+    kind = "tsmixer"
+
+    def __init__(
+        self,
+        d: int = 32,
+        n_block: int = 2,
+        ff: int = 64,
+        context_dim: int = 16,
+        era_context: bool = True,
+        max_group_size: int = 32,
+        feature_sets: Mapping[str, Sequence[str]] | None = None,
+        dropout: float = 0.1,
+        head: str = "ce",
+        aux_loss_weight: float = 1.0,
+        corr_weight: float = 0.0,
+        aux_weight: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        max_epochs: int = 30,
+        patience: int = 5,
+        eras_per_batch: int = 1,
+        n_valid_eras: int | None = None,
+        embargo: int | None = None,
+        seed: int = 0,
+        threads: int = 1,
+        device: str = "cpu",
+        progress: bool = True,
+    ):
+        self.d = d
+        self.n_block = n_block
+        self.ff = ff
+        self.context_dim = context_dim
+        self.era_context = era_context
+        self.max_group_size = max_group_size
+        self.feature_sets = feature_sets
+        self.dropout = dropout
+        self.head = head
+        self.aux_loss_weight = aux_loss_weight
+        self.corr_weight = corr_weight
+        self.aux_weight = aux_weight
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.eras_per_batch = eras_per_batch
+        self.n_valid_eras = n_valid_eras
+        self.embargo = embargo
+        self.seed = seed
+        self.threads = threads
+        self.device = device
+        self.progress = progress
+
+    def _build_network(self, n_features: int, feature_names: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
+        for name in ("d", "n_block", "ff", "context_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.tokens_ = token_groups(feature_names, self.feature_sets, self.max_group_size)
+        index = padded_token_index(self.tokens_, n_features)
+        return TSMixerNet(
+            index, n_features, self.d, self.n_block, self.ff, self.context_dim, self.era_context, self.dropout, n_main, n_aux
+        )
+
+    def _export_config(self) -> dict[str, Any]:
+        return {"architecture": "tsmixer", "tokens": [list(map(int, t)) for t in self.tokens_],
+                "n_block": int(self.n_block), "era_context": bool(self.era_context)}
+
+
+class MLPBaseline(EraNetEstimator):
+    """A plain multi-target MLP on all features: the baseline TSMixer-Ext has to beat."""
+
+    kind = "mlp"
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (64, 64),
+        dropout: float = 0.1,
+        head: str = "ce",
+        aux_loss_weight: float = 1.0,
+        corr_weight: float = 0.0,
+        aux_weight: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        max_epochs: int = 30,
+        patience: int = 5,
+        eras_per_batch: int = 1,
+        n_valid_eras: int | None = None,
+        embargo: int | None = None,
+        seed: int = 0,
+        threads: int = 1,
+        device: str = "cpu",
+        progress: bool = True,
+    ):
+        self.hidden = hidden
+        self.dropout = dropout
+        self.head = head
+        self.aux_loss_weight = aux_loss_weight
+        self.corr_weight = corr_weight
+        self.aux_weight = aux_weight
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.eras_per_batch = eras_per_batch
+        self.n_valid_eras = n_valid_eras
+        self.embargo = embargo
+        self.seed = seed
+        self.threads = threads
+        self.device = device
+        self.progress = progress
+
+    def _build_network(self, n_features: int, feature_names: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
+        hidden = [int(h) for h in self.hidden]
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden must list at least one positive layer width, got {self.hidden}")
+        return MLPNet(n_features, hidden, self.dropout, n_main, n_aux)
+
+    def _export_config(self) -> dict[str, Any]:
+        return {"architecture": "mlp", "n_layers": len(self.hidden)}
+
+
+def n_parameters(estimator: EraNetEstimator) -> int:
+    """Trainable parameters of a fitted estimator (for comparing model sizes)."""
+    estimator._check_fitted()
+    return int(sum(p.numel() for p in estimator.network_.parameters()))
+
+
+DEFAULT_SPACE: dict[str, list[Any]] = {
+    "n_block": [1, 2, 3],
+    "d": [16, 32, 48],
+    "ff": [32, 64, 128],
+    "dropout": [0.0, 0.1, 0.2],
+    "lr": [3e-4, 1e-3, 3e-3],
+    "era_context": [True, False],
+    "head": ["ce", "regression"],
+}
+
+
+def search(
+    frame: EraFrame,
+    *,
+    space: Mapping[str, Sequence[Any]] | None = None,
+    base_params: Mapping[str, Any] | None = None,
+    estimator: type[EraNetEstimator] = TSMixerExt,
+    n_trials: int = 8,
+    budget_s: float | None = None,
+    n_splits: int = 2,
+    fold_eras: int | None = None,
+    eras: Sequence[str] | None = None,
+    target: str = MAIN_TARGET,
+    aux_targets: Sequence[str] = (),
+    embargo: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Random search over `space` within `n_trials` and `budget_s` seconds, scored by walk-forward CV.
+
+    Each trial trains one model per EraWalkForward fold of `fold_eras` validation eras (default: the
+    newest half of the eras split into `n_splits` windows; early-stopping inside the fold's training
+    eras) and scores the fold's validation eras; the table holds the CV CORR mean and Sharpe over
+    all scored eras, best first. The first trial always runs; no later one starts once the budget is spent.
+    """
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be at least 1, got {n_trials}")
+    space = dict(DEFAULT_SPACE if space is None else space)
+    valid = estimator().get_params()
+    unknown = [k for k in [*space, *(base_params or {})] if k not in valid]
+    if unknown:
+        raise ValueError(f"unknown {estimator.__name__} parameter(s) {unknown} in space or base_params")
+    eras = list(frame.era_order if eras is None else eras)
+    embargo = default_embargo([target, *aux_targets]) if embargo is None else embargo
+    fold_eras = fold_eras or max(1, len(frame.era_order) // (2 * n_splits + 2))
+    folds = EraWalkForward(n_splits, embargo, validation_eras=fold_eras, min_train_eras=1).era_folds(frame.era_order)
+    eras_set = set(eras)
+    rng = np.random.default_rng(seed)
+    combos = [dict(zip(space, values)) for values in itertools.product(*space.values())]
+    picks = rng.choice(len(combos), size=min(n_trials, len(combos)), replace=False)
+    start, rows = time.perf_counter(), []
+    for trial, pick in enumerate(picks):
+        if budget_s is not None and trial > 0 and time.perf_counter() - start > budget_s:
+            break
+        params = dict(base_params or {}) | combos[pick]
+        t0, scores, epochs = time.perf_counter(), [], []
+        for fit_eras, val_eras in folds:
+            model = estimator(**params).fit(
+                frame, [e for e in fit_eras if e in eras_set], target=target, aux_targets=aux_targets
+            )
+            rows_val = frame.select_eras(val_eras)
+            pred = model.predict(frame.features[rows_val], frame.eras[rows_val])
+            scores.append(per_era_corr(pred, frame.targets[target].to_numpy()[rows_val], frame.eras[rows_val]))
+            epochs.append(model.best_epoch_)
+        summary = summarize(pd.concat(scores))
+        rows.append({"trial": trial, **combos[pick], "cv_corr_mean": summary["mean"], "cv_sharpe": summary["sharpe"],
+                     "cv_eras": summary["eras"], "best_epochs": epochs, "seconds": time.perf_counter() - t0})
+    return pd.DataFrame(rows).sort_values("cv_corr_mean", ascending=False, ignore_index=True)

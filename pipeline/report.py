@@ -1,0 +1,73 @@
+"""The build report: report.json, its plots and report.html, and the table printed after a build."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN to null, series to {era: value}."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, pd.Series):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(value) else float(value)
+    return value
+
+
+def write_report(report_dir: str | Path, report: dict[str, Any]) -> Path:
+    """Write report.json, then the plots and report.html from what the JSON holds.
+
+    `report["models"]` maps each model's name to its figures. A plot that fails is logged, not
+    raised: the verified pickle is already written and is worth more than a figure.
+    """
+    from pipeline.html_report import write_html
+    from pipeline.plots import write_plots
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / "report.json"
+    path.write_text(json.dumps(_plain(report), indent=2, allow_nan=False))
+    stored = json.loads(path.read_text())
+    try:
+        plots = write_plots(stored, report_dir)
+    except Exception:
+        logger.exception("plotting the report failed; report.html is written without plots")
+        plots = {}
+    write_html(stored, report_dir, plots)
+    return path
+
+
+def summary_table(models: dict[str, dict[str, Any]]) -> str:
+    """One line per model: out-of-fold CV and held-out validation per-era CORR figures."""
+    header = (
+        f"{'model':<24} {'CV mean':>8} {'CV Shrp':>8} | {'val mean':>8} {'std':>7} {'Sharpe':>7} {'max DD':>7} {'eras':>5}"
+    )
+    lines = ["per-era numerai_corr: CV = out-of-fold forward-chained; val = held-out eras after the embargo", header, "-" * len(header)]
+    for name, figures in models.items():
+        cv = figures.get("cv", {})
+        val = figures["validation"]
+        lines.append(
+            f"{name:<24} {cv.get('mean', float('nan')):>8.4f} {cv.get('sharpe', float('nan')):>8.2f} | "
+            f"{val['mean']:>8.4f} {val['std']:>7.4f} {val['sharpe']:>7.2f} {val['max_drawdown']:>7.4f} {val['eras']:>5d}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""The only code that runs inside Numerai's container: the `predict(live_features)` closure.
+
+It imports numpy, pandas and lightgbm and nothing else, and is pickled by value
+(`cloudpickle.register_pickle_by_value`), so the pickle works where this package is not installed.
+Its state is plain data: feature names, LightGBM model text and blend weights.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+PREDICT_CHUNK_ROWS = 8192
+
+
+def rank_within_groups(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Percentile ranks in (0, 1) within each group (an era), ties averaged, as Numerai ranks."""
+    series = pd.Series(values)
+    if groups is None:
+        ranked = series.rank(method="average")
+        counts = np.full(len(values), len(values), dtype=np.float64)
+    else:
+        grouped = series.groupby(np.asarray(groups), sort=False)
+        ranked = grouped.rank(method="average")
+        counts = grouped.transform("size").to_numpy(dtype=np.float64)
+    return (ranked.to_numpy(dtype=np.float64) - 0.5) / counts
+
+
+def feature_matrix(live_features: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
+    """The model's features by name, as float32 rows; extra or reordered columns are fine."""
+    if not isinstance(live_features, pd.DataFrame):
+        raise TypeError(f"predict expects a pandas DataFrame of live features, got {type(live_features).__name__}")
+    missing = [name for name in feature_names if name not in live_features.columns]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise KeyError(f"live features lack {len(missing)} feature column(s) the model needs: {shown}")
+    return live_features[feature_names].to_numpy(dtype=np.float32)
+
+
+def booster_predict(booster: lgb.Booster, features: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
+    """Booster output in row chunks, so no float64 copy of the whole matrix is made."""
+    out = np.empty(len(features), dtype=np.float64)
+    for start in range(0, len(features), PREDICT_CHUNK_ROWS):
+        stop = start + PREDICT_CHUNK_ROWS
+        out[start:stop] = booster.predict(features[start:stop], num_iteration=num_iteration)
+    return out
+
+
+def member_scores(member: dict, features: np.ndarray, cache: dict, eras: np.ndarray | None = None) -> np.ndarray:
+    """Raw scores of one exported member on float32 features; `cache` keeps built boosters.
+
+    `eras` (one per row, None: all rows are one era) groups rows for the era context of neural members.
+    """
+    kind = member["kind"]
+    if kind == "lightgbm":
+        if member["name"] not in cache:
+            cache[member["name"]] = lgb.Booster(model_str=member["model_text"])
+        return booster_predict(cache[member["name"]], features)
+    if kind in ("tsmixer", "mlp"):
+        return neural_member_scores(member, features, eras)
+    raise ValueError(f"unknown member kind {kind!r}")
+
+
+def make_predict(state: dict) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """Build the closure Numerai calls each round.
+
+    `state` holds `feature_names` and `members`: a list of `{"name", "kind", "weight", ...}`
+    exported models whose per-era ranks are averaged with those weights.
+    """
+    feature_names = list(state["feature_names"])
+    members = [dict(m) for m in state["members"]]
+    weights = np.asarray([m["weight"] for m in members], dtype=np.float64)
+    weights = weights / weights.sum()
+    cache: dict = {}
+
+    def predict(live_features: pd.DataFrame) -> pd.DataFrame:
+        features = feature_matrix(live_features, feature_names)
+        eras = live_features["era"].to_numpy() if "era" in live_features.columns else None
+        blended = np.zeros(len(features), dtype=np.float64)
+        for member, weight in zip(members, weights):
+            blended += weight * rank_within_groups(member_scores(member, features, cache, eras), eras)
+        prediction = rank_within_groups(blended, eras)
+        index = pd.Index(live_features.index, name="id")
+        return pd.DataFrame({"prediction": prediction}, index=index)
+
+    return predict
+
+
+# Numpy forward passes of the neural members (pipeline.models.tsmixer trains them with torch).
+# GELU is the tanh form on both sides, so numpy and torch compute the same function.
+GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+
+
+def np_gelu(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh form (torch's `gelu(approximate="tanh")`)."""
+    return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * x**3)))
+
+
+def np_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """torch.nn.Linear on the last axis, as one 2-D matrix product."""
+    flat = x.reshape(-1, x.shape[-1]) @ weight.T + bias
+    return flat.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def np_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    """torch.nn.LayerNorm over the last axis (biased variance)."""
+    centred = x - x.mean(-1, keepdims=True)
+    return centred / np.sqrt((centred**2).mean(-1, keepdims=True) + eps) * weight + bias
+
+
+def np_softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by the maximum for stability."""
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def era_row_groups(eras: np.ndarray | None, n_rows: int) -> list[np.ndarray]:
+    """Row indices of each era; one group of every row when there is no era column."""
+    if eras is None:
+        return [np.arange(n_rows)]
+    _, inverse = np.unique(np.asarray(eras).astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
+
+
+def token_index(tokens: list, n_features: int) -> np.ndarray:
+    """[G, P] feature columns of each token, padded with `n_features` (a zero column)."""
+    index = np.full((len(tokens), max(len(t) for t in tokens)), n_features, dtype=np.int64)
+    for g, members in enumerate(tokens):
+        index[g, : len(members)] = members
+    return index
+
+
+def tsmixer_forward(arrays: dict, config: dict, x: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TSMixer-Ext on the scaled rows of ONE era: (main outputs [N, 5 or 1], auxiliary outputs [N, A])."""
+    a, eps = arrays, config["layer_norm_eps"]
+    n = len(x)
+    padded = np.concatenate([x, np.zeros((n, 1), dtype=x.dtype)], axis=1)
+    grouped = padded[:, index.ravel()].reshape(n, *index.shape).transpose(1, 0, 2)
+    h = np.matmul(grouped, a["embed_w"]).transpose(1, 0, 2) + a["embed_b"]
+    d = h.shape[2]
+    context = None
+    if config["era_context"]:
+        flat = h.reshape(n, -1)
+        mean = flat.mean(0)
+        std = np.sqrt(((flat - mean) ** 2).mean(0) + config["context_eps"])
+        context = np_gelu(np_linear(np.concatenate([mean, std]), a["context.weight"], a["context.bias"]))
+    for i in range(config["n_block"]):
+        p = f"blocks.{i}."
+        z = np_layer_norm(h, a[p + "token_norm.weight"], a[p + "token_norm.bias"], eps)
+        z = np_gelu(np_linear(z.transpose(0, 2, 1), a[p + "token_mix.weight"], a[p + "token_mix.bias"]))
+        h = h + z.transpose(0, 2, 1)
+        z = np_layer_norm(h, a[p + "feature_norm.weight"], a[p + "feature_norm.bias"], eps)
+        w1 = a[p + "ff1.weight"]
+        pre = np_linear(z, w1[:, :d], a[p + "ff1.bias"])
+        if context is not None:
+            pre = pre + context @ w1[:, d:].T
+        h = h + np_linear(np_gelu(pre), a[p + "ff2.weight"], a[p + "ff2.bias"])
+    h = np_layer_norm(h, a["norm.weight"], a["norm.bias"], eps)
+    out = np_linear(h.transpose(0, 2, 1), a["target_proj.weight"], a["target_proj.bias"])
+    main = np_linear(out[:, :, 0], a["main_head.weight"], a["main_head.bias"])
+    aux = (out[:, :, 1:] * a["aux_w"].T).sum(1) + a["aux_b"]
+    return main, aux
+
+
+def mlp_forward(arrays: dict, config: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The MLP baseline: (main outputs, auxiliary outputs)."""
+    for i in range(config["n_layers"]):
+        x = np_gelu(np_linear(x, arrays[f"layers.{i}.weight"], arrays[f"layers.{i}.bias"]))
+    main = np_linear(x, arrays["main_head.weight"], arrays["main_head.bias"])
+    if "aux_head.weight" not in arrays:
+        return main, np.zeros((len(x), 0), dtype=x.dtype)
+    return main, np_linear(x, arrays["aux_head.weight"], arrays["aux_head.bias"])
+
+
+def neural_prediction(main: np.ndarray, aux: np.ndarray, config: dict) -> np.ndarray:
+    """Expected value of the 5-class distribution (or the regression output), blended with the
+    mean auxiliary output when the config's `aux_weight` > 0."""
+    if config["head"] == "ce":
+        pred = np_softmax(main) @ np.asarray(config["classes"], dtype=main.dtype)
+    else:
+        pred = main[:, 0]
+    if config["aux_weight"] > 0 and aux.shape[1] > 0:
+        pred = (1 - config["aux_weight"]) * pred + config["aux_weight"] * aux.mean(1)
+    return pred
+
+
+def neural_member_scores(member: dict, features: np.ndarray, eras: np.ndarray | None = None) -> np.ndarray:
+    """Scores of a "tsmixer" or "mlp" member on raw 0..4 float32 features, one era at a time
+    (the era context summarizes only the era's own rows)."""
+    arrays, config = member["arrays"], member["config"]
+    n_features = len(config["feature_names"])
+    if features.shape[1] != n_features:
+        raise ValueError(f"member {member['name']!r} expects {n_features} features, got {features.shape[1]}")
+    index = token_index(config["tokens"], n_features) if config["architecture"] == "tsmixer" else None
+    out = np.empty(len(features), dtype=np.float64)
+    for rows in era_row_groups(eras, len(features)):
+        x = (features[rows].astype(np.float32) - 2.0) / 2.0
+        if index is not None:
+            main, aux = tsmixer_forward(arrays, config, x, index)
+        else:
+            main, aux = mlp_forward(arrays, config, x)
+        out[rows] = neural_prediction(main, aux, config)
+    return out

@@ -1,0 +1,61 @@
+"""The whole build, end to end, through the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from pipeline.verify import verify_pickle
+from tests.conftest import write_foreign_layout
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_build_writes_a_verified_pickle_and_report(tiny_world: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "model.pkl"
+    code = main(["--data-dir", str(tiny_world), "--out", str(out), "--trees", "40", "--threads", "1"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "lgbm_example" in printed and "verification PASSED" in printed
+    report = json.loads((tmp_path / "model_report" / "report.json").read_text())
+    figures = report["models"]["lgbm_example"]["validation"]
+    assert set(figures) >= {"mean", "std", "sharpe", "max_drawdown", "eras"} and figures["eras"] > 0
+    assert len(report["models"]["lgbm_example"]["validation_per_era"]) == figures["eras"]
+    assert verify_pickle(out, tiny_world / "live.parquet").ok
+
+
+def test_build_on_a_foreign_layout_with_binary_targets(tmp_path: Path, capsys) -> None:
+    world = write_foreign_layout(tmp_path / "foreign", n_features=60, n_eras=40)
+    out = tmp_path / "foreign.pkl"
+    code = main(["--data-dir", str(world), "--out", str(out), "--trees", "30", "--threads", "1", "--embargo", "2", "--era-stride", "1"])
+    assert code == 0, capsys.readouterr().err
+    live = pd.read_parquet(world / "validation.parquet")
+    predictions = pd.read_pickle(out)(live)
+    assert predictions.index.equals(live.index) and predictions["prediction"].between(0, 1).all()
+
+
+def test_build_fails_cleanly_on_bad_data(tmp_path: Path, caplog) -> None:
+    world = write_foreign_layout(tmp_path / "foreign")
+    out = tmp_path / "model.pkl"
+    assert main(["--data-dir", str(world), "--out", str(out), "--feature-set", "medium"]) == 1
+    assert "unknown feature set 'medium'" in caplog.text
+    assert not out.exists()
+
+
+def test_help_explains_every_option() -> None:
+    proc = subprocess.run([sys.executable, "build_model.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
+    for option in ("--data-dir", "--download", "--out", "--report-dir", "--feature-set", "--features", "--target",
+                   "--embargo", "--era-stride", "--trees", "--seed", "--threads"):
+        assert option in proc.stdout
+
+
+@pytest.mark.slow
+def test_default_build_from_the_embedded_world(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("NUMERAI_PIPELINE_CACHE", str(tmp_path / "cache"))
+    assert main(["--out", str(tmp_path / "model.pkl")]) == 0

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import numerapi
+import pandas as pd
+import pytest
+
+from pipeline import data as nd
+from tests.conftest import write_foreign_layout
+
+
+def copy_world(world: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "world"
+    shutil.copytree(world, target)
+    return target
+
+
+def test_feature_sets_resolve_by_name_group_and_list(tiny_world: Path) -> None:
+    meta = json.loads((tiny_world / "features.json").read_text())
+    assert nd.resolve_features(tiny_world, "small") == meta["feature_sets"]["small"]
+    assert nd.resolve_features(tiny_world, "medium") == meta["feature_sets"]["medium"]
+    group = next(name for name in meta["feature_sets"] if name not in ("small", "medium", "all"))
+    assert nd.resolve_features(tiny_world, group) == meta["feature_sets"][group]
+    assert nd.resolve_features(tiny_world, ["feature_b", "feature_a"]) == ["feature_b", "feature_a"]
+
+
+def test_unknown_feature_set_names_file_and_choices(tiny_world: Path) -> None:
+    with pytest.raises(nd.DataError, match=r"features\.json: unknown feature set 'huge'.*'medium'"):
+        nd.resolve_features(tiny_world, "huge")
+
+
+def test_all_falls_back_to_feature_columns_of_train(tmp_path: Path) -> None:
+    world = write_foreign_layout(tmp_path / "foreign", n_features=55)
+    names = nd.resolve_features(world, "all")
+    assert len(names) == 55 and all(n.startswith("feature_") for n in names)
+
+
+def test_load_split_keeps_int8_labelled_rows_sorted_by_era(tiny_world: Path, caplog: pytest.LogCaptureFixture) -> None:
+    features = nd.resolve_features(tiny_world, "all")
+    raw = pd.read_parquet(tiny_world / "validation.parquet")
+    with caplog.at_level(logging.INFO):
+        split = nd.load_split(tiny_world / "validation.parquet", features, ["target"], data_type="validation")
+    labelled = raw[(raw["data_type"] == "validation") & raw["target"].notna()]
+    assert split.features.dtype == np.int8 and split.features.shape == (len(labelled), len(features))
+    assert split.dropped_rows == len(raw) - len(labelled) > 0
+    assert "left out" in caplog.text and str(split.dropped_rows) in caplog.text
+    assert list(split.eras) == sorted(split.eras)
+    expected = labelled.loc[split.ids, features].to_numpy()
+    np.testing.assert_array_equal(split.features, expected)
+    np.testing.assert_array_equal(split.targets["target"].to_numpy(), labelled.loc[split.ids, "target"].to_numpy())
+
+
+def test_load_split_reads_only_requested_columns(tiny_world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    features = nd.resolve_features(tiny_world, "small")
+    asked: list[list[str]] = []
+    original = nd.pq.ParquetFile.iter_batches
+
+    def spy(self, *args, columns=None, **kwargs):
+        asked.append(list(columns))
+        return original(self, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(nd.pq.ParquetFile, "iter_batches", spy)
+    nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train")
+    assert asked == [features]
+
+
+def test_missing_feature_eras_detects_all_twos(tiny_world: Path) -> None:
+    features = nd.resolve_features(tiny_world, "all")
+    split = nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train")
+    mask = split.missing_feature_eras()
+    assert mask.to_numpy().any()
+    for era, feature in list(mask.stack()[lambda s: s].index)[:5]:
+        rows = split.select_eras([era])
+        assert (split.features[rows, features.index(feature)] == 2).all()
+    era, feature = mask.index[0], mask.columns[0]
+    rows = split.select_eras([era])
+    assert bool(mask.loc[era, feature]) == bool((split.features[rows, 0] == 2).all())
+
+
+def rewrite(path: Path, change) -> None:
+    frame = pd.read_parquet(path)
+    change(frame).to_parquet(path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f: f.drop(columns=["era"]), r"train\.parquet: missing column 'era'"),
+        (lambda f: f.drop(columns=["target"]), r"train\.parquet: missing column\(s\) target"),
+        (lambda f: f.drop(columns=["feature_0001"]), r"train\.parquet: missing column\(s\) feature_0001"),
+        (lambda f: f.assign(feature_0001=np.int8(7)), r"train\.parquet: column 'feature_0001' has values in 7\.\.7; expected integers 0\.\.4"),
+        (lambda f: f.assign(feature_0001=0.5), r"train\.parquet: column 'feature_0001' has type double; expected integers"),
+        (lambda f: pd.concat([f, f.iloc[:3]]), r"train\.parquet: duplicate id\(s\)"),
+    ],
+    ids=["no-era", "no-target", "no-feature", "out-of-range", "not-integer", "duplicate-ids"],
+)
+def test_bad_input_names_file_and_column(tiny_world: Path, tmp_path: Path, change, message: str) -> None:
+    world = copy_world(tiny_world, tmp_path)
+    rewrite(world / "train.parquet", change)
+    features = json.loads((tiny_world / "features.json").read_text())["feature_sets"]["all"]
+    assert "feature_0001" in features
+    with pytest.raises(nd.DataError, match=message):
+        nd.load_split(world / "train.parquet", features, ["target"], data_type="train")
+
+
+def test_missing_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(nd.DataError, match=r"features\.json: file not found"):
+        nd.resolve_features(tmp_path, "all")
+    with pytest.raises(nd.DataError, match=r"train\.parquet: file not found"):
+        nd.load_split(tmp_path / "train.parquet", ["feature_a"])
+
+
+def test_integer_eras_become_zero_padded_strings_in_time_order(tmp_path: Path) -> None:
+    world = write_foreign_layout(tmp_path / "foreign", n_eras=12)
+    split = nd.load_split(world / "train.parquet", nd.resolve_features(world, "all"), data_type="train")
+    assert list(split.era_order) == [f"{e:04d}" for e in range(1, 9)]
+
+
+def test_download_fetches_missing_files_through_numerapi(tiny_world: Path, tmp_path: Path, fake_numerai) -> None:
+    fake_numerai.serve_dir("v5.2", tiny_world)
+    dest = tmp_path / "data"
+    dest.mkdir()
+    (dest / "features.json").write_text("{}")
+    fetched = nd.download(dest, "v5.2", napi=numerapi.NumerAPI())
+    names = {p.name for p in fetched}
+    assert "features.json" not in names, "a file already present is not downloaded again"
+    assert {"train.parquet", "validation.parquet", "live.parquet"} <= names
+    assert (dest / "train.parquet").read_bytes() == (tiny_world / "train.parquet").read_bytes()
+    gets = [url for method, url, _ in fake_numerai.requests_seen if method == "GET"]
+    assert not any(url.endswith("features.json") for url in gets)
+
+
+def test_download_rejects_unknown_version(tmp_path: Path, fake_numerai) -> None:
+    with pytest.raises(nd.DataError, match=r"numerapi lists no v9\.9/features\.json"):
+        nd.download(tmp_path, "v9.9", napi=numerapi.NumerAPI())

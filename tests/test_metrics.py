@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from numerai_tools.scoring import numerai_corr
+
+from pipeline.metrics import max_drawdown, per_era_corr, summarize
+
+
+def test_per_era_corr_equals_numerai_tools_on_each_era() -> None:
+    rng = np.random.default_rng(0)
+    eras = np.repeat(["0001", "0002", "0003"], 200)
+    target = rng.choice([0, 0.25, 0.5, 0.75, 1], size=600, p=[0.05, 0.2, 0.5, 0.2, 0.05])
+    prediction = target + rng.normal(0, 1, 600)
+    target[5] = np.nan
+    scores = per_era_corr(pd.Series(prediction), pd.Series(target), pd.Series(eras))
+    assert list(scores.index) == ["0001", "0002", "0003"]
+    for era in scores.index:
+        rows = (eras == era) & ~np.isnan(target)
+        frame = pd.DataFrame({"p": prediction[rows]}, index=np.flatnonzero(rows))
+        expected = numerai_corr(frame, pd.Series(target[rows], index=frame.index, name="target")).iloc[0]
+        assert scores[era] == pytest.approx(expected, abs=1e-12)
+
+
+def test_summary_figures() -> None:
+    per_era = pd.Series([0.02, -0.01, 0.03, -0.04, 0.01])
+    figures = summarize(per_era)
+    assert figures["mean"] == pytest.approx(0.002)
+    assert figures["std"] == pytest.approx(np.std(per_era.to_numpy()))
+    assert figures["sharpe"] == pytest.approx(0.002 / np.std(per_era.to_numpy()))
+    assert figures["max_drawdown"] == pytest.approx(0.04)
+    assert figures["eras"] == 5
+    assert max_drawdown(pd.Series([0.01, 0.02])) == 0.0
+
+
+def one_era_data(seed: int = 1, n: int = 300, f: int = 6):
+    rng = np.random.default_rng(seed)
+    features = rng.integers(0, 5, size=(n, f)).astype(np.int8)
+    target = rng.choice([0, 0.25, 0.5, 0.75, 1], size=n)
+    prediction = features[:, 0] + rng.normal(0, 2, n)
+    benchmark = rng.random(n)
+    return features, target, prediction, benchmark
+
+
+def test_other_per_era_metrics_equal_numerai_tools() -> None:
+    from numerai_tools.scoring import (
+        correlation_contribution,
+        feature_neutral_corr,
+        max_feature_correlation,
+        tie_broken_rank_correlation,
+    )
+
+    from pipeline.metrics import per_era_benchmark_corr, per_era_bmc, per_era_feature_exposure, per_era_fnc
+
+    features, target, prediction, benchmark = one_era_data()
+    eras = np.array(["0001"] * len(target))
+    index = pd.RangeIndex(len(target))
+    p = pd.DataFrame({"prediction": prediction}, index=index)
+    t = pd.Series(target, index=index, name="target")
+    b = pd.Series(benchmark, index=index, name="benchmark")
+    fx = pd.DataFrame(features.astype(np.float32), index=index)
+    assert per_era_fnc(prediction, target, eras, features)["0001"] == pytest.approx(feature_neutral_corr(p, fx, t).iloc[0])
+    assert per_era_feature_exposure(prediction, eras, features)["0001"] == pytest.approx(max_feature_correlation(p["prediction"], fx)[1])
+    assert per_era_bmc(prediction, target, benchmark, eras)["0001"] == pytest.approx(correlation_contribution(p, b, t).iloc[0])
+    assert per_era_benchmark_corr(prediction, benchmark, eras)["0001"] == pytest.approx(
+        tie_broken_rank_correlation(b, p["prediction"])
+    )
+    assert per_era_feature_exposure(prediction, eras, features)["0001"] > 0.3, "prediction is built on feature 0"

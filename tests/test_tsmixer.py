@@ -1,0 +1,228 @@
+"""TSMixer-Ext and the MLP baseline: shapes, losses, training on eras, and the numpy forward pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import data as nd
+from pipeline import runtime
+from pipeline.metrics import per_era_corr
+from pipeline.models.tsmixer import (
+    EraBatches,
+    MLPBaseline,
+    MLPNet,
+    TSMixerExt,
+    TSMixerNet,
+    padded_token_index,
+    search,
+    token_groups,
+)
+from pipeline.verify import write_verified_pickle
+from tests.conftest import write_foreign_layout
+
+SMALL = {"d": 8, "ff": 16, "context_dim": 4, "max_group_size": 6, "max_epochs": 3, "patience": 2, "progress": False}
+MLP_SMALL = {"hidden": (16, 8), "max_epochs": 3, "patience": 2, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def world(tiny_world: Path) -> dict:
+    features = nd.resolve_features(tiny_world, "all")
+    targets = nd.target_names(tiny_world)
+    train = nd.load_split(tiny_world / "train.parquet", features, targets, data_type="train")
+    return {
+        "train": train,
+        "features": features,
+        "aux": [t for t in targets if t != "target"],
+        "sets": nd.read_features_json(tiny_world)["feature_sets"],
+    }
+
+
+@pytest.fixture(scope="module")
+def fitted(world: dict) -> TSMixerExt:
+    return TSMixerExt(**SMALL, feature_sets=world["sets"]).fit(world["train"], aux_targets=world["aux"])
+
+
+def test_token_groups_cover_every_feature_once_in_chunks(world: dict) -> None:
+    tokens = token_groups(world["features"], world["sets"], max_group_size=5)
+    flat = sorted(i for t in tokens for i in t)
+    assert flat == list(range(len(world["features"])))
+    assert max(len(t) for t in tokens) <= 5
+    group_of = {f: g for g, names in world["sets"].items() if g not in ("small", "medium", "all") for f in names}
+    for members in tokens:
+        assert len({group_of[world["features"][i]] for i in members}) == 1
+
+
+def test_token_groups_fall_back_to_contiguous_chunks() -> None:
+    tokens = token_groups([f"f{i}" for i in range(10)], {"everything_else": []}, max_group_size=4)
+    assert tokens == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    with pytest.raises(ValueError, match="max_group_size"):
+        token_groups(["a"], None, max_group_size=0)
+
+
+@pytest.mark.parametrize("era_context", [True, False])
+def test_network_shapes(era_context: bool) -> None:
+    torch.manual_seed(0)
+    tokens = token_groups([f"f{i}" for i in range(13)], None, max_group_size=4)
+    net = TSMixerNet(padded_token_index(tokens, 13), 13, 8, 2, 16, 4, era_context, 0.0, n_main=5, n_aux=3)
+    x, row_era = torch.rand(20, 13), torch.tensor([0] * 12 + [1] * 8)
+    main, aux = net(x, row_era, 2)
+    assert main.shape == (20, 5) and aux.shape == (20, 3)
+    main, aux = MLPNet(13, [8], 0.0, n_main=1, n_aux=0)(x, row_era, 2)
+    assert main.shape == (20, 1) and aux.shape == (20, 0)
+
+
+def test_era_context_uses_only_the_rows_own_era() -> None:
+    torch.manual_seed(0)
+    tokens = token_groups([f"f{i}" for i in range(6)], None, max_group_size=3)
+    net = TSMixerNet(padded_token_index(tokens, 6), 6, 4, 1, 8, 4, True, 0.0, n_main=5, n_aux=0).eval()
+    x = torch.rand(10, 6)
+    row_era = torch.tensor([0] * 5 + [1] * 5)
+    changed = x.clone()
+    changed[5:] = torch.rand(5, 6)
+    first, _ = net(x, row_era, 2)
+    second, _ = net(changed, row_era, 2)
+    assert torch.allclose(first[:5], second[:5])
+    assert not torch.allclose(first[5:], second[5:])
+
+
+def test_aux_loss_ignores_nan_labels(world: dict) -> None:
+    model = TSMixerExt(**SMALL)
+    batch = {
+        "main": torch.tensor([0.0, 0.25, 1.0, 0.5]),
+        "aux": torch.tensor([[0.5, np.nan], [np.nan, np.nan], [1.0, 0.0], [np.nan, 0.75]]),
+        "row_era": torch.zeros(4, dtype=torch.long),
+        "n_eras": 1,
+    }
+    main = torch.zeros(4, 5, requires_grad=True)
+    aux = torch.full((4, 2), 0.3, requires_grad=True)
+    loss = model._loss(main, aux, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    nan = torch.isnan(batch["aux"])
+    assert torch.all(aux.grad[nan] == 0) and torch.all(aux.grad[~nan] != 0)
+    assert np.isnan(world["train"].targets[world["aux"]].to_numpy()).any()
+
+
+def test_fit_with_nan_aux_targets_gives_finite_predictions(world: dict, fitted: TSMixerExt) -> None:
+    train = world["train"]
+    pred = fitted.predict(train.features, train.eras)
+    assert pred.shape == (len(train),) and np.isfinite(pred).all()
+    assert 0 <= pred.min() and pred.max() <= 1 and pred.std() > 0
+    assert np.isfinite(fitted.history_["train_loss"]).all()
+
+
+def test_binary_targets_map_to_the_outer_classes(tmp_path: Path) -> None:
+    directory = write_foreign_layout(tmp_path / "foreign", n_features=20, n_eras=40, rows=150)
+    features = nd.resolve_features(directory, "everything")
+    train = nd.load_split(directory / "train.parquet", features, ["target"], data_type="train")
+    assert set(np.unique(train.targets["target"])) == {0.0, 1.0}
+    model = TSMixerExt(**SMALL | {"max_epochs": 6, "lr": 3e-3}, n_valid_eras=6, embargo=2).fit(train)
+    main, _ = model.network_(torch.zeros(3, len(features)), torch.zeros(3, dtype=torch.long), 1)
+    probs = torch.softmax(main, 1)[0]
+    assert probs[0] + probs[4] > 0.8
+    pred = model.predict(train.features, train.eras)
+    rows = train.select_eras(model.fit_eras_)
+    assert per_era_corr(pred[rows], train.targets["target"].to_numpy()[rows], train.eras[rows]).mean() > 0.05
+    reg = TSMixerExt(**SMALL, head="regression", n_valid_eras=6, embargo=2).fit(train)
+    assert np.isfinite(reg.predict(train.features)).all()
+
+
+def test_same_seed_same_predictions(world: dict, fitted: TSMixerExt) -> None:
+    train = world["train"]
+    again = TSMixerExt(**SMALL, feature_sets=world["sets"]).fit(train, aux_targets=world["aux"])
+    other = TSMixerExt(**SMALL, feature_sets=world["sets"], seed=1).fit(train, aux_targets=world["aux"])
+    first = fitted.predict(train.features, train.eras)
+    np.testing.assert_array_equal(first, again.predict(train.features, train.eras))
+    assert not np.allclose(first, other.predict(train.features, train.eras))
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(world: dict) -> None:
+    train = world["train"]
+    model = MLPBaseline(hidden=(16,), lr=3e-2, max_epochs=12, patience=3, progress=False).fit(train)
+    history = model.history_
+    assert model.best_epoch_ == int(history.loc[history["valid_corr"].idxmax(), "epoch"])
+    assert len(history) == min(model.max_epochs, model.best_epoch_ + model.patience)
+    valid = EraBatches.from_frame(train, model.valid_eras_, "target", [])
+    assert model._score(model.network_, valid, torch.device("cpu")).mean() == pytest.approx(model.best_valid_corr_)
+    assert max(model.fit_eras_) < min(model.valid_eras_)
+    gap = list(train.era_order).index(min(model.valid_eras_)) - list(train.era_order).index(max(model.fit_eras_)) - 1
+    assert gap == 8
+
+
+def _compare(model, train: nd.EraFrame) -> None:
+    rows = train.select_eras(train.era_order[-3:])
+    features, eras = train.features[rows], train.eras[rows]
+    member = model.export("m")
+    expected = model.predict(features, eras)
+    got = runtime.neural_member_scores(member, features.astype(np.float32), eras)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    last = eras == eras[-1]
+    x = torch.from_numpy((features[last].astype(np.float32) - 2) / 2)
+    with torch.no_grad():
+        main_t, aux_t = model.network_(x, torch.zeros(int(last.sum()), dtype=torch.long), 1)
+    if member["config"]["architecture"] == "tsmixer":
+        index = runtime.token_index(member["config"]["tokens"], len(model.feature_names_))
+        main_n, aux_n = runtime.tsmixer_forward(member["arrays"], member["config"], x.numpy(), index)
+    else:
+        main_n, aux_n = runtime.mlp_forward(member["arrays"], member["config"], x.numpy())
+    np.testing.assert_allclose(main_n, main_t.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(aux_n, aux_t.numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"era_context": True, "head": "ce"},
+        {"era_context": False, "head": "ce"},
+        {"era_context": True, "head": "regression", "n_block": 3},
+        {"era_context": True, "head": "ce", "aux_weight": 0.3, "corr_weight": 0.5, "eras_per_batch": 3},
+    ],
+)
+def test_numpy_forward_matches_torch(world: dict, params: dict) -> None:
+    model = TSMixerExt(**SMALL | {"max_epochs": 2}, **params, feature_sets=world["sets"])
+    _compare(model.fit(world["train"], aux_targets=world["aux"][:3]), world["train"])
+
+
+@pytest.mark.parametrize("head", ["ce", "regression"])
+def test_numpy_mlp_matches_torch(world: dict, head: str) -> None:
+    model = MLPBaseline(**MLP_SMALL | {"max_epochs": 2}, head=head)
+    _compare(model.fit(world["train"], aux_targets=world["aux"][:2]), world["train"])
+
+
+def test_exported_member_predicts_and_pickles(world: dict, fitted: TSMixerExt, tiny_world: Path, tmp_path: Path) -> None:
+    member = fitted.export("tsmixer_ext")
+    for array in member["arrays"].values():
+        assert isinstance(array, np.ndarray) and array.dtype == np.float32
+    mlp = MLPBaseline(**MLP_SMALL).fit(world["train"]).export("mlp", weight=0.5)
+    predict = runtime.make_predict({"feature_names": world["features"], "members": [member, mlp]})
+    live = pd.read_parquet(tiny_world / "live.parquet")
+    out = predict(live)
+    assert type(out) is pd.DataFrame and list(out.columns) == ["prediction"] and out.index.name == "id"
+    assert len(out) == len(live) and out["prediction"].between(0, 1).all() and out["prediction"].std() > 0
+    report = write_verified_pickle(predict, tmp_path / "m.pkl", tiny_world / "live.parquet")
+    assert report.ok and (tmp_path / "m.pkl").is_file()
+
+
+def test_bad_options_raise_value_errors(world: dict) -> None:
+    with pytest.raises(ValueError, match="head"):
+        TSMixerExt(head="softmax").fit(world["train"])
+    with pytest.raises(ValueError, match="aux_targets|target"):
+        TSMixerExt(**SMALL).fit(world["train"], aux_targets=["target_nope_20"])
+    with pytest.raises(ValueError, match="not fitted"):
+        TSMixerExt().predict(world["train"].features)
+    with pytest.raises(ValueError, match="unknown"):
+        search(world["train"], space={"width": [1]})
+
+
+def test_search_returns_a_table_within_budget(world: dict) -> None:
+    space = {"era_context": [True, False], "head": ["ce", "regression"]}
+    table = search(world["train"], space=space, base_params=SMALL | {"max_epochs": 1}, n_trials=3, n_splits=1)
+    assert len(table) == 3
+    assert {"era_context", "head", "cv_corr_mean", "cv_sharpe", "seconds"} <= set(table.columns)
+    assert table["cv_corr_mean"].is_monotonic_decreasing
+    assert len(search(world["train"], space=space, base_params=SMALL | {"max_epochs": 1}, n_trials=4, n_splits=1, budget_s=0)) == 1
