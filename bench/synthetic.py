@@ -61,7 +61,7 @@ def score_world(data_dir: Path) -> pd.DataFrame:
         "oracle": oracle,
     }
     rows = {
-        name: summarize(per_era_corr(pd.Series(np.asarray(pred)), validation["target"], validation["era"]))
+        name: summarize(per_era_corr(np.asarray(pred), validation["target"].to_numpy(), validation["era"].to_numpy()))
         for name, pred in candidates.items()
     }
     return pd.DataFrame(rows).T[["mean", "std", "sharpe", "max_drawdown", "eras"]]
@@ -95,7 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="default world directory (generated there if missing)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 60, 120], help="era counts at Numerai width")
-    parser.add_argument("--full", action="store_true", help=f"also generate the true full size ({NUMERAI_TRAIN_ERAS} train eras)")
+    parser.add_argument(
+        "--full", action="store_true", help=f"also generate the true full size ({NUMERAI_TRAIN_ERAS} train eras)"
+    )
     parser.add_argument("--skip-scale", action="store_true", help="only score the default world")
     args = parser.parse_args()
     pd.set_option("display.width", 120)
@@ -116,19 +118,27 @@ def main() -> None:
         for n_eras in sizes:
             out = Path(tmp) / f"scale_{n_eras}"
             seconds, peak, disk = measure_generation(n_eras, out)
-            rows.append({"eras": n_eras, "rows": "~" + f"{n_eras * NUMERAI_ROWS:,}", "seconds": seconds, "peak RSS GiB": peak, "disk GiB": disk})
+            rows.append(
+                {
+                    "eras": n_eras,
+                    "rows": f"~{n_eras * NUMERAI_ROWS:,}",
+                    "seconds": seconds,
+                    "peak RSS GiB": peak,
+                    "disk GiB": disk,
+                }
+            )
             subprocess.run(["rm", "-rf", str(out)], check=True)
         table = pd.DataFrame(rows)
         print(f"\nGeneration at Numerai width ({NUMERAI_FEATURES} features, ~{NUMERAI_ROWS} rows/era, 20 target names)")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         if not args.full and len(table) >= 2:
             full = NUMERAI_TRAIN_ERAS + 100  # train plus ~100 validation eras, as in v5.2
-            slope, intercept = np.polyfit(table["eras"], table["seconds"], 1)
-            dslope, dintercept = np.polyfit(table["eras"], table["disk GiB"], 1)
+            columns = ["seconds", "peak RSS GiB", "disk GiB"]
+            seconds, peak, disk = (np.polyval(np.polyfit(table["eras"], table[c], 1), full) for c in columns)
             print(
-                f"Extrapolation (linear fit, not measured) to {full} eras: ~{slope * full + intercept:.0f}s, "
-                f"~{dslope * full + dintercept:.1f} GiB on disk; peak memory does not grow with eras "
-                f"(one row group of eras at a time), so ~{table['peak RSS GiB'].max():.1f} GiB."
+                f"Extrapolation (linear fit of the rows above, not measured) to {full} eras "
+                f"(574 train + ~100 validation): ~{seconds / 60:.0f} min, "
+                f"peak RSS ~{peak:.1f} GiB, ~{disk:.1f} GiB on disk."
             )
 
 

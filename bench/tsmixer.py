@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--era-stride", type=int, default=4)
     parser.add_argument("--search-trials", type=int, default=4)
     parser.add_argument("--search-budget", type=float, default=240.0)
@@ -121,12 +122,13 @@ def main() -> None:
     )
 
     common = {"max_epochs": args.epochs, "patience": args.patience, "threads": args.threads, "seed": args.seed}
-    tsm_params = {"d": 16, "ff": 32, "context_dim": 8, "n_block": 2} | common
+    trained = common | {"lr": args.lr}
+    tsm_params = {"d": 16, "ff": 32, "context_dim": 8, "n_block": 2} | trained
     runs = {
         "tsmixer_ext": TSMixerExt(**tsm_params, feature_sets=sets),
         "tsmixer_ext_no_context": TSMixerExt(**tsm_params | {"era_context": False}, feature_sets=sets),
         "tsmixer_ext_regression": TSMixerExt(**tsm_params | {"head": "regression"}, feature_sets=sets),
-        "mlp": MLPBaseline(hidden=(64, 64), **common),
+        "mlp": MLPBaseline(hidden=(64, 64), **trained),
     }
     rows, preds = [], {}
     for name, model in runs.items():
@@ -157,7 +159,7 @@ def main() -> None:
     table["rank_corr_with_lgbm"] = pd.Series(corr_with_lgbm)
 
     t0 = time.perf_counter()
-    space = {"n_block": [1, 2], "d": [16, 32], "dropout": [0.0, 0.1], "lr": [1e-3, 3e-3],
+    space = {"n_block": [1, 2], "d": [16, 32], "dropout": [0.0, 0.1], "lr": [3e-3, 1e-2],
              "era_context": [True, False], "head": ["ce", "regression"]}
     search_table = search(
         train, space=space, base_params={"ff": 32, "context_dim": 8, "feature_sets": sets, "progress": False}

@@ -24,12 +24,14 @@ from pipeline.analysis import (
     rolling_corr,
     validation_figures,
 )
-from pipeline.cv import EMBARGO_20D, EraWalkForward, holdout_eras
+from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
+from pipeline.cv import EraWalkForward, default_embargo, holdout_eras
+from pipeline.ensemble import MemberSpec, member_specs, member_targets, oof_matrix
 from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
 from pipeline.metrics import summarize
-from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
+from pipeline.models.lgbm import EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
 from pipeline.report import summary_table, write_report
-from pipeline.runtime import make_predict
+from pipeline.runtime import blend_ranks, make_predict, neutralize_within_eras
 from pipeline.verify import VerificationReport, write_verified_pickle
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ class BuildConfig:
     feature_set: str = "all"
     features: list[str] | None = None
     target: str = nd.MAIN_TARGET
-    embargo: int = EMBARGO_20D
+    preset: str = "demo"
+    embargo: int | None = None
     cv_folds: int = 4
     era_stride: int = 4
     num_boost_round: int = EXAMPLE_ROUNDS
@@ -101,16 +104,20 @@ def live_path_for(data_dir: Path, scratch: Path, validation: nd.EraFrame) -> Pat
 
 
 def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
-    """Training rows with the main target; validation rows with every target, for the report."""
+    """Training rows with the targets the members learn; validation rows with every target."""
     features = config.features or nd.resolve_features(data_dir, config.feature_set)
-    logger.info("data %s: %d features, target %r", data_dir, len(features), config.target)
-    aux = [t for t in nd.target_names(data_dir) if t != config.target]
-    train = nd.load_split(data_dir / "train.parquet", features, [config.target], data_type="train")
+    logger.info("data %s: %d features, target %r, preset %r", data_dir, len(features), config.target, config.preset)
+    targets = nd.target_names(data_dir)
+    if config.target not in targets:
+        targets = [config.target] + targets
+    train = nd.load_split(
+        data_dir / "train.parquet", features, member_targets(config.preset, targets, config.target), data_type="train"
+    )
     available = nd.parquet_columns(data_dir / "validation.parquet")
     validation = nd.load_split(
         data_dir / "validation.parquet",
         features,
-        [config.target] + [t for t in aux if t in available],
+        [config.target] + [t for t in targets if t != config.target and t in available],
         data_type="validation",
     )
     for split in (train, validation):
@@ -141,60 +148,93 @@ def temporal_analysis(
     return report, kept
 
 
+def fit_member(spec: MemberSpec, splits: list[nd.EraFrame], era_stride: int, features: list[str], stage: str) -> None:
+    """Train a member on every `era_stride`-th era of each split, with the settings CV chose."""
+    spec.estimator.fit_parts(
+        [(s.features, s.targets[spec.train_target].to_numpy(), strided_rows(s, s.era_order, era_stride)) for s in splits],
+        feature_names=features,
+        callbacks=[TqdmCallback(spec.estimator.num_boost_round, f"{spec.name} {stage}")],
+    )
+
+
 def build(config: BuildConfig) -> BuildResult:
-    """CV, held-out validation, refit, export and verify; raises before writing anything unverified."""
+    """CV, held-out validation, blend, refit, export and verify; raises before writing anything unverified."""
     data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
     features, train, validation = load_data(config, data_dir)
     groups = nd.feature_groups(data_dir, features)
     missing = train.missing_feature_eras()
     logger.info("missing-feature marker (all 2 in an era): %d feature-eras in train", int(missing.to_numpy().sum()))
+    if config.era_stride < 1:
+        raise ValueError(f"--era-stride must be at least 1, got {config.era_stride}")
 
+    specs = member_specs(config.preset, train, config.target, config.num_boost_round, config.seed, config.threads)
+    embargo = config.embargo if config.embargo is not None else default_embargo([s.train_target for s in specs])
     folds = EraWalkForward(
-        n_splits=config.cv_folds, embargo=config.embargo, min_train_eras=max(1, len(train.era_order) // 2)
+        n_splits=config.cv_folds, embargo=embargo, min_train_eras=max(1, len(train.era_order) // 2)
     ).era_folds(train.era_order)
-    scored_eras = holdout_eras(train.era_order, validation.era_order, config.embargo)
-    member = LGBMMember(EXAMPLE_PARAMS, config.num_boost_round, seed=config.seed, num_threads=config.threads)
-    cv = cv_lgbm(member, train, config.target, folds, config.era_stride, name="lgbm_example")
-    member.num_boost_round = cv.chosen["num_boost_round"]
-    logger.info("CV chose %d trees (CV CORR %.4f)", member.num_boost_round, cv.per_era.mean())
-    temporal, kept = temporal_analysis(train, config, folds, member, cv)
+    scored_eras = holdout_eras(train.era_order, validation.era_order, embargo)
+    logger.info("members: %s; %d CV folds, embargo %d eras", ", ".join(f"{s.name} ({s.train_target})" for s in specs), len(folds), embargo)
+
+    cv: dict[str, CVResult] = {}
+    for spec in specs:
+        cv[spec.name] = cv_lgbm(spec.estimator, train, spec.train_target, folds, config.era_stride, spec.name, config.target)
+        spec.estimator.num_boost_round = cv[spec.name].chosen["num_boost_round"]
+        logger.info("%s: CV chose %d trees, CV CORR %.4f", spec.name, spec.estimator.num_boost_round, cv[spec.name].per_era.mean())
+    oof, scored = oof_matrix(cv)
+    oof_eras, oof_y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
+    weights = fit_weights(oof, oof_y, oof_eras)
+    proportion, neutral_table = choose_neutralization(blend_ranks(oof, weights, oof_eras), train.features[scored], oof_y, oof_eras)
+    blend_cv, _ = cross_fold_blend(oof, oof_y, oof_eras, [va for _, va in folds], train.features[scored], proportion)
+    logger.info("blend weights %s, neutralization %.2f", dict(zip(cv, weights.round(3))), proportion)
+
+    temporal, kept = temporal_analysis(train, config, folds, specs[0].estimator, cv[specs[0].name])
     if config.drop_unstable:
         features = kept
         train, validation = train.with_features(kept), validation.with_features(kept)
 
-    member.fit(
-        train.features, train.targets[config.target].to_numpy(), rows=strided_rows(train, train.era_order, config.era_stride),
-        feature_names=features, callbacks=[TqdmCallback(member.num_boost_round, "lgbm_example holdout")],
-    )
     val_rows = validation.select_eras(scored_eras)
     benchmark_file = data_dir / "validation_benchmark_models.parquet"
     benchmarks = nd.load_benchmarks(benchmark_file, validation.ids) if benchmark_file.is_file() else None
-    figures = validation_figures(member.predict(validation.features, val_rows), validation, val_rows, config.target, benchmarks)
-    importance = gain_importance(dict(zip(features, member.booster_.feature_importance("gain"))), groups)
-    importance["permutation_by_group"] = permutation_by_group(
-        lambda x: member.predict(x), validation, val_rows, config.target, groups, seed=config.seed
-    )
-    models = {
-        "lgbm_example": {
-            "cv": summarize(cv.per_era), "cv_per_era": cv.per_era, "chosen": cv.chosen, "cv_curve": cv.curve,
-            **{k: v for k, v in figures.items() if k != "worst_eras"},
+    models: dict[str, dict[str, Any]] = {}
+    val_scores = []
+    for spec in specs:
+        fit_member(spec, [train], config.era_stride, features, "holdout")
+        scores = spec.estimator.predict(validation.features, val_rows)
+        val_scores.append(scores)
+        figures = validation_figures(scores, validation, val_rows, config.target, benchmarks)
+        result = cv[spec.name]
+        models[spec.name] = {
+            "cv": summarize(result.per_era), "cv_per_era": result.per_era, "chosen": result.chosen | {"target": spec.train_target},
+            "cv_curve": result.curve, **figures,
         }
+
+    def ensemble_scores(x: np.ndarray) -> np.ndarray:
+        stacked = np.column_stack([spec.estimator.predict(x) for spec in specs])
+        return neutralize_within_eras(blend_ranks(stacked, weights, validation.eras[val_rows]), x, validation.eras[val_rows], proportion)
+
+    ensemble_val = neutralize_within_eras(
+        blend_ranks(np.column_stack(val_scores), weights, validation.eras[val_rows]), validation.features[val_rows], validation.eras[val_rows], proportion
+    )
+    models["ensemble"] = {
+        "cv": summarize(blend_cv), "cv_per_era": blend_cv,
+        "chosen": {"weights": dict(zip(cv, weights)), "neutralization": proportion, "neutralization_cv": neutral_table.to_dict(orient="index")},
+        **validation_figures(ensemble_val, validation, val_rows, config.target, benchmarks),
     }
+    example = specs[0].estimator
+    importance = gain_importance(dict(zip(features, example.booster_.feature_importance("gain"))), groups)
+    importance["permutation_by_group"] = permutation_by_group(ensemble_scores, validation, val_rows, config.target, groups, seed=config.seed)
 
     if config.refit:
-        fit_eras = np.concatenate([train.era_order, validation.era_order])
-        logger.info("refitting on all %d labelled eras (train and validation) with the CV's settings", len(fit_eras))
-        member.fit_parts(
-            [
-                (s.features, s.targets[config.target].to_numpy(), strided_rows(s, s.era_order, config.era_stride))
-                for s in (train, validation)
-            ],
-            feature_names=features,
-            callbacks=[TqdmCallback(member.num_boost_round, "lgbm_example refit")],
-        )
+        logger.info("refitting every member on all labelled eras (train and validation) with the CV's settings")
+        for spec in specs:
+            fit_member(spec, [train, validation], config.era_stride, features, "refit")
     state = {
         "feature_names": features,
-        "members": [{"name": "lgbm_example", "kind": "lightgbm", "model_text": member.model_text(), "weight": 1.0}],
+        "members": [
+            {"name": spec.name, "kind": "lightgbm", "model_text": spec.estimator.model_text(), "weight": float(w)}
+            for spec, w in zip(specs, weights)
+        ],
+        "neutralization": proportion,
     }
     with tempfile.TemporaryDirectory() as scratch:
         live = live_path_for(data_dir, Path(scratch), validation)
@@ -211,6 +251,7 @@ def build(config: BuildConfig) -> BuildResult:
             "rows_left_out": validation.dropped_rows,
             "scored_eras": [str(scored_eras[0]), str(scored_eras[-1]), len(scored_eras)],
         },
+        "embargo": embargo,
         "missing_feature_eras_train": int(missing.to_numpy().sum()),
         "pickle": "refit on train and validation eras" if config.refit else "trained on train eras only",
     }
@@ -219,12 +260,14 @@ def build(config: BuildConfig) -> BuildResult:
         {
             "models": models,
             "folds": fold_table(folds),
-            "worst_eras": {"lgbm_example": figures["worst_eras"]},
-            "rolling": {"window": ROLLING_WINDOW, "lgbm_example": rolling_corr(pd.concat([cv.per_era, figures["validation_per_era"]]))},
+            "worst_eras": {name: figures.pop("worst_eras") for name, figures in models.items()},
+            "rolling": {"window": ROLLING_WINDOW} | {
+                name: rolling_corr(pd.concat([figures["cv_per_era"], figures["validation_per_era"]])) for name, figures in models.items()
+            },
             "importance": importance,
             "temporal": temporal,
             "data": summary,
-            "settings": asdict(config) | {"features": features},
+            "settings": asdict(config) | {"features": features, "embargo": embargo},
             "verification": asdict(verification),
         },
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from pipeline import data as nd
 from pipeline.build import BuildConfig, build, cache_root, format_result
 from pipeline.cv import EMBARGO_20D
+from pipeline.ensemble import PRESETS
 from pipeline.models.lgbm import EXAMPLE_ROUNDS
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, UploadError, upload
 from pipeline.verify import VerificationError, runtime_python, verify_pickle
@@ -52,8 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--features", default=None, help="comma-separated feature names; overrides --feature-set")
     parser.add_argument("--target", default=nd.MAIN_TARGET, help="target column to train and score on (default target)")
     parser.add_argument(
-        "--embargo", type=int, default=EMBARGO_20D,
-        help=f"eras left out between the last training era and the first scored era (default {EMBARGO_20D})",
+        "--preset", default="demo", choices=sorted(PRESETS),
+        help="members to train: 'example' is Numerai's example model alone; 'demo' adds deeper trees and an "
+        "auxiliary-target member, blended on the CV (default demo)",
+    )
+    parser.add_argument(
+        "--embargo", type=int, default=None,
+        help=f"eras left out between training and scored eras (default {EMBARGO_20D}, or 16 when a 60-day target is trained on)",
     )
     parser.add_argument("--cv-folds", type=int, default=4, help="forward-chained CV folds over the training eras (default 4)")
     parser.add_argument(
@@ -124,6 +130,7 @@ def run_build(argv: Sequence[str]) -> int:
         feature_set=args.feature_set,
         features=[f.strip() for f in args.features.split(",") if f.strip()] if args.features else None,
         target=args.target,
+        preset=args.preset,
         embargo=args.embargo,
         cv_folds=args.cv_folds,
         drop_unstable=args.drop_unstable,

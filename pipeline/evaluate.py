@@ -10,7 +10,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipeline.data import EraFrame
-from pipeline.metrics import per_era_corr
+from pipeline.metrics import per_era_corr_columns
 from pipeline.models.lgbm import LGBMMember
 
 
@@ -44,9 +44,12 @@ def cv_lgbm(
     folds: list[tuple[np.ndarray, np.ndarray]],
     era_stride: int = 1,
     name: str = "lgbm",
+    score_target: str | None = None,
 ) -> CVResult:
-    """Train `member` on each fold and choose its number of trees by mean out-of-fold per-era CORR."""
+    """Train `member` on `target` in each fold and choose its number of trees by mean out-of-fold
+    per-era CORR on `score_target` (the main target; defaults to `target`)."""
     y = frame.targets[target].to_numpy()
+    y_score = frame.targets[score_target or target].to_numpy()
     steps = checkpoints(member.num_boost_round)
     oof_by_step = np.full((len(steps), len(frame)), np.nan)
     for train_eras, val_eras in tqdm(folds, desc=f"CV {name}", unit="fold", leave=False):
@@ -57,16 +60,13 @@ def cv_lgbm(
         for i, step in enumerate(steps):
             oof_by_step[i, val_rows] = member.predict(frame.features, val_rows, num_iteration=int(step))
     scored = ~np.isnan(oof_by_step[0])
-    curve = pd.Series(
-        [per_era_corr(oof[scored], y[scored], frame.eras[scored]).mean() for oof in oof_by_step],
-        index=pd.Index(steps, name="num_boost_round"),
-        name="cv_corr_mean",
-    )
+    per_era_by_step = per_era_corr_columns(oof_by_step[:, scored].T, y_score[scored], frame.eras[scored])
+    curve = pd.Series(per_era_by_step.mean().to_numpy(), index=pd.Index(steps, name="num_boost_round"), name="cv_corr_mean")
     best = int(np.argmax(curve.to_numpy()))
     oof = oof_by_step[best]
     return CVResult(
         name=name,
-        per_era=per_era_corr(oof[scored], y[scored], frame.eras[scored]),
+        per_era=per_era_by_step[best].rename("corr"),
         oof=oof,
         chosen={"num_boost_round": int(steps[best])},
         curve=curve,

@@ -43,11 +43,25 @@ def per_era(
 
 def per_era_corr(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray) -> pd.Series:
     """Numerai CORR (numerai_corr) of predictions against a target in each era."""
-    return per_era(
-        lambda g, _: numerai_corr(g[["prediction"]], g["target"]).iloc[0],
-        eras,
-        {"prediction": predictions, "target": targets},
-    ).rename("corr")
+    return per_era_corr_columns(np.asarray(predictions)[:, None], targets, eras)[0].rename("corr")
+
+
+def per_era_corr_columns(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray) -> pd.DataFrame:
+    """numerai_corr of every column of `predictions` (rows x candidates) in each era (eras x candidates).
+
+    One numerai_corr call per era scores all candidates at once: CV curves over tree counts and
+    blend-weight searches cost no more calls than a single model.
+    """
+    predictions = np.asarray(predictions, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    eras = np.asarray(eras)
+    labelled = ~np.isnan(targets)
+    scores = {}
+    for era in np.unique(eras[labelled]):
+        rows = np.flatnonzero((eras == era) & labelled)
+        index = pd.RangeIndex(len(rows))
+        scores[era] = numerai_corr(pd.DataFrame(predictions[rows], index=index), pd.Series(targets[rows], index=index, name="target"))
+    return pd.DataFrame(scores).T.rename_axis("era")
 
 
 def per_era_fnc(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray, features: np.ndarray) -> pd.Series:

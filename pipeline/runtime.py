@@ -64,24 +64,59 @@ def member_scores(member: dict, features: np.ndarray, cache: dict, eras: np.ndar
     raise ValueError(f"unknown member kind {kind!r}")
 
 
+def blend_ranks(scores: np.ndarray, weights: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
+    """Weighted average of each member's per-era ranks (`scores` is rows x members)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    weights = weights / weights.sum()
+    blended = np.zeros(len(scores), dtype=np.float64)
+    for column, weight in zip(np.asarray(scores, dtype=np.float64).T, weights):
+        blended += weight * rank_within_groups(column, eras)
+    return blended
+
+
+def feature_projection(values: np.ndarray, features: np.ndarray, eras: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Centred per-era ranks of `values` and, era by era, their least-squares projection onto the
+    features plus a constant (numerai_tools.scoring.neutralize's regression, in numpy)."""
+    ranks = rank_within_groups(values, eras) - 0.5
+    projection = np.empty_like(ranks)
+    for rows in era_row_groups(eras, len(values)):
+        exposures = np.hstack([features[rows].astype(np.float64), np.ones((len(rows), 1))])
+        beta = np.linalg.lstsq(exposures, ranks[rows], rcond=1e-6)[0]
+        projection[rows] = exposures.dot(beta)
+    return ranks, projection
+
+
+def neutralize_within_eras(
+    values: np.ndarray, features: np.ndarray, eras: np.ndarray | None, proportion: float
+) -> np.ndarray:
+    """Remove `proportion` of the feature exposure of the per-era ranks of `values`, era by era:
+    numerai_tools.scoring.neutralize in numpy, because the container must not need numerai-tools."""
+    if proportion == 0:
+        return rank_within_groups(values, eras) - 0.5
+    ranks, projection = feature_projection(values, features, eras)
+    return ranks - proportion * projection
+
+
 def make_predict(state: dict) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """Build the closure Numerai calls each round.
 
-    `state` holds `feature_names` and `members`: a list of `{"name", "kind", "weight", ...}`
-    exported models whose per-era ranks are averaged with those weights.
+    `state` holds `feature_names`, `members` (exported models: `{"name", "kind", "weight", ...}`,
+    blended as a weighted average of per-era ranks) and optionally `neutralization`, the proportion
+    of feature exposure removed from the blend within each era.
     """
     feature_names = list(state["feature_names"])
     members = [dict(m) for m in state["members"]]
     weights = np.asarray([m["weight"] for m in members], dtype=np.float64)
-    weights = weights / weights.sum()
+    proportion = float(state.get("neutralization", 0.0))
     cache: dict = {}
 
     def predict(live_features: pd.DataFrame) -> pd.DataFrame:
         features = feature_matrix(live_features, feature_names)
         eras = live_features["era"].to_numpy() if "era" in live_features.columns else None
-        blended = np.zeros(len(features), dtype=np.float64)
-        for member, weight in zip(members, weights):
-            blended += weight * rank_within_groups(member_scores(member, features, cache, eras), eras)
+        scores = np.column_stack([member_scores(member, features, cache, eras) for member in members])
+        blended = blend_ranks(scores, weights, eras)
+        if proportion > 0:
+            blended = neutralize_within_eras(blended, features, eras, proportion)
         prediction = rank_within_groups(blended, eras)
         index = pd.Index(live_features.index, name="id")
         return pd.DataFrame({"prediction": prediction}, index=index)
@@ -95,8 +130,18 @@ GELU_C = 0.7978845608028654  # sqrt(2 / pi)
 
 
 def np_gelu(x: np.ndarray) -> np.ndarray:
-    """GELU, tanh form (torch's `gelu(approximate="tanh")`)."""
-    return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * x**3)))
+    """GELU, tanh form (torch's `gelu(approximate="tanh")`), in place on one temporary: x**3 is
+    avoided because numpy's power is slow for negative float32 values."""
+    out = x * x
+    out *= 0.044715
+    out += 1.0
+    out *= x
+    out *= GELU_C
+    np.tanh(out, out=out)
+    out += 1.0
+    out *= x
+    out *= 0.5
+    return out
 
 
 def np_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -108,7 +153,11 @@ def np_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray
 def np_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     """torch.nn.LayerNorm over the last axis (biased variance)."""
     centred = x - x.mean(-1, keepdims=True)
-    return centred / np.sqrt((centred**2).mean(-1, keepdims=True) + eps) * weight + bias
+    scale = np.sqrt(np.square(centred).mean(-1, keepdims=True) + eps)
+    centred /= scale
+    centred *= weight
+    centred += bias
+    return centred
 
 
 def np_softmax(z: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ benchmarks can be judged against the truth.
 How the signal is built (all on the *observed* binned features, so the oracle is exact):
 - Features are per-era quintile bins of latent values `x = loading * factor + noise`, where each
   feature belongs to one latent factor ("cluster") of its feature group and cluster factors share a
-  group factor: features of a cluster are strongly, features of a group mildly correlated. A few feature-eras are "missing" (all 2), as on Numerai.
+  group factor: features of a cluster are strongly, features of a group mildly correlated. A few
+  feature-eras are "missing" (all 2), as on Numerai.
 - The main signal is a sum of four per-era standardized components: linear (weights spread over
   many features, larger for whole clusters), nonlinear (per-feature shapes of the bin and squared
   cluster means), interactions (feature pairs and cluster-mean pairs across groups) and a linear
@@ -504,7 +505,8 @@ def write_world(out_dir: str | Path, spec: WorldSpec = DEFAULT_WORLD, progress: 
     oracle_schema = _schema(["era"], {"oracle": np.float32})
     data = {kind: _EraWriter(out / f"{kind}.parquet", data_schema) for kind in ("train", "validation", "live")}
     bench = {
-        kind: _EraWriter(out / f"{kind}_benchmark_models.parquet", bench_schema) for kind in ("train", "validation", "live")
+        kind: _EraWriter(out / f"{kind}_benchmark_models.parquet", bench_schema)
+        for kind in ("train", "validation", "live")
     }
     oracle = _EraWriter(out / "oracle.parquet", oracle_schema)
 
@@ -520,60 +522,45 @@ def write_world(out_dir: str | Path, spec: WorldSpec = DEFAULT_WORLD, progress: 
         targets_by_column = np.ascontiguousarray(drawn.targets.T)
         columns |= {name: pa.array(targets_by_column[j], from_pandas=False) for j, name in enumerate(st.target_columns)}
         data[kind].add(columns)
-        bench[kind].add(
-            {"id": ids, "era": eras} | {name: pa.array(drawn.benchmarks[:, j]) for j, name in enumerate(BENCHMARK_COLUMNS)}
-        )
+        predictions = {name: pa.array(drawn.benchmarks[:, j]) for j, name in enumerate(BENCHMARK_COLUMNS)}
+        bench[kind].add({"id": ids, "era": eras} | predictions)
         oracle.add({"id": ids, "era": eras, "oracle": pa.array(drawn.oracle)})
     for writer in [*data.values(), *bench.values(), oracle]:
         writer.close()
     return out
 
 
+# CLI option -> (WorldSpec field, type, help); defaults come from DEFAULT_WORLD.
+_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "--eras": ("n_eras", int, "train + validation eras; live is the next era"),
+    "--validation-eras": ("n_validation_eras", int, "newest eras that form validation"),
+    "--unlabelled-eras": ("n_unlabelled_eras", int, "newest validation eras whose targets are all NaN, as on Numerai"),
+    "--rows": ("rows_per_era", int, "mean rows per era (each era varies by up to 10%%)"),
+    "--live-rows": ("live_rows", int, "rows of the live era"),
+    "--features": ("n_features", int, "number of feature columns"),
+    "--target-names": ("n_target_names", int, "how many of Numerai's target names (ender first) get _20, _60 columns"),
+    "--noise-sd": ("noise_sd", float, "target noise sd per unit of signal sd; higher means a weaker signal"),
+    "--seed": ("seed", int, "same seed, same bytes"),
+}
+
+
 def _parse_args(argv: list[str] | None) -> tuple[Path, WorldSpec, bool]:
-    d = DEFAULT_WORLD
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.synthetic",
         description="Write a synthetic Numerai v5 world (features.json, train/validation/live parquet, "
         "benchmark model files and oracle.parquet) into OUT_DIR.",
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="directory to write into (created if needed)")
-    parser.add_argument("--eras", type=int, default=d.n_eras, help=f"train + validation eras (default {d.n_eras}); live is the next era")
-    parser.add_argument(
-        "--validation-eras", type=int, default=d.n_validation_eras, help=f"newest eras that form validation (default {d.n_validation_eras})"
-    )
-    parser.add_argument(
-        "--unlabelled-eras",
-        type=int,
-        default=d.n_unlabelled_eras,
-        help=f"newest validation eras whose targets are all NaN, as on Numerai (default {d.n_unlabelled_eras})",
-    )
-    parser.add_argument("--rows", type=int, default=d.rows_per_era, help=f"mean rows per era, varies +-10%% (default {d.rows_per_era})")
-    parser.add_argument("--live-rows", type=int, default=d.live_rows, help=f"rows of the live era (default {d.live_rows})")
-    parser.add_argument("--features", type=int, default=d.n_features, help=f"number of feature columns (default {d.n_features})")
-    parser.add_argument(
-        "--target-names",
-        type=int,
-        default=d.n_target_names,
-        help=f"how many of Numerai's target names (ender first) get _20 and _60 columns (default {d.n_target_names})",
-    )
-    parser.add_argument(
-        "--noise-sd", type=float, default=d.noise_sd, help=f"target noise sd per unit of signal sd; higher = weaker signal (default {d.noise_sd})"
-    )
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"same seed, same bytes (default {d.seed})")
+    for option, (field, kind, text) in _OPTIONS.items():
+        default = getattr(DEFAULT_WORLD, field)
+        metavar = "N" if kind is int else "X"
+        parser.add_argument(
+            option, dest=field, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})"
+        )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        spec = WorldSpec(
-            n_eras=args.eras,
-            n_validation_eras=args.validation_eras,
-            n_unlabelled_eras=args.unlabelled_eras,
-            rows_per_era=args.rows,
-            live_rows=args.live_rows,
-            n_features=args.features,
-            n_target_names=args.target_names,
-            noise_sd=args.noise_sd,
-            seed=args.seed,
-        )
+        spec = WorldSpec(**{field: getattr(args, field) for field, _, _ in _OPTIONS.values()})
     except ValueError as error:
         parser.error(str(error))
     return args.out_dir, spec, not args.quiet

@@ -655,9 +655,9 @@ def search(
 ) -> pd.DataFrame:
     """Random search over `space` within `n_trials` and `budget_s` seconds, scored by walk-forward CV.
 
-    Each trial trains one model per EraWalkForward fold of `fold_eras` validation eras (default: the
-    newest half of the eras split into `n_splits` windows; early-stopping inside the fold's training
-    eras) and scores the fold's validation eras; the table holds the CV CORR mean and Sharpe over
+    Each trial trains one model per EraWalkForward fold of `fold_eras` validation eras (default:
+    len(eras) // (2 * n_splits + 2)), early-stopping inside the fold's training eras, and scores the
+    fold's validation eras; the table holds the CV CORR mean and Sharpe over
     all scored eras, best first. The first trial always runs; no later one starts once the budget is spent.
     """
     if n_trials < 1:

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from numerai_tools.scoring import neutralize
+
+from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights, simplex_grid
+from pipeline.metrics import per_era_corr
+from pipeline.runtime import blend_ranks, neutralize_within_eras, rank_within_groups
+
+
+def world(seed: int = 0, eras: int = 12, rows: int = 150):
+    rng = np.random.default_rng(seed)
+    era = np.repeat([f"{e:04d}" for e in range(eras)], rows)
+    features = rng.integers(0, 5, size=(len(era), 5)).astype(np.float32)
+    signal = rng.normal(size=len(era))
+    target = np.digitize(signal + rng.normal(0, 2, len(era)), [-2, -0.7, 0.7, 2]) / 4
+    good = signal + rng.normal(0, 1.0, len(era))
+    weaker = signal + rng.normal(0, 3.0, len(era))
+    noise = rng.normal(size=len(era))
+    return era, features, target, np.column_stack([good, weaker, noise])
+
+
+def test_neutralization_equals_numerai_tools_neutralize() -> None:
+    era, features, _, scores = world(eras=2)
+    out = neutralize_within_eras(scores[:, 0], features, era, 0.6)
+    for e in np.unique(era):
+        rows = era == e
+        ranked = pd.DataFrame({"p": rank_within_groups(scores[rows, 0], None) - 0.5})
+        expected = neutralize(ranked, pd.DataFrame(features[rows].astype(np.float64)), proportion=0.6)["p"]
+        np.testing.assert_allclose(out[rows], expected.to_numpy(), atol=1e-10)
+
+
+def test_full_neutralization_removes_linear_exposure() -> None:
+    era, features, _, scores = world(eras=3)
+    exposed = scores[:, 0] + 3 * features[:, 0]
+    out = neutralize_within_eras(exposed, features, era, 1.0)
+    for e in np.unique(era):
+        rows = era == e
+        assert abs(np.corrcoef(out[rows], features[rows, 0])[0, 1]) < 1e-8
+
+
+def test_weights_are_a_convex_combination_that_prefers_the_better_member() -> None:
+    era, _, target, scores = world()
+    weights = fit_weights(scores, target, era)
+    assert weights.min() >= 0 and weights.sum() == pytest.approx(1.0)
+    assert weights[0] > weights[1] > weights[2] - 1e-9
+    equal = per_era_corr(blend_ranks(scores, np.full(3, 1 / 3), era), target, era).mean()
+    assert per_era_corr(blend_ranks(scores, weights, era), target, era).mean() >= equal
+
+
+def test_simplex_grid_covers_every_mix() -> None:
+    grid = simplex_grid(3, 4)
+    assert len(grid) == 15 and np.allclose(grid.sum(axis=1), 1) and grid.min() >= 0
+    assert {tuple(g) for g in grid} >= {(1.0, 0.0, 0.0), (0.25, 0.25, 0.5), (0.0, 0.0, 1.0)}
+
+
+def test_cross_fold_blend_scores_each_fold_with_weights_from_the_others() -> None:
+    era, _, target, scores = world(eras=12)
+    folds = [np.unique(era)[i : i + 4] for i in (0, 4, 8)]
+    per_era, weights = cross_fold_blend(scores, target, era, folds)
+    assert list(per_era.index) == sorted(np.unique(era)) and len(weights) == 3
+
+
+def test_a_single_member_and_useless_members_fall_back_to_equal_weights() -> None:
+    era, _, target, scores = world()
+    assert fit_weights(scores[:, :1], target, era).tolist() == [1.0]
+    same = np.column_stack([scores[:, 0], scores[:, 0]])
+    assert fit_weights(same, target, era) == pytest.approx([0.5, 0.5])
+
+
+def test_neutralization_choice_is_on_the_grid() -> None:
+    era, features, target, scores = world()
+    proportion, table = choose_neutralization(scores[:, 0] + features[:, 0], features, target, era)
+    assert proportion in table.index and list(table.columns) >= ["mean", "std", "sharpe", "max_drawdown", "eras"]
