@@ -1,6 +1,6 @@
 """Does the forward-chained CV predict held-out validation? Numerai's example model, both figures.
 
-    python bench/cv.py [--data-dir DIR] [--folds 4] [--embargo 8] [--trees 2000] [--era-stride 4]
+    python -m bench.cv [--data-dir DIR] [--folds 4] [--embargo 8] [--trees 2000] [--era-stride 4]
 
 Prints the out-of-fold CV per-era CORR (folds over training eras only, embargoed) next to the CORR
 on validation eras after the embargo, scored once by a model trained on all training eras with the

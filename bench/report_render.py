@@ -1,6 +1,6 @@
 """Render report.html to a PNG with headless Chromium, to look at the page as a reader would.
 
-Run: `python bench/report_render.py [REPORT_HTML] [--out PNG] [--width 1400] [--height 5000]`.
+Run: `python -m bench.report_render [REPORT_HTML] [--out PNG] [--width 1400] [--height 5000]`.
 Without REPORT_HTML it writes the tests' fake full report (plots and page) to a temporary folder
 and renders that. Needs Chromium (`apt-get install -y chromium`); exits non-zero without it.
 """
@@ -14,8 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = (

@@ -6,7 +6,7 @@
    4,800 rows per era) for a few era counts, with a linear extrapolation to the full 574 train eras
    (or the real full size with --full).
 
-Run: `python bench/synthetic.py [--data DIR] [--sizes 20 60 120] [--full] [--skip-scale]`.
+Run: `python -m bench.synthetic [--data DIR] [--sizes 20 60 120] [--full] [--skip-scale]`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import pandas as pd
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from pipeline.metrics import per_era_corr, summarize  # noqa: E402
-from pipeline.synthetic import DEFAULT_WORLD, write_world  # noqa: E402
+from pipeline.metrics import per_era_corr, summarize
+from pipeline.synthetic import DEFAULT_WORLD, write_world
 
 NUMERAI_FEATURES = 2748
 NUMERAI_ROWS = 4800

@@ -1,14 +1,17 @@
 """Benchmark of TSMixer-Ext against the plain MLP and Numerai's example LightGBM, on the default world.
 
-1. Every model trains on every `--era-stride`-th train era (as build.py trains the example model);
-   the neural models early-stop on the newest of those eras after an 8-era embargo. All are scored
-   with per-era numerai_corr on the validation eras that lie more than 8 eras after the last train era.
-2. Ablations of TSMixer-Ext: era context off; regression head instead of 5-class cross-entropy.
-3. A small bounded `search` (walk-forward CV inside train).
+1. The neural models train on every `--era-stride`-th train era (default: all) with the same epoch
+   budget, learning rate and early stopping (the newest `--valid-eras` of those eras after an
+   8-era embargo); the example LightGBM trains on every 4th era, as build.py trains it. All are
+   scored once with per-era numerai_corr on the validation eras more than 8 eras after the last
+   train era; nothing is chosen on them.
+2. The MLP on scaled features (the plain baseline) and on per-bin one-hot inputs (the same input
+   freedom as TSMixer-Ext); with `--ablations`, TSMixer-Ext without era context and without bins.
+3. Optionally (`--search-trials N`), a bounded `search` (walk-forward CV inside train).
 4. The numpy forward pass of an exported TSMixer-Ext at Numerai's width (6,720 rows x 2,748
    features), timed in a separate process with one BLAS/OpenMP thread.
 
-Run: `python bench/tsmixer.py [--threads 2] [--epochs 8] [--era-stride 4] [--search-trials 4]`.
+Run: `python bench/tsmixer.py [--threads 2] [--epochs 10] [--era-stride 1] [--ablations] [--search-trials 0]`.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def numerai_width_member(params: dict) -> dict:
         feature_names=names,
         targets=pd.DataFrame({"target": rng.choice([0, 0.25, 0.5, 0.75, 1], len(eras)).astype(np.float32)}),
     )
-    model = TSMixerExt(**params | {"max_epochs": 1, "progress": False}, feature_sets=sets, n_valid_eras=2, embargo=1)
+    model = TSMixerExt(**params | {"max_epochs": 1, "progress": False, "n_valid_eras": 2, "embargo": 1}, feature_sets=sets)
     return model.fit(frame).export("tsmixer_numerai_width")
 
 
@@ -93,11 +96,14 @@ def time_numpy_forward(member: dict) -> tuple[float, float, bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--era-stride", type=int, default=4)
-    parser.add_argument("--search-trials", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--era-stride", type=int, default=1)
+    parser.add_argument("--valid-eras", type=int, default=40)
+    parser.add_argument("--eras-per-batch", type=int, default=2)
+    parser.add_argument("--ablations", action="store_true", help="also train TSMixer-Ext without context / bins")
+    parser.add_argument("--search-trials", type=int, default=0)
     parser.add_argument("--search-budget", type=float, default=240.0)
     parser.add_argument("--search-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -117,19 +123,22 @@ def main() -> None:
     sets = nd.read_features_json(data_dir)["feature_sets"]
     print(
         f"data {data_dir}: {len(features)} features, train {len(train)} rows / {len(train.era_order)} eras "
-        f"(fit on every {args.era_stride}th: {len(fit_eras)} eras), aux targets {aux}, "
+        f"(neural models fit with era stride {args.era_stride}: {len(fit_eras)} eras), aux targets {aux}, "
         f"scored {len(scored)} validation eras {scored[0]}..{scored[-1]} after an {EMBARGO_20D}-era embargo"
     )
 
-    common = {"max_epochs": args.epochs, "patience": args.patience, "threads": args.threads, "seed": args.seed}
+    common = {"max_epochs": args.epochs, "patience": args.patience, "threads": args.threads, "seed": args.seed,
+              "n_valid_eras": args.valid_eras, "eras_per_batch": args.eras_per_batch, "progress": True}
     trained = common | {"lr": args.lr}
     tsm_params = {"d": 16, "ff": 32, "context_dim": 8, "n_block": 2} | trained
     runs = {
         "tsmixer_ext": TSMixerExt(**tsm_params, feature_sets=sets),
-        "tsmixer_ext_no_context": TSMixerExt(**tsm_params | {"era_context": False}, feature_sets=sets),
-        "tsmixer_ext_regression": TSMixerExt(**tsm_params | {"head": "regression"}, feature_sets=sets),
         "mlp": MLPBaseline(hidden=(64, 64), **trained),
+        "mlp_one_hot": MLPBaseline(hidden=(64, 64), one_hot=True, **trained),
     }
+    if args.ablations:
+        runs["tsmixer_ext_no_context"] = TSMixerExt(**tsm_params | {"era_context": False}, feature_sets=sets)
+        runs["tsmixer_ext_no_bins"] = TSMixerExt(**tsm_params | {"bin_embedding": False}, feature_sets=sets)
     rows, preds = [], {}
     for name, model in runs.items():
         t0 = time.perf_counter()
@@ -140,16 +149,19 @@ def main() -> None:
                      "max_dd": summary["max_drawdown"], "params": n_parameters(model), "best_epoch": model.best_epoch_,
                      "epochs_run": len(model.history_), "early_stop_corr": model.best_valid_corr_,
                      "seconds": time.perf_counter() - t0})
+        print(rows[-1], flush=True)
 
     t0 = time.perf_counter()
     lgbm = LGBMMember(EXAMPLE_PARAMS, EXAMPLE_ROUNDS, seed=args.seed, num_threads=args.threads)
-    lgbm.fit(train.features, train.targets["target"].to_numpy(), rows=train.select_eras(fit_eras), feature_names=features)
+    lgbm_rows = train.select_eras(list(train.era_order[::4]))
+    lgbm.fit(train.features, train.targets["target"].to_numpy(), rows=lgbm_rows, feature_names=features)
     preds["lgbm_example"] = lgbm.predict(validation.features, val_rows)
     summary = summarize(per_era_corr(preds["lgbm_example"], y_val, eras_val))
     rows.append({"model": "lgbm_example", "corr_mean": summary["mean"], "sharpe": summary["sharpe"],
                  "max_dd": summary["max_drawdown"], "params": np.nan, "best_epoch": np.nan, "epochs_run": np.nan,
                  "early_stop_corr": np.nan, "seconds": time.perf_counter() - t0})
     table = pd.DataFrame(rows).set_index("model")
+    table[["params", "best_epoch", "epochs_run"]] = table[["params", "best_epoch", "epochs_run"]].astype("Int64")
 
     ranks = pd.DataFrame(preds).groupby(eras_val).rank(pct=True)
     corr_with_lgbm = {
@@ -159,14 +171,16 @@ def main() -> None:
     table["rank_corr_with_lgbm"] = pd.Series(corr_with_lgbm)
 
     t0 = time.perf_counter()
-    space = {"n_block": [1, 2], "d": [16, 32], "dropout": [0.0, 0.1], "lr": [3e-3, 1e-2],
-             "era_context": [True, False], "head": ["ce", "regression"]}
-    search_table = search(
-        train, space=space, base_params={"ff": 32, "context_dim": 8, "feature_sets": sets, "progress": False}
-        | common | {"max_epochs": args.search_epochs},
-        n_trials=args.search_trials, budget_s=args.search_budget, n_splits=1, eras=fit_eras,
-        aux_targets=aux, seed=args.seed,
-    )
+    search_table = None
+    if args.search_trials > 0:
+        space = {"n_block": [1, 2], "d": [16, 32], "dropout": [0.0, 0.1], "lr": [1e-3, 3e-3],
+                 "era_context": [True, False], "bin_embedding": [True, False]}
+        search_table = search(
+            train, space=space, base_params={"ff": 32, "context_dim": 8, "feature_sets": sets}
+            | common | {"max_epochs": args.search_epochs},
+            n_trials=args.search_trials, budget_s=args.search_budget, n_splits=1, eras=fit_eras,
+            aux_targets=aux, seed=args.seed,
+        )
     search_seconds = time.perf_counter() - t0
 
     best, worst, torch_loaded = time_numpy_forward(numerai_width_member(tsm_params))
@@ -175,12 +189,15 @@ def main() -> None:
     pd.set_option("display.max_columns", 20)
     print("\nValidation (per-era numerai_corr on scored eras):")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
-    mixer, mlp, lgb_corr = (table.loc[k, "corr_mean"] for k in ("tsmixer_ext", "mlp", "lgbm_example"))
-    print(f"\nTSMixer-Ext {'beats' if mixer > mlp else 'does NOT beat'} the plain MLP "
-          f"({mixer:.4f} vs {mlp:.4f}) and {'beats' if mixer > lgb_corr else 'does NOT beat'} "
-          f"the example LightGBM ({lgb_corr:.4f}).")
-    print(f"\nSearch ({len(search_table)} trials, walk-forward CV inside train, {search_seconds:.0f} s):")
-    print(search_table.drop(columns=["trial"]).to_string(float_format=lambda v: f"{v:.4f}"))
+    mixer, mlp, mlp_one_hot, lgb_corr = (
+        table.loc[k, "corr_mean"] for k in ("tsmixer_ext", "mlp", "mlp_one_hot", "lgbm_example")
+    )
+    print(f"\nTSMixer-Ext {'beats' if mixer > mlp else 'does NOT beat'} the plain MLP ({mixer:.4f} vs {mlp:.4f}), "
+          f"{'beats' if mixer > mlp_one_hot else 'does NOT beat'} the one-hot MLP ({mlp_one_hot:.4f}) and "
+          f"{'beats' if mixer > lgb_corr else 'does NOT beat'} the example LightGBM ({lgb_corr:.4f}).")
+    if search_table is not None:
+        print(f"\nSearch ({len(search_table)} trials, walk-forward CV inside train, {search_seconds:.0f} s):")
+        print(search_table.drop(columns=["trial"]).to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"\nnumpy forward of TSMixer-Ext at {LIVE_ROWS} x {NUMERAI_FEATURES}, 1 thread: best {best:.2f} s, "
           f"worst {worst:.2f} s of 3 (limit 10 s; torch imported: {torch_loaded})")
     print(f"total bench time {time.perf_counter() - started:.0f} s")

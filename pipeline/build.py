@@ -26,10 +26,10 @@ from pipeline.analysis import (
 )
 from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
 from pipeline.cv import EraWalkForward, default_embargo, holdout_eras
-from pipeline.ensemble import MemberSpec, member_specs, member_targets, oof_matrix
+from pipeline.ensemble import PROBE, MemberSpec, member_specs, member_targets, oof_matrix
 from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
 from pipeline.metrics import summarize
-from pipeline.models.lgbm import EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
+from pipeline.models.lgbm import LGBMMember, TqdmCallback
 from pipeline.report import summary_table, write_report
 from pipeline.runtime import blend_ranks, make_predict, neutralize_within_eras
 from pipeline.verify import VerificationReport, write_verified_pickle
@@ -37,6 +37,8 @@ from pipeline.verify import VerificationReport, write_verified_pickle
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "NUMERAI_PIPELINE_CACHE"
+# Feature stability is measured on at most about this many training eras, evenly spaced.
+TEMPORAL_ERAS = 120
 COMPLETE_MARKER = ".complete"
 
 
@@ -52,9 +54,9 @@ class BuildConfig:
     target: str = nd.MAIN_TARGET
     preset: str = "demo"
     embargo: int | None = None
-    cv_folds: int = 4
-    era_stride: int = 4
-    num_boost_round: int = EXAMPLE_ROUNDS
+    cv_folds: int = 3
+    era_stride: int | None = None
+    num_boost_round: int | None = None
     drop_unstable: bool = False
     refit: bool = True
     seed: int = 0
@@ -128,30 +130,45 @@ def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFra
     return features, train, validation
 
 
-def temporal_analysis(
-    train: nd.EraFrame, config: BuildConfig, folds: list, member: LGBMMember, baseline: CVResult
-) -> tuple[dict, list[str]]:
-    """Feature stability over training eras, and CV CORR with the unstable features dropped."""
-    stability = feature_stability(feature_era_corr(train, np.arange(len(train)), config.target))
+def temporal_analysis(train: nd.EraFrame, config: BuildConfig, folds: list) -> tuple[dict, list[str]]:
+    """Feature stability over training eras, and the CV CORR of a quick LightGBM probe with and
+    without the flagged features (the difference is what matters, so the probe is small)."""
+    eras = train.era_order[:: max(1, len(train.era_order) // TEMPORAL_ERAS)]
+    stability = feature_stability(feature_era_corr(train, train.select_eras(eras), config.target))
     flagged = list(stability.index[stability["flagged"]])
     kept = [f for f in train.feature_names if f not in set(flagged)]
-    without = cv_lgbm(member, train.with_features(kept), config.target, folds, config.era_stride, name="lgbm_without_unstable")
+    probe = LGBMMember(PROBE["params"], min(PROBE["rounds"], config.num_boost_round or PROBE["rounds"]), seed=config.seed, num_threads=config.threads)
+    stride = config.era_stride or PROBE["era_stride"]
+    scores = {
+        label: cv_lgbm(probe, frame, config.target, folds, stride, name=f"probe {label}").per_era
+        for label, frame in (("with", train), ("without_flagged", train.with_features(kept)))
+    }
     report = {
         "features": stability.reset_index().to_dict(orient="records"),
         "flagged": flagged,
-        "ablation": {"with": summarize(baseline.per_era), "without_flagged": summarize(without.per_era)},
+        "ablation": {label: summarize(per_era) for label, per_era in scores.items()},
+        "ablation_model": f"LightGBM probe: {PROBE['params']}, up to {probe.num_boost_round} trees chosen on the CV",
     }
     logger.info(
-        "temporal: %d unstable features flagged; CV CORR %.4f with them, %.4f without",
-        len(flagged), baseline.per_era.mean(), without.per_era.mean(),
+        "temporal: %d unstable features flagged; probe CV CORR %.4f with them, %.4f without",
+        len(flagged), scores["with"].mean(), scores["without_flagged"].mean(),
     )
     return report, kept
 
 
-def fit_member(spec: MemberSpec, splits: list[nd.EraFrame], era_stride: int, features: list[str], stage: str) -> None:
-    """Train a member on every `era_stride`-th era of each split, with the settings CV chose."""
+def walk_forward_folds(eras: np.ndarray, n_splits: int, embargo: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """CV folds over the newer half of the training eras; fewer folds (logged) when eras are few."""
+    min_train = max(1, len(eras) // 2)
+    possible = max(1, min(n_splits, len(eras) - min_train - embargo))
+    if possible < n_splits:
+        logger.warning("only %d training eras: %d CV fold(s) instead of %d", len(eras), possible, n_splits)
+    return EraWalkForward(n_splits=possible, embargo=embargo, min_train_eras=min_train).era_folds(eras)
+
+
+def fit_member(spec: MemberSpec, splits: list[nd.EraFrame], features: list[str], stage: str) -> None:
+    """Train a member on its era stride of each split, with the settings CV chose."""
     spec.estimator.fit_parts(
-        [(s.features, s.targets[spec.train_target].to_numpy(), strided_rows(s, s.era_order, era_stride)) for s in splits],
+        [(s.features, s.targets[spec.train_target].to_numpy(), strided_rows(s, s.era_order, spec.era_stride)) for s in splits],
         feature_names=features,
         callbacks=[TqdmCallback(spec.estimator.num_boost_round, f"{spec.name} {stage}")],
     )
@@ -164,20 +181,20 @@ def build(config: BuildConfig) -> BuildResult:
     groups = nd.feature_groups(data_dir, features)
     missing = train.missing_feature_eras()
     logger.info("missing-feature marker (all 2 in an era): %d feature-eras in train", int(missing.to_numpy().sum()))
-    if config.era_stride < 1:
+    if config.era_stride is not None and config.era_stride < 1:
         raise ValueError(f"--era-stride must be at least 1, got {config.era_stride}")
 
-    specs = member_specs(config.preset, train, config.target, config.num_boost_round, config.seed, config.threads)
+    specs = member_specs(
+        config.preset, train, config.target, config.num_boost_round, config.era_stride, config.seed, config.threads
+    )
     embargo = config.embargo if config.embargo is not None else default_embargo([s.train_target for s in specs])
-    folds = EraWalkForward(
-        n_splits=config.cv_folds, embargo=embargo, min_train_eras=max(1, len(train.era_order) // 2)
-    ).era_folds(train.era_order)
+    folds = walk_forward_folds(train.era_order, config.cv_folds, embargo)
     scored_eras = holdout_eras(train.era_order, validation.era_order, embargo)
     logger.info("members: %s; %d CV folds, embargo %d eras", ", ".join(f"{s.name} ({s.train_target})" for s in specs), len(folds), embargo)
 
     cv: dict[str, CVResult] = {}
     for spec in specs:
-        cv[spec.name] = cv_lgbm(spec.estimator, train, spec.train_target, folds, config.era_stride, spec.name, config.target)
+        cv[spec.name] = cv_lgbm(spec.estimator, train, spec.train_target, folds, spec.era_stride, spec.name, config.target)
         spec.estimator.num_boost_round = cv[spec.name].chosen["num_boost_round"]
         logger.info("%s: CV chose %d trees, CV CORR %.4f", spec.name, spec.estimator.num_boost_round, cv[spec.name].per_era.mean())
     oof, scored = oof_matrix(cv)
@@ -187,7 +204,7 @@ def build(config: BuildConfig) -> BuildResult:
     blend_cv, _ = cross_fold_blend(oof, oof_y, oof_eras, [va for _, va in folds], train.features[scored], proportion)
     logger.info("blend weights %s, neutralization %.2f", dict(zip(cv, weights.round(3))), proportion)
 
-    temporal, kept = temporal_analysis(train, config, folds, specs[0].estimator, cv[specs[0].name])
+    temporal, kept = temporal_analysis(train, config, folds)
     if config.drop_unstable:
         features = kept
         train, validation = train.with_features(kept), validation.with_features(kept)
@@ -198,13 +215,13 @@ def build(config: BuildConfig) -> BuildResult:
     models: dict[str, dict[str, Any]] = {}
     val_scores = []
     for spec in specs:
-        fit_member(spec, [train], config.era_stride, features, "holdout")
+        fit_member(spec, [train], features, "holdout")
         scores = spec.estimator.predict(validation.features, val_rows)
         val_scores.append(scores)
         figures = validation_figures(scores, validation, val_rows, config.target, benchmarks)
         result = cv[spec.name]
         models[spec.name] = {
-            "cv": summarize(result.per_era), "cv_per_era": result.per_era, "chosen": result.chosen | {"target": spec.train_target},
+            "cv": summarize(result.per_era), "cv_per_era": result.per_era, "chosen": result.chosen | {"target": spec.train_target, "era_stride": spec.era_stride},
             "cv_curve": result.curve, **figures,
         }
 
@@ -227,7 +244,7 @@ def build(config: BuildConfig) -> BuildResult:
     if config.refit:
         logger.info("refitting every member on all labelled eras (train and validation) with the CV's settings")
         for spec in specs:
-            fit_member(spec, [train, validation], config.era_stride, features, "refit")
+            fit_member(spec, [train, validation], features, "refit")
     state = {
         "feature_names": features,
         "members": [
@@ -267,7 +284,8 @@ def build(config: BuildConfig) -> BuildResult:
             "importance": importance,
             "temporal": temporal,
             "data": summary,
-            "settings": asdict(config) | {"features": features, "embargo": embargo},
+            "settings": asdict(config) | {"features": len(features), "embargo": embargo},
+            "feature_names": features,
             "verification": asdict(verification),
         },
     )

@@ -27,24 +27,52 @@ DEEP_PARAMS: dict[str, Any] = {
     "bagging_freq": 1,
     "lambda_l2": 1.0,
 }
+# Numerai's published "standard large" settings: 20,000 trees at learning rate 0.001.
+LARGE_PARAMS: dict[str, Any] = EXAMPLE_PARAMS | {"learning_rate": 0.001, "max_depth": 6, "num_leaves": 64}
 
+
+def faster(params: dict[str, Any], factor: float) -> dict[str, Any]:
+    """The same model with a `factor` times larger learning rate (and so ~factor times fewer trees)."""
+    return params | {"learning_rate": params["learning_rate"] * factor}
+
+
+# Each member: name, LightGBM parameters, the most trees CV may choose, its training target ("main",
+# or "aux_20" / "aux_60": the auxiliary target of that horizon most correlated with the main), and
+# the era stride it trains on (Numerai's example takes every 4th era; others may take every era).
+EXAMPLE_MEMBER = {"name": "lgbm_example", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "main", "era_stride": 4}
 PRESETS: dict[str, list[dict[str, Any]]] = {
-    "example": [{"name": "lgbm_example", "params": EXAMPLE_PARAMS, "target": "main"}],
+    "example": [EXAMPLE_MEMBER],
     "demo": [
-        {"name": "lgbm_example", "params": EXAMPLE_PARAMS, "target": "main"},
-        {"name": "lgbm_deep", "params": DEEP_PARAMS, "target": "main"},
-        {"name": "lgbm_aux20", "params": EXAMPLE_PARAMS, "target": "aux_20"},
+        EXAMPLE_MEMBER,
+        {"name": "lgbm_deep", "params": faster(DEEP_PARAMS, 10), "rounds": 200, "target": "main", "era_stride": 1},
+        {"name": "lgbm_aux20", "params": faster(EXAMPLE_PARAMS, 5), "rounds": 400, "target": "aux_20", "era_stride": 4},
+    ],
+    "standard": [
+        EXAMPLE_MEMBER,
+        {"name": "lgbm_deep", "params": DEEP_PARAMS, "rounds": 2000, "target": "main", "era_stride": 1},
+        {"name": "lgbm_aux20", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "aux_20", "era_stride": 2},
+        {"name": "lgbm_aux60", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "aux_60", "era_stride": 2},
+    ],
+    "large": [
+        EXAMPLE_MEMBER,
+        {"name": "lgbm_large", "params": LARGE_PARAMS, "rounds": 20_000, "target": "main", "era_stride": 4},
+        {"name": "lgbm_deep", "params": DEEP_PARAMS, "rounds": 4000, "target": "main", "era_stride": 1},
+        {"name": "lgbm_aux20", "params": DEEP_PARAMS, "rounds": 4000, "target": "aux_20", "era_stride": 2},
+        {"name": "lgbm_aux60", "params": DEEP_PARAMS, "rounds": 4000, "target": "aux_60", "era_stride": 2},
     ],
 }
+# A quick model for ablations, where only the difference between two variants matters.
+PROBE = {"params": faster(EXAMPLE_PARAMS, 5), "rounds": 300, "era_stride": 4}
 
 
 @dataclass
 class MemberSpec:
-    """One member to train: its estimator and the target column it learns."""
+    """One member to train: its estimator, the target column it learns and the eras it trains on."""
 
     name: str
     estimator: LGBMMember
     train_target: str
+    era_stride: int
 
 
 def best_aux_target(frame: EraFrame, main: str, horizon: str = "_20") -> str | None:
@@ -57,9 +85,18 @@ def best_aux_target(frame: EraFrame, main: str, horizon: str = "_20") -> str | N
 
 
 def member_specs(
-    preset: str, frame: EraFrame, main: str, num_boost_round: int = EXAMPLE_ROUNDS, seed: int = 0, threads: int = 0
+    preset: str,
+    frame: EraFrame,
+    main: str,
+    num_boost_round: int | None = None,
+    era_stride: int | None = None,
+    seed: int = 0,
+    threads: int = 0,
 ) -> list[MemberSpec]:
-    """The members of a preset that this data supports (an aux member needs an auxiliary target)."""
+    """The members of a preset that this data supports (an aux member needs an auxiliary target).
+
+    `num_boost_round`, when given, caps every member's trees; `era_stride` overrides every member's.
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     specs = []
@@ -67,8 +104,9 @@ def member_specs(
         target = main if entry["target"] == "main" else best_aux_target(frame, main, entry["target"][3:])
         if target is None:
             continue
-        estimator = LGBMMember(dict(entry["params"]), num_boost_round, seed=seed + k, num_threads=threads)
-        specs.append(MemberSpec(entry["name"], estimator, target))
+        rounds = min(entry["rounds"], num_boost_round or entry["rounds"])
+        estimator = LGBMMember(dict(entry["params"]), rounds, seed=seed + k, num_threads=threads)
+        specs.append(MemberSpec(entry["name"], estimator, target, era_stride or entry["era_stride"]))
     return specs
 
 

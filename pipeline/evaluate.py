@@ -57,8 +57,7 @@ def cv_lgbm(
         rows = rows[~np.isnan(y[rows])]
         member.fit(frame.features, y, rows=rows, feature_names=frame.feature_names)
         val_rows = frame.select_eras(val_eras)
-        for i, step in enumerate(steps):
-            oof_by_step[i, val_rows] = member.predict(frame.features, val_rows, num_iteration=int(step))
+        oof_by_step[:, val_rows] = member.staged_predict(frame.features, val_rows, steps)
     scored = ~np.isnan(oof_by_step[0])
     per_era_by_step = per_era_corr_columns(oof_by_step[:, scored].T, y_score[scored], frame.eras[scored])
     curve = pd.Series(per_era_by_step.mean().to_numpy(), index=pd.Index(steps, name="num_boost_round"), name="cv_corr_mean")

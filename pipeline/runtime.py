@@ -40,12 +40,16 @@ def feature_matrix(live_features: pd.DataFrame, feature_names: list[str]) -> np.
     return live_features[feature_names].to_numpy(dtype=np.float32)
 
 
-def booster_predict(booster: lgb.Booster, features: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
+def booster_predict(
+    booster: lgb.Booster, features: np.ndarray, num_iteration: int | None = None, start_iteration: int = 0
+) -> np.ndarray:
     """Booster output in row chunks, so no float64 copy of the whole matrix is made."""
     out = np.empty(len(features), dtype=np.float64)
     for start in range(0, len(features), PREDICT_CHUNK_ROWS):
         stop = start + PREDICT_CHUNK_ROWS
-        out[start:stop] = booster.predict(features[start:stop], num_iteration=num_iteration)
+        out[start:stop] = booster.predict(
+            features[start:stop], start_iteration=start_iteration, num_iteration=num_iteration
+        )
     return out
 
 
@@ -127,6 +131,7 @@ def make_predict(state: dict) -> Callable[[pd.DataFrame], pd.DataFrame]:
 # Numpy forward passes of the neural members (pipeline.models.tsmixer trains them with torch).
 # GELU is the tanh form on both sides, so numpy and torch compute the same function.
 GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+N_BINS = 5
 
 
 def np_gelu(x: np.ndarray) -> np.ndarray:
@@ -183,6 +188,24 @@ def token_index(tokens: list, n_features: int) -> np.ndarray:
     return index
 
 
+def feature_bins(x: np.ndarray) -> np.ndarray:
+    """Scaled features (-1..1) back to their bins 0..4, as int64."""
+    return np.clip(np.rint(x * 2.0 + 2.0), 0, N_BINS - 1).astype(np.int64)
+
+
+def bin_embedding_tokens(x: np.ndarray, index: np.ndarray, bin_w: np.ndarray) -> np.ndarray:
+    """[N, G, d] sums of each token's per-(feature, bin) embeddings: one token's one-hot matmul at
+    a time, so memory stays at [N, P * 5] even at Numerai's width (padding bin 5 matches nothing)."""
+    n, d = len(x), bin_w.shape[-1]
+    bins = np.concatenate([feature_bins(x), np.full((n, 1), N_BINS, dtype=np.int64)], axis=1)
+    levels = np.arange(N_BINS)
+    out = np.empty((n, len(index), d), dtype=np.float32)
+    for g, columns in enumerate(index):
+        one_hot = (bins[:, columns, None] == levels).reshape(n, -1).astype(np.float32)
+        out[:, g] = one_hot @ bin_w[g].reshape(-1, d)
+    return out
+
+
 def tsmixer_forward(arrays: dict, config: dict, x: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """TSMixer-Ext on the scaled rows of ONE era: (main outputs [N, 5 or 1], auxiliary outputs [N, A])."""
     a, eps = arrays, config["layer_norm_eps"]
@@ -190,6 +213,8 @@ def tsmixer_forward(arrays: dict, config: dict, x: np.ndarray, index: np.ndarray
     padded = np.concatenate([x, np.zeros((n, 1), dtype=x.dtype)], axis=1)
     grouped = padded[:, index.ravel()].reshape(n, *index.shape).transpose(1, 0, 2)
     h = np.matmul(grouped, a["embed_w"]).transpose(1, 0, 2) + a["embed_b"]
+    if config["bin_embedding"]:
+        h += bin_embedding_tokens(x, index, a["bin_w"])
     d = h.shape[2]
     context = None
     if config["era_context"]:
@@ -216,9 +241,16 @@ def tsmixer_forward(arrays: dict, config: dict, x: np.ndarray, index: np.ndarray
 
 
 def mlp_forward(arrays: dict, config: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The MLP baseline: (main outputs, auxiliary outputs)."""
+    """The MLP baseline: (main outputs, auxiliary outputs). A one-hot first layer is applied as
+    one matmul per bin (its weight columns are feature-major, bin-minor), never building [N, F * 5]."""
     for i in range(config["n_layers"]):
-        x = np_gelu(np_linear(x, arrays[f"layers.{i}.weight"], arrays[f"layers.{i}.bias"]))
+        weight, bias = arrays[f"layers.{i}.weight"], arrays[f"layers.{i}.bias"]
+        if i == 0 and config["one_hot"]:
+            bins = feature_bins(x)
+            pre = sum((bins == b).astype(np.float32) @ weight[:, b::N_BINS].T for b in range(N_BINS)) + bias
+        else:
+            pre = np_linear(x, weight, bias)
+        x = np_gelu(pre)
     main = np_linear(x, arrays["main_head.weight"], arrays["main_head.bias"])
     if "aux_head.weight" not in arrays:
         return main, np.zeros((len(x), 0), dtype=x.dtype)

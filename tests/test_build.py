@@ -59,3 +59,19 @@ def test_help_explains_every_option() -> None:
 def test_default_build_from_the_embedded_world(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("NUMERAI_PIPELINE_CACHE", str(tmp_path / "cache"))
     assert main(["--out", str(tmp_path / "model.pkl")]) == 0
+
+
+def test_too_few_eras_for_the_embargo_is_a_clear_error(tmp_path: Path, caplog) -> None:
+    world = write_foreign_layout(tmp_path / "short", n_eras=20)
+    assert main(["--data-dir", str(world), "--out", str(tmp_path / "m.pkl"), "--trees", "10", "--threads", "1"]) == 1
+    assert "14 eras are too few for 1 folds" in caplog.text and "embargo of 8" in caplog.text
+    assert "smaller embargo" in caplog.text
+
+
+@pytest.mark.slow
+def test_build_with_3000_foreign_features(tmp_path: Path) -> None:
+    world = write_foreign_layout(tmp_path / "wide", n_features=3000, n_eras=36, rows=100)
+    out = tmp_path / "wide.pkl"
+    assert main(["--data-dir", str(world), "--out", str(out), "--preset", "example", "--trees", "20",
+                 "--embargo", "2", "--era-stride", "1", "--threads", "1"]) == 0
+    assert out.is_file()

@@ -166,3 +166,13 @@ def test_verification_catches_a_pickle_that_imports_this_package(state: dict, ti
     by_value = tmp_path / "by_value.pkl"
     dump_predict(runtime.make_predict(state), by_value)
     assert verify_pickle(by_value, tiny_world / "live.parquet").ok
+
+
+def test_staged_predictions_equal_predictions_at_each_tree_count(tiny_world: Path) -> None:
+    features = nd.resolve_features(tiny_world, "all")
+    train = nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train")
+    member = LGBMMember(num_boost_round=30, num_threads=1).fit(train.features, train.targets["target"].to_numpy())
+    rows = np.arange(0, len(train), 7)
+    staged = member.staged_predict(train.features, rows, np.array([1, 10, 30]))
+    for stage, scores in zip([1, 10, 30], staged):
+        np.testing.assert_allclose(scores, member.predict(train.features, rows, num_iteration=stage), rtol=1e-9, atol=1e-12)

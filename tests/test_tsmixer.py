@@ -18,6 +18,10 @@ from pipeline.models.tsmixer import (
     MLPNet,
     TSMixerExt,
     TSMixerNet,
+    bin_one_hot,
+    feature_bins,
+    lr_factor,
+    n_parameters,
     padded_token_index,
     search,
     token_groups,
@@ -68,22 +72,49 @@ def test_token_groups_fall_back_to_contiguous_chunks() -> None:
 def test_network_shapes(era_context: bool) -> None:
     torch.manual_seed(0)
     tokens = token_groups([f"f{i}" for i in range(13)], None, max_group_size=4)
-    net = TSMixerNet(padded_token_index(tokens, 13), 13, 8, 2, 16, 4, era_context, 0.0, n_main=5, n_aux=3)
-    x, row_era = torch.rand(20, 13), torch.tensor([0] * 12 + [1] * 8)
+    net = TSMixerNet(padded_token_index(tokens, 13), 13, 8, 2, 16, 4, era_context, True, 0.0, n_main=5, n_aux=3)
+    x, row_era = torch.randint(0, 5, (20, 13)) / 2 - 1, torch.tensor([0] * 12 + [1] * 8)
     main, aux = net(x, row_era, 2)
     assert main.shape == (20, 5) and aux.shape == (20, 3)
-    main, aux = MLPNet(13, [8], 0.0, n_main=1, n_aux=0)(x, row_era, 2)
-    assert main.shape == (20, 1) and aux.shape == (20, 0)
+    for one_hot in (False, True):
+        main, aux = MLPNet(13, [8], 0.0, one_hot, n_main=1, n_aux=0)(x, row_era, 2)
+        assert main.shape == (20, 1) and aux.shape == (20, 0)
+
+
+def test_bin_embedding_learns_a_value_per_feature_and_bin() -> None:
+    """Each (feature, bin) has its own vector and padding contributes nothing, so a U-shaped
+    response of one feature (no linear part) is representable by the token embedding alone."""
+    torch.manual_seed(0)
+    tokens = token_groups([f"f{i}" for i in range(5)], None, max_group_size=3)
+    net = TSMixerNet(padded_token_index(tokens, 5), 5, 4, 1, 8, 4, False, True, 0.0, n_main=5, n_aux=0)
+    assert tuple(net.bin_w.shape) == (2, 3, 5, 4)
+    assert torch.all(net.bin_w[1, 2] == 0)
+    with torch.no_grad():
+        net.bin_w.zero_()
+        net.bin_w[0, 1, 0, 0] = net.bin_w[0, 1, 4, 0] = 1.0
+    x = torch.zeros(5, 5)
+    x[:, 1] = torch.arange(5) / 2 - 1
+    bins = torch.cat([feature_bins(x), torch.full((5, 1), 5)], 1)
+    summed = torch.einsum("ngpb,gpbd->ngd", bin_one_hot(bins[:, net.index]), net.bin_w)
+    assert summed[:, 0, 0].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]
+    assert torch.all(summed[:, 1] == 0)
+
+
+def test_lr_factor_warms_up_then_decays_to_the_floor() -> None:
+    factors = [lr_factor(step, 4, 20) for step in range(25)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:]))
+    assert factors[20] == pytest.approx(0.05) and factors[24] == pytest.approx(0.05)
 
 
 def test_era_context_uses_only_the_rows_own_era() -> None:
     torch.manual_seed(0)
     tokens = token_groups([f"f{i}" for i in range(6)], None, max_group_size=3)
-    net = TSMixerNet(padded_token_index(tokens, 6), 6, 4, 1, 8, 4, True, 0.0, n_main=5, n_aux=0).eval()
-    x = torch.rand(10, 6)
+    net = TSMixerNet(padded_token_index(tokens, 6), 6, 4, 1, 8, 4, True, True, 0.0, n_main=5, n_aux=0).eval()
+    x = torch.randint(0, 5, (10, 6)) / 2 - 1
     row_era = torch.tensor([0] * 5 + [1] * 5)
     changed = x.clone()
-    changed[5:] = torch.rand(5, 6)
+    changed[5:] = torch.randint(0, 5, (5, 6)) / 2 - 1
     first, _ = net(x, row_era, 2)
     second, _ = net(changed, row_era, 2)
     assert torch.allclose(first[:5], second[:5])
@@ -114,6 +145,10 @@ def test_fit_with_nan_aux_targets_gives_finite_predictions(world: dict, fitted: 
     assert pred.shape == (len(train),) and np.isfinite(pred).all()
     assert 0 <= pred.min() and pred.max() <= 1 and pred.std() > 0
     assert np.isfinite(fitted.history_["train_loss"]).all()
+    padding = fitted.network_.index >= len(fitted.feature_names_)
+    assert padding.any()
+    assert torch.all(fitted.network_.embed_w[padding] == 0) and torch.all(fitted.network_.bin_w[padding] == 0)
+    assert n_parameters(fitted) == sum(p.numel() for p in fitted.network_.parameters()) - int(padding.sum()) * 8 * 6
 
 
 def test_binary_targets_map_to_the_outer_classes(tmp_path: Path) -> None:
@@ -178,7 +213,7 @@ def _compare(model, train: nd.EraFrame) -> None:
     "params",
     [
         {"era_context": True, "head": "ce"},
-        {"era_context": False, "head": "ce"},
+        {"era_context": False, "head": "ce", "bin_embedding": False},
         {"era_context": True, "head": "regression", "n_block": 3},
         {"era_context": True, "head": "ce", "aux_weight": 0.3, "corr_weight": 0.5, "eras_per_batch": 3},
     ],
@@ -188,9 +223,9 @@ def test_numpy_forward_matches_torch(world: dict, params: dict) -> None:
     _compare(model.fit(world["train"], aux_targets=world["aux"][:3]), world["train"])
 
 
-@pytest.mark.parametrize("head", ["ce", "regression"])
-def test_numpy_mlp_matches_torch(world: dict, head: str) -> None:
-    model = MLPBaseline(**MLP_SMALL | {"max_epochs": 2}, head=head)
+@pytest.mark.parametrize(("head", "one_hot"), [("ce", False), ("regression", False), ("ce", True)])
+def test_numpy_mlp_matches_torch(world: dict, head: str, one_hot: bool) -> None:
+    model = MLPBaseline(**MLP_SMALL | {"max_epochs": 2}, head=head, one_hot=one_hot)
     _compare(model.fit(world["train"], aux_targets=world["aux"][:2]), world["train"])
 
 

@@ -103,6 +103,22 @@ class LGBMMember:
         picked = features if rows is None else features[rows]
         return booster_predict(self.booster_, picked, num_iteration)
 
+    def staged_predict(self, features: np.ndarray, rows: np.ndarray, stages: np.ndarray) -> np.ndarray:
+        """Raw scores after each number of trees in `stages` (stages x rows).
+
+        A regression booster's score is the sum of its trees, so each stage adds only the trees since
+        the previous one: every tree is evaluated once, not once per stage.
+        """
+        picked = features[rows]
+        out = np.empty((len(stages), len(rows)), dtype=np.float64)
+        total = np.zeros(len(rows), dtype=np.float64)
+        previous = 0
+        for i, stage in enumerate(stages):
+            total += booster_predict(self.booster_, picked, int(stage) - previous, start_iteration=previous)
+            out[i] = total
+            previous = int(stage)
+        return out
+
     def model_text(self) -> str:
         return self.booster_.model_to_string()
 

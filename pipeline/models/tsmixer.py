@@ -27,14 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.cv import EraWalkForward, default_embargo
-from pipeline.data import MAIN_TARGET, EraFrame
+from pipeline.data import FEATURE_GROUPS, MAIN_TARGET, EraFrame
 from pipeline.metrics import per_era_corr, summarize
 
 CLASS_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
 HEADS = ("ce", "regression")
 DEVICES = ("cpu", "cuda")
-# Numerai's feature groups; when features.json has any of them, only these count as groups.
-NUMERAI_GROUPS = ("constitution", "charisma", "agility", "wisdom", "strength", "serenity", "dexterity", "intelligence")
 # Sets of features.json that are selections or releases, not groups.
 NON_GROUP_SETS = frozenset({"small", "medium", "all", "sunshine", "rain", "midnight", "shadow"})
 # Regression losses are taken on 4 * (prediction - target) so that they are of the order of the
@@ -42,6 +40,7 @@ NON_GROUP_SETS = frozenset({"small", "medium", "all", "sunshine", "rain", "midni
 REGRESSION_SCALE = 4.0
 LAYER_NORM_EPS = 1e-5
 CONTEXT_EPS = 1e-5
+N_BINS = 5
 
 
 def token_groups(
@@ -56,8 +55,8 @@ def token_groups(
         raise ValueError(f"max_group_size must be at least 1, got {max_group_size}")
     position = {name: i for i, name in enumerate(feature_names)}
     sets = dict(feature_sets or {})
-    if any(name in sets for name in NUMERAI_GROUPS):
-        names = [name for name in NUMERAI_GROUPS if name in sets]
+    if any(name in sets for name in FEATURE_GROUPS):
+        names = [name for name in FEATURE_GROUPS if name in sets]
     else:
         names = [name for name in sets if name not in NON_GROUP_SETS and not name.endswith("_features")]
     taken = np.zeros(len(feature_names), dtype=bool)
@@ -89,6 +88,16 @@ def padded_token_index(tokens: Sequence[Sequence[int]], n_features: int) -> np.n
 def scale_features(x: torch.Tensor) -> torch.Tensor:
     """Bins 0..4 to -1..1, the same scaling as `pipeline.runtime`."""
     return (x.float() - 2.0) / 2.0
+
+
+def feature_bins(x: torch.Tensor) -> torch.Tensor:
+    """Scaled features back to their bins 0..4 (long), for the per-bin embeddings."""
+    return torch.clamp(torch.round(x * 2.0 + 2.0), 0, N_BINS - 1).long()
+
+
+def bin_one_hot(bins: torch.Tensor) -> torch.Tensor:
+    """One-hot float [..., 5] of bins; the padding bin N_BINS maps to all zeros."""
+    return F.one_hot(bins, N_BINS + 1)[..., :N_BINS].float()
 
 
 def era_mean(values: torch.Tensor, row_era: torch.Tensor, n_eras: int) -> torch.Tensor:
@@ -131,17 +140,26 @@ class TSMixerNet(nn.Module):
         ff: int,
         context_dim: int,
         era_context: bool,
+        bin_embedding: bool,
         dropout: float,
         n_main: int,
         n_aux: int,
     ):
         super().__init__()
         n_tokens, width = token_index.shape
+        self.n_features = n_features
         self.register_buffer("index", torch.as_tensor(token_index))
         mask = torch.as_tensor(token_index < n_features, dtype=torch.float32)
         bound = (1.0 / mask.sum(1).clamp(min=1).sqrt())[:, None, None]
         self.embed_w = nn.Parameter((torch.rand(n_tokens, width, d) * 2 - 1) * bound * mask[..., None])
         self.embed_b = nn.Parameter((torch.rand(n_tokens, d) * 2 - 1) * bound[:, :, 0])
+        # Per-feature bin embeddings: a learned value per (feature, bin), summed into the group token,
+        # so each feature's nonlinear shape over its 5 bins is learned before any mixing.
+        self.bin_w = (
+            nn.Parameter((torch.rand(n_tokens, width, N_BINS, d) * 2 - 1) * bound[..., None] * mask[..., None, None])
+            if bin_embedding
+            else None
+        )
         self.context = nn.Linear(2 * n_tokens * d, context_dim) if era_context else None
         used_context = context_dim if era_context else 0
         self.blocks = nn.ModuleList(MixerBlock(n_tokens, d, ff, used_context, dropout) for _ in range(n_block))
@@ -154,6 +172,9 @@ class TSMixerNet(nn.Module):
     def forward(self, x: torch.Tensor, row_era: torch.Tensor, n_eras: int) -> tuple[torch.Tensor, torch.Tensor]:
         padded = torch.cat([x, x.new_zeros(len(x), 1)], dim=1)
         tokens = torch.einsum("ngp,gpd->ngd", padded[:, self.index], self.embed_w) + self.embed_b
+        if self.bin_w is not None:
+            bins = torch.cat([feature_bins(x), x.new_full((len(x), 1), N_BINS, dtype=torch.long)], dim=1)
+            tokens = tokens + torch.einsum("ngpb,gpbd->ngd", bin_one_hot(bins[:, self.index]), self.bin_w)
         context = None
         if self.context is not None:
             flat = tokens.reshape(len(x), -1)
@@ -170,15 +191,18 @@ class TSMixerNet(nn.Module):
 class MLPNet(nn.Module):
     """The baseline: Linear + GELU + dropout layers on all features, then the same two heads."""
 
-    def __init__(self, n_features: int, hidden: Sequence[int], dropout: float, n_main: int, n_aux: int):
+    def __init__(self, n_features: int, hidden: Sequence[int], dropout: float, one_hot: bool, n_main: int, n_aux: int):
         super().__init__()
-        sizes = [n_features, *hidden]
+        self.one_hot = one_hot
+        sizes = [n_features * (N_BINS if one_hot else 1), *hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.dropout = nn.Dropout(dropout)
         self.main_head = nn.Linear(sizes[-1], n_main)
         self.aux_head = nn.Linear(sizes[-1], n_aux) if n_aux else None
 
     def forward(self, x: torch.Tensor, row_era: torch.Tensor, n_eras: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.one_hot:
+            x = bin_one_hot(feature_bins(x)).reshape(len(x), -1)
         for layer in self.layers:
             x = self.dropout(F.gelu(layer(x), approximate="tanh"))
         return self.main_head(x), self.aux_head(x) if self.aux_head is not None else x.new_zeros(len(x), 0)
@@ -206,6 +230,14 @@ def era_corr(pred: torch.Tensor, target: torch.Tensor, row_era: torch.Tensor, n_
     cov = era_mean(centred[:, :1] * centred[:, 1:], row_era, n_eras)[:, 0]
     var = era_mean(centred**2, row_era, n_eras)
     return (cov / torch.sqrt(var[:, 0] * var[:, 1] + 1e-12)).mean()
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, floor: float = 0.05) -> float:
+    """Multiplier of the learning rate at optimizer step `step`: linear warmup, then cosine to `floor`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -393,12 +425,17 @@ class EraNetEstimator:
         return loss
 
     def _train(self, network: nn.Module, train_data: EraBatches, valid_data: EraBatches, device: torch.device) -> None:
-        """AdamW with a cosine schedule over eras shuffled by a seeded Generator; keeps the best epoch."""
+        """AdamW over eras shuffled by a seeded Generator, with a linear warmup over the first epoch
+        (Adam's early steps on one noisy era are otherwise large) then a per-step cosine decay to 5 %
+        of `lr` at `max_epochs`; keeps the best epoch."""
         from tqdm.auto import tqdm
 
         rng = np.random.default_rng(self.seed)
         optimizer = torch.optim.AdamW(network.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.max_epochs, eta_min=self.lr * 0.05)
+        steps_per_epoch = math.ceil(len(train_data.eras) / self.eras_per_batch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, steps_per_epoch, steps_per_epoch * self.max_epochs)
+        )
         best_corr, best_state, best_epoch, history = -np.inf, None, 0, []
         bar = tqdm(range(1, self.max_epochs + 1), desc=type(self).__name__, unit="epoch", disable=not self.progress, leave=False)
         for epoch in bar:
@@ -412,8 +449,8 @@ class EraNetEstimator:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                scheduler.step()
                 losses.append(float(loss.detach()))
-            scheduler.step()
             per_era = self._score(network, valid_data, device)
             corr = float(per_era.mean())
             history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_corr": corr, "valid_sharpe": summarize(per_era)["sharpe"]})
@@ -498,7 +535,11 @@ class EraNetEstimator:
 
 
 class TSMixerExt(EraNetEstimator):
-    """TSMixer-Ext on feature-group tokens with an era context (the current era's token statistics)."""
+    """TSMixer-Ext on feature-group tokens with an era context (the current era's token statistics).
+
+    `bin_embedding` adds a learned vector per (feature, bin) to each group token, on top of the
+    linear projection of the scaled features.
+    """
 
     kind = "tsmixer"
 
@@ -509,6 +550,7 @@ class TSMixerExt(EraNetEstimator):
         ff: int = 64,
         context_dim: int = 16,
         era_context: bool = True,
+        bin_embedding: bool = True,
         max_group_size: int = 32,
         feature_sets: Mapping[str, Sequence[str]] | None = None,
         dropout: float = 0.1,
@@ -533,6 +575,7 @@ class TSMixerExt(EraNetEstimator):
         self.ff = ff
         self.context_dim = context_dim
         self.era_context = era_context
+        self.bin_embedding = bin_embedding
         self.max_group_size = max_group_size
         self.feature_sets = feature_sets
         self.dropout = dropout
@@ -559,22 +602,29 @@ class TSMixerExt(EraNetEstimator):
         self.tokens_ = token_groups(feature_names, self.feature_sets, self.max_group_size)
         index = padded_token_index(self.tokens_, n_features)
         return TSMixerNet(
-            index, n_features, self.d, self.n_block, self.ff, self.context_dim, self.era_context, self.dropout, n_main, n_aux
+            index, n_features, self.d, self.n_block, self.ff, self.context_dim, self.era_context, self.bin_embedding,
+            self.dropout, n_main, n_aux,
         )
 
     def _export_config(self) -> dict[str, Any]:
         return {"architecture": "tsmixer", "tokens": [list(map(int, t)) for t in self.tokens_],
-                "n_block": int(self.n_block), "era_context": bool(self.era_context)}
+                "n_block": int(self.n_block), "era_context": bool(self.era_context),
+                "bin_embedding": bool(self.bin_embedding)}
 
 
 class MLPBaseline(EraNetEstimator):
-    """A plain multi-target MLP on all features: the baseline TSMixer-Ext has to beat."""
+    """A plain multi-target MLP on all features: the baseline TSMixer-Ext has to beat.
+
+    `one_hot` feeds the 5-bin one-hot of each feature instead of its scaled value, so that the
+    MLP gets the same per-bin input freedom as TSMixer-Ext's bin embeddings (a fairer ablation).
+    """
 
     kind = "mlp"
 
     def __init__(
         self,
         hidden: Sequence[int] = (64, 64),
+        one_hot: bool = False,
         dropout: float = 0.1,
         head: str = "ce",
         aux_loss_weight: float = 1.0,
@@ -593,6 +643,7 @@ class MLPBaseline(EraNetEstimator):
         progress: bool = True,
     ):
         self.hidden = hidden
+        self.one_hot = one_hot
         self.dropout = dropout
         self.head = head
         self.aux_loss_weight = aux_loss_weight
@@ -614,16 +665,22 @@ class MLPBaseline(EraNetEstimator):
         hidden = [int(h) for h in self.hidden]
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden must list at least one positive layer width, got {self.hidden}")
-        return MLPNet(n_features, hidden, self.dropout, n_main, n_aux)
+        return MLPNet(n_features, hidden, self.dropout, self.one_hot, n_main, n_aux)
 
     def _export_config(self) -> dict[str, Any]:
-        return {"architecture": "mlp", "n_layers": len(self.hidden)}
+        return {"architecture": "mlp", "n_layers": len(self.hidden), "one_hot": bool(self.one_hot)}
 
 
 def n_parameters(estimator: EraNetEstimator) -> int:
-    """Trainable parameters of a fitted estimator (for comparing model sizes)."""
+    """Trainable parameters of a fitted estimator (for comparing model sizes); the padding slots of
+    TSMixer's token embeddings are not counted, as they stay zero."""
     estimator._check_fitted()
-    return int(sum(p.numel() for p in estimator.network_.parameters()))
+    network = estimator.network_
+    total = sum(p.numel() for p in network.parameters())
+    if isinstance(network, TSMixerNet):
+        padded = int((network.index >= network.n_features).sum())
+        total -= padded * network.embed_w.shape[-1] * (1 + (N_BINS if network.bin_w is not None else 0))
+    return int(total)
 
 
 DEFAULT_SPACE: dict[str, list[Any]] = {
@@ -633,6 +690,7 @@ DEFAULT_SPACE: dict[str, list[Any]] = {
     "dropout": [0.0, 0.1, 0.2],
     "lr": [3e-4, 1e-3, 3e-3],
     "era_context": [True, False],
+    "bin_embedding": [True, False],
     "head": ["ce", "regression"],
 }
 
