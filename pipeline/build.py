@@ -26,10 +26,10 @@ from pipeline.analysis import (
 )
 from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
 from pipeline.cv import EraWalkForward, default_embargo, holdout_eras
-from pipeline.ensemble import PROBE, MemberSpec, member_specs, member_targets, oof_matrix
-from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
+from pipeline.ensemble import PROBE, NeuralSpec, member_specs, member_targets, oof_matrix
+from pipeline.evaluate import CVResult, cv_lgbm
 from pipeline.metrics import summarize
-from pipeline.models.lgbm import LGBMMember, TqdmCallback
+from pipeline.models.lgbm import LGBMMember
 from pipeline.report import summary_table, write_report
 from pipeline.runtime import blend_ranks, make_predict, neutralize_within_eras
 from pipeline.verify import VerificationReport, write_verified_pickle
@@ -165,15 +165,6 @@ def walk_forward_folds(eras: np.ndarray, n_splits: int, embargo: int) -> list[tu
     return EraWalkForward(n_splits=possible, embargo=embargo, min_train_eras=min_train).era_folds(eras)
 
 
-def fit_member(spec: MemberSpec, splits: list[nd.EraFrame], features: list[str], stage: str) -> None:
-    """Train a member on its era stride of each split, with the settings CV chose."""
-    spec.estimator.fit_parts(
-        [(s.features, s.targets[spec.train_target].to_numpy(), strided_rows(s, s.era_order, spec.era_stride)) for s in splits],
-        feature_names=features,
-        callbacks=[TqdmCallback(spec.estimator.num_boost_round, f"{spec.name} {stage}")],
-    )
-
-
 def build(config: BuildConfig) -> BuildResult:
     """CV, held-out validation, blend, refit, export and verify; raises before writing anything unverified."""
     data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
@@ -185,18 +176,21 @@ def build(config: BuildConfig) -> BuildResult:
         raise ValueError(f"--era-stride must be at least 1, got {config.era_stride}")
 
     specs = member_specs(
-        config.preset, train, config.target, config.num_boost_round, config.era_stride, config.seed, config.threads
+        config.preset, train, config.target, config.num_boost_round, config.era_stride, config.seed, config.threads,
+        feature_sets=nd.read_features_json(data_dir)["feature_sets"],
     )
     embargo = config.embargo if config.embargo is not None else default_embargo([s.train_target for s in specs])
+    for spec in specs:
+        if isinstance(spec, NeuralSpec):
+            spec.embargo = embargo
     folds = walk_forward_folds(train.era_order, config.cv_folds, embargo)
     scored_eras = holdout_eras(train.era_order, validation.era_order, embargo)
     logger.info("members: %s; %d CV folds, embargo %d eras", ", ".join(f"{s.name} ({s.train_target})" for s in specs), len(folds), embargo)
 
     cv: dict[str, CVResult] = {}
     for spec in specs:
-        cv[spec.name] = cv_lgbm(spec.estimator, train, spec.train_target, folds, spec.era_stride, spec.name, config.target)
-        spec.estimator.num_boost_round = cv[spec.name].chosen["num_boost_round"]
-        logger.info("%s: CV chose %d trees, CV CORR %.4f", spec.name, spec.estimator.num_boost_round, cv[spec.name].per_era.mean())
+        cv[spec.name] = spec.cross_validate(train, folds, config.target)
+        logger.info("%s: CV chose %s, CV CORR %.4f", spec.name, cv[spec.name].chosen, cv[spec.name].per_era.mean())
     oof, scored = oof_matrix(cv)
     oof_eras, oof_y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
     weights = fit_weights(oof, oof_y, oof_eras)
@@ -215,8 +209,8 @@ def build(config: BuildConfig) -> BuildResult:
     models: dict[str, dict[str, Any]] = {}
     val_scores = []
     for spec in specs:
-        fit_member(spec, [train], features, "holdout")
-        scores = spec.estimator.predict(validation.features, val_rows)
+        spec.fit([train], features, "holdout")
+        scores = spec.predict(validation.features[val_rows], validation.eras[val_rows])
         val_scores.append(scores)
         figures = validation_figures(scores, validation, val_rows, config.target, benchmarks)
         result = cv[spec.name]
@@ -226,7 +220,7 @@ def build(config: BuildConfig) -> BuildResult:
         }
 
     def ensemble_scores(x: np.ndarray) -> np.ndarray:
-        stacked = np.column_stack([spec.estimator.predict(x) for spec in specs])
+        stacked = np.column_stack([spec.predict(x, validation.eras[val_rows]) for spec in specs])
         return neutralize_within_eras(blend_ranks(stacked, weights, validation.eras[val_rows]), x, validation.eras[val_rows], proportion)
 
     ensemble_val = neutralize_within_eras(
@@ -237,20 +231,16 @@ def build(config: BuildConfig) -> BuildResult:
         "chosen": {"weights": dict(zip(cv, weights)), "neutralization": proportion, "neutralization_cv": neutral_table.to_dict(orient="index")},
         **validation_figures(ensemble_val, validation, val_rows, config.target, benchmarks),
     }
-    example = specs[0].estimator
-    importance = gain_importance(dict(zip(features, example.booster_.feature_importance("gain"))), groups)
+    importance = gain_importance(next(g for spec in specs if (g := spec.gain(features)) is not None), groups)
     importance["permutation_by_group"] = permutation_by_group(ensemble_scores, validation, val_rows, config.target, groups, seed=config.seed)
 
     if config.refit:
         logger.info("refitting every member on all labelled eras (train and validation) with the CV's settings")
         for spec in specs:
-            fit_member(spec, [train, validation], features, "refit")
+            spec.fit([train, validation], features, "refit")
     state = {
         "feature_names": features,
-        "members": [
-            {"name": spec.name, "kind": "lightgbm", "model_text": spec.estimator.model_text(), "weight": float(w)}
-            for spec, w in zip(specs, weights)
-        ],
+        "members": [spec.export(w) for spec, w in zip(specs, weights)],
         "neutralization": proportion,
     }
     with tempfile.TemporaryDirectory() as scratch:

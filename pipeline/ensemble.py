@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pipeline.data import EraFrame
-from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember
+from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
+from pipeline.metrics import per_era_corr_columns
+from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
 
 # Deeper trees that see more features per tree, with row bagging: the interactions across feature
 # groups that the example's 10 % column sample rarely puts into one tree.
@@ -36,6 +39,19 @@ def faster(params: dict[str, Any], factor: float) -> dict[str, Any]:
     return params | {"learning_rate": params["learning_rate"] * factor}
 
 
+# Neural members: whole eras per batch, early stopping on the newest 40 training eras (embargoed),
+# auxiliary 20-day targets as extra outputs. Settings from bench/tsmixer.py (chosen on train eras).
+NEURAL_TRAINING: dict[str, Any] = {"lr": 3e-3, "max_epochs": 12, "patience": 3, "eras_per_batch": 2, "n_valid_eras": 40}
+MLP_MEMBER = {"name": "mlp", "kind": "mlp", "params": NEURAL_TRAINING | {"hidden": (64, 64)}, "target": "main", "era_stride": 1}
+TSMIXER_MEMBER = {
+    "name": "tsmixer_ext",
+    "kind": "tsmixer",
+    "params": NEURAL_TRAINING | {"d": 16, "n_block": 2, "ff": 32, "context_dim": 8, "era_context": True, "bin_embedding": False},
+    "target": "main",
+    "era_stride": 1,
+}
+NEURAL_KINDS = ("tsmixer", "mlp")
+
 # Each member: name, LightGBM parameters, the most trees CV may choose, its training target ("main",
 # or "aux_20" / "aux_60": the auxiliary target of that horizon most correlated with the main), and
 # the era stride it trains on (Numerai's example takes every 4th era; others may take every era).
@@ -46,12 +62,15 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
         EXAMPLE_MEMBER,
         {"name": "lgbm_deep", "params": faster(DEEP_PARAMS, 10), "rounds": 200, "target": "main", "era_stride": 1},
         {"name": "lgbm_aux20", "params": faster(EXAMPLE_PARAMS, 5), "rounds": 400, "target": "aux_20", "era_stride": 4},
+        MLP_MEMBER,
     ],
     "standard": [
         EXAMPLE_MEMBER,
         {"name": "lgbm_deep", "params": DEEP_PARAMS, "rounds": 2000, "target": "main", "era_stride": 1},
         {"name": "lgbm_aux20", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "aux_20", "era_stride": 2},
         {"name": "lgbm_aux60", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "aux_60", "era_stride": 2},
+        MLP_MEMBER,
+        TSMIXER_MEMBER,
     ],
     "large": [
         EXAMPLE_MEMBER,
@@ -59,6 +78,8 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
         {"name": "lgbm_deep", "params": DEEP_PARAMS, "rounds": 4000, "target": "main", "era_stride": 1},
         {"name": "lgbm_aux20", "params": DEEP_PARAMS, "rounds": 4000, "target": "aux_20", "era_stride": 2},
         {"name": "lgbm_aux60", "params": DEEP_PARAMS, "rounds": 4000, "target": "aux_60", "era_stride": 2},
+        MLP_MEMBER,
+        TSMIXER_MEMBER,
     ],
 }
 # A quick model for ablations, where only the difference between two variants matters.
@@ -66,13 +87,98 @@ PROBE = {"params": faster(EXAMPLE_PARAMS, 5), "rounds": 300, "era_stride": 4}
 
 
 @dataclass
-class MemberSpec:
-    """One member to train: its estimator, the target column it learns and the eras it trains on."""
+class LGBMSpec:
+    """A LightGBM member: its estimator, the target column it learns and the eras it trains on."""
 
     name: str
     estimator: LGBMMember
     train_target: str
     era_stride: int
+
+    def cross_validate(self, frame: EraFrame, folds: list, score_target: str) -> CVResult:
+        """Out-of-fold CV that also fixes the member's number of trees to the CV's choice."""
+        result = cv_lgbm(self.estimator, frame, self.train_target, folds, self.era_stride, self.name, score_target)
+        self.estimator.num_boost_round = result.chosen["num_boost_round"]
+        return result
+
+    def fit(self, splits: list[EraFrame], features: list[str], stage: str) -> None:
+        """Train on the member's era stride of each split, with the settings CV chose."""
+        self.estimator.fit_parts(
+            [(s.features, s.targets[self.train_target].to_numpy(), strided_rows(s, s.era_order, self.era_stride)) for s in splits],
+            feature_names=features,
+            callbacks=[TqdmCallback(self.estimator.num_boost_round, f"{self.name} {stage}")],
+        )
+
+    def predict(self, features: np.ndarray, eras: np.ndarray) -> np.ndarray:
+        return self.estimator.predict(features)
+
+    def export(self, weight: float) -> dict:
+        return {"name": self.name, "kind": "lightgbm", "model_text": self.estimator.model_text(), "weight": float(weight)}
+
+    def gain(self, features: list[str]) -> dict[str, float]:
+        return dict(zip(features, self.estimator.booster_.feature_importance("gain")))
+
+
+@dataclass
+class NeuralSpec:
+    """A neural member (TSMixer-Ext or the MLP): trains on whole eras, early-stops on its own
+    embargoed newest training eras, and learns auxiliary targets as extra outputs."""
+
+    name: str
+    estimator: Any
+    train_target: str
+    aux_targets: list[str]
+    era_stride: int
+    n_valid_eras: int = 40
+    embargo: int | None = None
+
+    def _fit(self, frame: EraFrame, eras: np.ndarray) -> None:
+        """Fit on `eras`, early-stopping on at most a quarter of them (small data keeps eras to fit on)."""
+        eras = list(eras[:: self.era_stride])
+        n_valid = min(self.n_valid_eras, max(2, len(eras) // 4))
+        self.estimator.set_params(n_valid_eras=n_valid, embargo=self.embargo)
+        self.estimator.fit(frame, eras=eras, target=self.train_target, aux_targets=self.aux_targets)
+
+    def cross_validate(self, frame: EraFrame, folds: list, score_target: str) -> CVResult:
+        y = frame.targets[score_target].to_numpy()
+        oof = np.full(len(frame), np.nan)
+        epochs = []
+        for train_eras, val_eras in folds:
+            self._fit(frame, np.asarray(train_eras))
+            rows = frame.select_eras(val_eras)
+            oof[rows] = self.estimator.predict(frame.features[rows], frame.eras[rows])
+            epochs.append(int(self.estimator.best_epoch_))
+        scored = ~np.isnan(oof)
+        per_era = per_era_corr_columns(oof[scored][:, None], y[scored], frame.eras[scored])[0].rename("corr")
+        return CVResult(self.name, per_era, oof, {"best_epochs": epochs}, pd.Series(dtype=np.float64))
+
+    def fit(self, splits: list[EraFrame], features: list[str], stage: str) -> None:
+        frame = splits[0] if len(splits) == 1 else concat_frames(splits, [self.train_target, *self.aux_targets])
+        self._fit(frame, frame.era_order)
+
+    def predict(self, features: np.ndarray, eras: np.ndarray) -> np.ndarray:
+        return self.estimator.predict(features, eras)
+
+    def export(self, weight: float) -> dict:
+        return self.estimator.export(self.name, float(weight))
+
+    def gain(self, features: list[str]) -> None:
+        return None
+
+
+MemberSpec = LGBMSpec | NeuralSpec
+
+
+def concat_frames(frames: list[EraFrame], targets: list[str]) -> EraFrame:
+    """Rows of several splits in one frame (a copy of their int8 features), for models that need one."""
+    return EraFrame(
+        path=frames[0].path,
+        ids=np.concatenate([f.ids for f in frames]),
+        eras=np.concatenate([f.eras for f in frames]),
+        features=np.concatenate([f.features for f in frames]),
+        feature_names=frames[0].feature_names,
+        targets=pd.concat([f.targets[targets] for f in frames]),
+    )
 
 
 def best_aux_target(frame: EraFrame, main: str, horizon: str = "_20") -> str | None:
@@ -92,6 +198,7 @@ def member_specs(
     era_stride: int | None = None,
     seed: int = 0,
     threads: int = 0,
+    feature_sets: dict[str, list[str]] | None = None,
 ) -> list[MemberSpec]:
     """The members of a preset that this data supports (an aux member needs an auxiliary target).
 
@@ -104,15 +211,29 @@ def member_specs(
         target = main if entry["target"] == "main" else best_aux_target(frame, main, entry["target"][3:])
         if target is None:
             continue
+        stride = era_stride or entry["era_stride"]
+        if entry.get("kind") in NEURAL_KINDS:
+            from pipeline.models import tsmixer
+
+            estimator_class = {"tsmixer": tsmixer.TSMixerExt, "mlp": tsmixer.MLPBaseline}[entry["kind"]]
+            aux = [c for c in frame.targets.columns if c != target and c.endswith("_20") and not frame.targets[c].equals(frame.targets[target])]
+            # One torch thread: with other work on the cores, more threads were ~10x slower per step.
+            params = entry["params"] | ({"feature_sets": feature_sets} if entry["kind"] == "tsmixer" else {})
+            estimator = estimator_class(**params, seed=seed + k, threads=1, progress=False)
+            specs.append(NeuralSpec(entry["name"], estimator, target, aux, stride, n_valid_eras=entry["params"]["n_valid_eras"]))
+            continue
         rounds = min(entry["rounds"], num_boost_round or entry["rounds"])
         estimator = LGBMMember(dict(entry["params"]), rounds, seed=seed + k, num_threads=threads)
-        specs.append(MemberSpec(entry["name"], estimator, target, era_stride or entry["era_stride"]))
+        specs.append(LGBMSpec(entry["name"], estimator, target, stride))
     return specs
 
 
 def member_targets(preset: str, available: list[str], main: str) -> list[str]:
-    """Target columns to load for training: the main one and the auxiliary horizons a preset uses."""
+    """Target columns to load for training: the main one and the auxiliary horizons a preset uses
+    (neural members learn the 20-day auxiliary targets as extra outputs)."""
     horizons = {entry["target"][3:] for entry in PRESETS.get(preset, []) if entry["target"] != "main"}
+    if any(entry.get("kind") in NEURAL_KINDS for entry in PRESETS.get(preset, [])):
+        horizons.add("_20")
     return [main] + [t for t in available if t != main and any(t.endswith(h) for h in horizons)]
 
 

@@ -233,7 +233,6 @@ def tsmixer_forward(arrays: dict, config: dict, x: np.ndarray, index: np.ndarray
         if context is not None:
             pre = pre + context @ w1[:, d:].T
         h = h + np_linear(np_gelu(pre), a[p + "ff2.weight"], a[p + "ff2.bias"])
-    h = np_layer_norm(h, a["norm.weight"], a["norm.bias"], eps)
     out = np_linear(h.transpose(0, 2, 1), a["target_proj.weight"], a["target_proj.bias"])
     main = np_linear(out[:, :, 0], a["main_head.weight"], a["main_head.bias"])
     aux = (out[:, :, 1:] * a["aux_w"].T).sum(1) + a["aux_b"]
