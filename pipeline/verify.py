@@ -76,7 +76,8 @@ class VerificationReport:
 
 def verify_pickle(model_path: str | Path, live_path: str | Path, python: str | None = None) -> VerificationReport:
     """Run the pickle on a live file in a fresh one-thread process that cannot import this package."""
-    model_path = Path(model_path)
+    # Absolute paths: the isolated process runs in a scratch directory.
+    model_path, live_path = Path(model_path).resolve(), Path(live_path).resolve()
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: no such model pickle")
     report = VerificationReport(model_path=model_path, size_mb=model_path.stat().st_size / 2**20)

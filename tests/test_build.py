@@ -30,11 +30,13 @@ def test_build_writes_a_verified_pickle_and_report(tiny_world: Path, tmp_path: P
     assert verify_pickle(out, tiny_world / "live.parquet").ok
 
 
-def test_build_on_a_foreign_layout_with_binary_targets(tmp_path: Path, capsys) -> None:
+def test_build_on_a_foreign_layout_with_binary_targets(tmp_path: Path, capsys, monkeypatch) -> None:
     world = write_foreign_layout(tmp_path / "foreign", n_features=60, n_eras=40)
-    out = tmp_path / "foreign.pkl"
+    monkeypatch.chdir(tmp_path)
+    out = Path("foreign.pkl")
     code = main(["--data-dir", str(world), "--out", str(out), "--trees", "30", "--threads", "1", "--embargo", "2", "--era-stride", "1"])
     assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "foreign.pkl").is_file(), "a relative --out is verified and written where asked"
     live = pd.read_parquet(world / "validation.parquet")
     predictions = pd.read_pickle(out)(live)
     assert predictions.index.equals(live.index) and predictions["prediction"].between(0, 1).all()
