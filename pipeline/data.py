@@ -277,13 +277,6 @@ def load_split(
     )
 
 
-def load_live(path: str | Path, feature_names: Sequence[str]) -> pd.DataFrame:
-    """A live file as Numerai's container hands it to the model: a frame indexed by `id`."""
-    path = Path(path)
-    _check_columns(path, parquet_columns(path), list(feature_names))
-    return pd.read_parquet(path)
-
-
 def download(
     data_dir: str | Path,
     version: str = DEFAULT_DATA_VERSION,
