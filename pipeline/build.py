@@ -55,6 +55,7 @@ class BuildConfig:
     preset: str = "demo"
     embargo: int | None = None
     cv_folds: int = 3
+    cv_max_train_eras: int | None = None
     era_stride: int | None = None
     num_boost_round: int | None = None
     drop_unstable: bool = False
@@ -156,13 +157,17 @@ def temporal_analysis(train: nd.EraFrame, config: BuildConfig, folds: list) -> t
     return report, kept
 
 
-def walk_forward_folds(eras: np.ndarray, n_splits: int, embargo: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """CV folds over the newer half of the training eras; fewer folds (logged) when eras are few."""
+def walk_forward_folds(
+    eras: np.ndarray, n_splits: int, embargo: int, max_train_eras: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """CV folds over the newer half of the training eras, expanding (or rolling, with
+    `max_train_eras`); fewer folds (logged) when eras are few."""
     min_train = max(1, len(eras) // 2)
     possible = max(1, min(n_splits, len(eras) - min_train - embargo))
     if possible < n_splits:
         logger.warning("only %d training eras: %d CV fold(s) instead of %d", len(eras), possible, n_splits)
-    return EraWalkForward(n_splits=possible, embargo=embargo, min_train_eras=min_train).era_folds(eras)
+    splitter = EraWalkForward(n_splits=possible, embargo=embargo, min_train_eras=min_train, max_train_eras=max_train_eras)
+    return splitter.era_folds(eras)
 
 
 def build(config: BuildConfig) -> BuildResult:
@@ -183,7 +188,7 @@ def build(config: BuildConfig) -> BuildResult:
     for spec in specs:
         if isinstance(spec, NeuralSpec):
             spec.embargo = embargo
-    folds = walk_forward_folds(train.era_order, config.cv_folds, embargo)
+    folds = walk_forward_folds(train.era_order, config.cv_folds, embargo, config.cv_max_train_eras)
     scored_eras = holdout_eras(train.era_order, validation.era_order, embargo)
     logger.info("members: %s; %d CV folds, embargo %d eras", ", ".join(f"{s.name} ({s.train_target})" for s in specs), len(folds), embargo)
 

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cv-folds", type=int, default=3, help="forward-chained CV folds over the newer half of the training eras (default 3)")
     parser.add_argument(
+        "--cv-max-train-eras", type=int, default=None,
+        help="rolling CV: each fold trains on at most this many newest eras before its embargo (default: expanding)",
+    )
+    parser.add_argument(
         "--drop-unstable", action="store_true",
         help="drop the features flagged as unstable over training eras (their effect on CV CORR is in the report either way)",
     )
@@ -137,6 +141,7 @@ def run_build(argv: Sequence[str]) -> int:
         preset=args.preset,
         embargo=args.embargo,
         cv_folds=args.cv_folds,
+        cv_max_train_eras=args.cv_max_train_eras,
         drop_unstable=args.drop_unstable,
         refit=args.refit,
         era_stride=args.era_stride,

@@ -53,7 +53,8 @@ def test_build_fails_cleanly_on_bad_data(tmp_path: Path, caplog) -> None:
 def test_help_explains_every_option() -> None:
     proc = subprocess.run([sys.executable, "build_model.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
     for option in ("--data-dir", "--download", "--out", "--report-dir", "--feature-set", "--features", "--target",
-                   "--embargo", "--era-stride", "--trees", "--seed", "--threads"):
+                   "--preset", "--embargo", "--cv-folds", "--cv-max-train-eras", "--drop-unstable", "--no-refit",
+                   "--era-stride", "--trees", "--seed", "--threads"):
         assert option in proc.stdout
 
 
@@ -61,6 +62,14 @@ def test_help_explains_every_option() -> None:
 def test_default_build_from_the_embedded_world(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("NUMERAI_PIPELINE_CACHE", str(tmp_path / "cache"))
     assert main(["--out", str(tmp_path / "model.pkl")]) == 0
+
+
+def test_rolling_cv_windows_reach_the_report(tiny_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rolling.pkl"
+    args = ["--data-dir", str(tiny_world), "--out", str(out), "--preset", "example", "--trees", "20", "--threads", "1"]
+    assert main(args + ["--cv-max-train-eras", "10"]) == 0
+    folds = json.loads((tmp_path / "rolling_report" / "report.json").read_text())["folds"]
+    assert folds and all(fold["train_eras"] <= 10 for fold in folds)
 
 
 def test_too_few_eras_for_the_embargo_is_a_clear_error(tmp_path: Path, caplog) -> None:
