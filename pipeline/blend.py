@@ -1,7 +1,7 @@
 """Blend weights and neutralization, both chosen on out-of-fold per-era CORR.
 
 The blend is a weighted average of per-era ranks, the same arithmetic the pickle runs
-(`pipeline.runtime.blend_ranks`, `pipeline.runtime.feature_projection`), so the CV scores
+(`pipeline.runtime.ensemble_scores`), so the CV scores
 exactly what ships.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.metrics import per_era_corr, per_era_corr_columns, summarize
-from pipeline.runtime import blend_ranks, feature_projection, neutralize_within_eras, rank_within_groups
+from pipeline.runtime import ensemble_scores, feature_projection, rank_within_groups
 
 NEUTRALIZATION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -59,9 +59,8 @@ def cross_fold_blend(
         inside = np.isin(eras, held_out)
         weights = fit_weights(oof[~inside], target[~inside], eras[~inside])
         fold_weights.append(weights)
-        blended = blend_ranks(oof[inside], weights, eras[inside])
-        if proportion:
-            blended = neutralize_within_eras(blended, features[inside], eras[inside], proportion)
+        features_inside = None if features is None else features[inside]
+        blended = ensemble_scores(oof[inside], weights, features_inside, eras[inside], proportion)
         per_era.append(per_era_corr(blended, target[inside], eras[inside]))
     return pd.concat(per_era).sort_index(), fold_weights
 

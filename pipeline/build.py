@@ -31,7 +31,7 @@ from pipeline.evaluate import CVResult, cv_lgbm
 from pipeline.metrics import summarize
 from pipeline.models.lgbm import LGBMMember
 from pipeline.report import summary_table, write_report
-from pipeline.runtime import blend_ranks, make_predict, neutralize_within_eras
+from pipeline.runtime import blend_ranks, ensemble_scores, make_predict
 from pipeline.verify import VerificationReport, write_verified_pickle
 
 logger = logging.getLogger(__name__)
@@ -224,20 +224,20 @@ def build(config: BuildConfig) -> BuildResult:
             "cv_curve": result.curve, **figures,
         }
 
-    def ensemble_scores(x: np.ndarray) -> np.ndarray:
-        stacked = np.column_stack([spec.predict(x, validation.eras[val_rows]) for spec in specs])
-        return neutralize_within_eras(blend_ranks(stacked, weights, validation.eras[val_rows]), x, validation.eras[val_rows], proportion)
+    val_eras = validation.eras[val_rows]
 
-    ensemble_val = neutralize_within_eras(
-        blend_ranks(np.column_stack(val_scores), weights, validation.eras[val_rows]), validation.features[val_rows], validation.eras[val_rows], proportion
-    )
+    def ensemble_on(x: np.ndarray) -> np.ndarray:
+        stacked = np.column_stack([spec.predict(x, val_eras) for spec in specs])
+        return ensemble_scores(stacked, weights, x, val_eras, proportion)
+
+    ensemble_val = ensemble_scores(np.column_stack(val_scores), weights, validation.features[val_rows], val_eras, proportion)
     models["ensemble"] = {
         "cv": summarize(blend_cv), "cv_per_era": blend_cv,
         "chosen": {"weights": dict(zip(cv, weights)), "neutralization": proportion, "neutralization_cv": neutral_table.to_dict(orient="index")},
         **validation_figures(ensemble_val, validation, val_rows, config.target, benchmarks),
     }
     importance = gain_importance(next(g for spec in specs if (g := spec.gain(features)) is not None), groups)
-    importance["permutation_by_group"] = permutation_by_group(ensemble_scores, validation, val_rows, config.target, groups, seed=config.seed)
+    importance["permutation_by_group"] = permutation_by_group(ensemble_on, validation, val_rows, config.target, groups, seed=config.seed)
 
     if config.refit:
         logger.info("refitting every member on all labelled eras (train and validation) with the CV's settings")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipeline.data import EraFrame
 from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
-from pipeline.metrics import per_era_corr_columns
+from pipeline.metrics import per_era_corr
 from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
 
 # Deeper trees that see more features per tree, with row bagging: the interactions across feature
@@ -149,7 +149,7 @@ class NeuralSpec:
             oof[rows] = self.estimator.predict(frame.features[rows], frame.eras[rows])
             epochs.append(int(self.estimator.best_epoch_))
         scored = ~np.isnan(oof)
-        per_era = per_era_corr_columns(oof[scored][:, None], y[scored], frame.eras[scored])[0].rename("corr")
+        per_era = per_era_corr(oof[scored], y[scored], frame.eras[scored])
         return CVResult(self.name, per_era, oof, {"best_epochs": epochs}, pd.Series(dtype=np.float64))
 
     def fit(self, splits: list[EraFrame], features: list[str], stage: str) -> None:
@@ -181,9 +181,17 @@ def concat_frames(frames: list[EraFrame], targets: list[str]) -> EraFrame:
     )
 
 
+def aux_targets(frame: EraFrame, main: str, horizon: str = "_20") -> list[str]:
+    """Auxiliary targets of a horizon, leaving out the main target and its copies (target_ender_20)."""
+    return [
+        c for c in frame.targets.columns
+        if c != main and c.endswith(horizon) and not frame.targets[c].equals(frame.targets[main])
+    ]
+
+
 def best_aux_target(frame: EraFrame, main: str, horizon: str = "_20") -> str | None:
     """The auxiliary target of a horizon most correlated with the main target over training eras."""
-    candidates = [c for c in frame.targets.columns if c != main and c.endswith(horizon) and not frame.targets[c].equals(frame.targets[main])]
+    candidates = aux_targets(frame, main, horizon)
     if not candidates:
         return None
     corr = frame.targets[candidates].corrwith(frame.targets[main])
@@ -216,7 +224,7 @@ def member_specs(
             from pipeline.models import tsmixer
 
             estimator_class = {"tsmixer": tsmixer.TSMixerExt, "mlp": tsmixer.MLPBaseline}[entry["kind"]]
-            aux = [c for c in frame.targets.columns if c != target and c.endswith("_20") and not frame.targets[c].equals(frame.targets[target])]
+            aux = aux_targets(frame, target, "_20")
             # One torch thread: with other work on the cores, more threads were ~10x slower per step.
             params = entry["params"] | ({"feature_sets": feature_sets} if entry["kind"] == "tsmixer" else {})
             estimator = estimator_class(**params, seed=seed + k, threads=1, progress=False)

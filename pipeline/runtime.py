@@ -101,6 +101,14 @@ def neutralize_within_eras(
     return ranks - proportion * projection
 
 
+def ensemble_scores(
+    scores: np.ndarray, weights: np.ndarray, features: np.ndarray, eras: np.ndarray | None, proportion: float
+) -> np.ndarray:
+    """The shipped ensemble: members' per-era ranks blended with `weights`, then neutralized by
+    `proportion`. The CV, the validation figures and the pickle all call this one function."""
+    return neutralize_within_eras(blend_ranks(scores, weights, eras), features, eras, proportion)
+
+
 def make_predict(state: dict) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """Build the closure Numerai calls each round.
 
@@ -118,10 +126,7 @@ def make_predict(state: dict) -> Callable[[pd.DataFrame], pd.DataFrame]:
         features = feature_matrix(live_features, feature_names)
         eras = live_features["era"].to_numpy() if "era" in live_features.columns else None
         scores = np.column_stack([member_scores(member, features, cache, eras) for member in members])
-        blended = blend_ranks(scores, weights, eras)
-        if proportion > 0:
-            blended = neutralize_within_eras(blended, features, eras, proportion)
-        prediction = rank_within_groups(blended, eras)
+        prediction = rank_within_groups(ensemble_scores(scores, weights, features, eras, proportion), eras)
         index = pd.Index(live_features.index, name="id")
         return pd.DataFrame({"prediction": prediction}, index=index)
 
