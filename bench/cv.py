@@ -46,7 +46,7 @@ def main() -> None:
     y = train.targets["target"].to_numpy()
     member.fit(train.features, y, rows=strided_rows(train, train.era_order, args.era_stride), feature_names=features)
     rows = validation.select_eras(holdout_eras(train.era_order, validation.era_order, args.embargo))
-    val = per_era_corr(member.predict(validation.features, rows), validation.targets["target"].to_numpy()[rows], validation.eras[rows])
+    val = per_era_corr(member.predict(validation.features[rows].astype(np.float32)), validation.targets["target"].to_numpy()[rows], validation.eras[rows])
 
     cv_s, val_s = summarize(cv.per_era), summarize(val)
     print(f"data: {data_dir} ({len(train)} train rows, {len(features)} features); {args.folds} folds, embargo {args.embargo}")

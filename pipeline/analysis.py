@@ -24,6 +24,8 @@ from pipeline.metrics import (
 )
 
 ROLLING_WINDOW = 20
+# Gain of the feature pipeline's era-wise columns is reported under this group name.
+ENGINEERED = "era-wise features"
 WORST_ERAS = 10
 
 
@@ -75,7 +77,7 @@ def rolling_corr(per_era: pd.Series, window: int = ROLLING_WINDOW) -> pd.Series:
 def gain_importance(booster_gain: dict[str, float], groups: dict[str, str], top: int = 30) -> dict:
     """Top features by LightGBM gain and each group's share of the total gain."""
     gain = pd.Series(booster_gain, dtype=np.float64)
-    by_group = gain.groupby(gain.index.map(groups)).sum()
+    by_group = gain.groupby(gain.index.map(lambda name: groups.get(name, ENGINEERED))).sum()
     return {
         "gain": gain.nlargest(top).to_dict(),
         "gain_by_group": (by_group / max(by_group.sum(), 1e-12)).sort_values(ascending=False).to_dict(),

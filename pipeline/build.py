@@ -26,8 +26,9 @@ from pipeline.analysis import (
 )
 from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
 from pipeline.cv import EraWalkForward, default_embargo, holdout_eras
-from pipeline.ensemble import PROBE, NeuralSpec, member_specs, member_targets, oof_matrix
+from pipeline.ensemble import PROBE, NeuralSpec, aux_targets, member_specs, member_targets, oof_matrix
 from pipeline.evaluate import CVResult, cv_lgbm
+from pipeline.features import FeaturePipeline
 from pipeline.metrics import summarize
 from pipeline.models.lgbm import LGBMMember
 from pipeline.report import summary_table, write_report
@@ -131,24 +132,70 @@ def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFra
     return features, train, validation
 
 
-def temporal_analysis(train: nd.EraFrame, config: BuildConfig, folds: list) -> tuple[dict, list[str]]:
+def probe_cv(frame: nd.EraFrame, folds: list, pipelines: list[FeaturePipeline], config: BuildConfig, label: str) -> pd.Series:
+    """Per-era CV CORR of the quick LightGBM probe on the features of the fold `pipelines`;
+    only differences between probes matter."""
+    probe = LGBMMember(PROBE["params"], min(PROBE["rounds"], config.num_boost_round or PROBE["rounds"]), seed=config.seed, num_threads=config.threads)
+    return cv_lgbm(probe, frame, config.target, folds, config.era_stride or PROBE["era_stride"], f"probe {label}", pipelines=pipelines).per_era
+
+
+def fold_pipelines(frame: nd.EraFrame, folds: list, groups: dict[str, str], settings: dict) -> list[FeaturePipeline]:
+    """One feature pipeline per fold, fitted on that fold's training eras only."""
+    return [FeaturePipeline(groups, **settings).fit([(frame, train_eras)]) for train_eras, _ in folds]
+
+
+def choose_feature_pipeline(
+    frame: nd.EraFrame, folds: list, groups: dict[str, str], config: BuildConfig, mixer_targets: list[str]
+) -> tuple[list[FeaturePipeline], dict, dict]:
+    """The missing-value policy and the transforms, each kept only if the probe's CV CORR is higher
+    with it than without. Returns the chosen fold pipelines, their settings and the ablation table."""
+    full = {"missing": "keep", "clusters": True, "group_stats": True, "mixing": True, "targets": mixer_targets, "seed": config.seed}
+    fitted = fold_pipelines(frame, folds, groups, full)
+    variants = {
+        "all transforms": {},
+        "missing features as NaN": {"missing": "nan"},
+        "without cluster means": {"clusters": False},
+        "without group statistics": {"group_stats": False},
+        "without group mixers": {"mixing": False},
+        "raw features only": {"clusters": False, "group_stats": False, "mixing": False},
+    }
+    scores = {
+        label: probe_cv(frame, folds, [p.variant(**changes) for p in fitted], config, label) for label, changes in variants.items()
+    }
+    means = {label: per_era.mean() for label, per_era in scores.items()}
+    base = means["all transforms"]
+    chosen = {
+        "missing": "nan" if means["missing features as NaN"] > base else "keep",
+        "clusters": bool(means["without cluster means"] <= base),
+        "group_stats": bool(means["without group statistics"] <= base),
+        "mixing": bool(means["without group mixers"] <= base),
+    }
+    logger.info("feature pipeline: probe CV CORR %s; chosen %s", {k: round(float(v), 4) for k, v in means.items()}, chosen)
+    report = {
+        "ablation": {label: summarize(per_era) for label, per_era in scores.items()},
+        "ablation_model": f"LightGBM probe: {PROBE['params']}, trees chosen on the CV",
+        "chosen": chosen,
+    }
+    return [p.variant(**chosen) for p in fitted], full | chosen, report
+
+
+def temporal_analysis(train: nd.EraFrame, config: BuildConfig, folds: list, groups: dict[str, str], settings: dict) -> tuple[dict, list[str]]:
     """Feature stability over training eras, and the CV CORR of a quick LightGBM probe with and
-    without the flagged features (the difference is what matters, so the probe is small)."""
+    without the flagged features (the difference is what matters, so the probe is small and its
+    pipeline `settings` should leave out the costly group mixers)."""
     eras = train.era_order[:: max(1, len(train.era_order) // TEMPORAL_ERAS)]
     stability = feature_stability(feature_era_corr(train, train.select_eras(eras), config.target))
     flagged = list(stability.index[stability["flagged"]])
     kept = [f for f in train.feature_names if f not in set(flagged)]
-    probe = LGBMMember(PROBE["params"], min(PROBE["rounds"], config.num_boost_round or PROBE["rounds"]), seed=config.seed, num_threads=config.threads)
-    stride = config.era_stride or PROBE["era_stride"]
     scores = {
-        label: cv_lgbm(probe, frame, config.target, folds, stride, name=f"probe {label}").per_era
+        label: probe_cv(frame, folds, fold_pipelines(frame, folds, groups, settings), config, label)
         for label, frame in (("with", train), ("without_flagged", train.with_features(kept)))
     }
     report = {
         "features": stability.reset_index().to_dict(orient="records"),
         "flagged": flagged,
         "ablation": {label: summarize(per_era) for label, per_era in scores.items()},
-        "ablation_model": f"LightGBM probe: {PROBE['params']}, up to {probe.num_boost_round} trees chosen on the CV",
+        "ablation_model": f"LightGBM probe: {PROBE['params']}, trees chosen on the CV",
     }
     logger.info(
         "temporal: %d unstable features flagged; probe CV CORR %.4f with them, %.4f without",
@@ -192,9 +239,11 @@ def build(config: BuildConfig) -> BuildResult:
     scored_eras = holdout_eras(train.era_order, validation.era_order, embargo)
     logger.info("members: %s; %d CV folds, embargo %d eras", ", ".join(f"{s.name} ({s.train_target})" for s in specs), len(folds), embargo)
 
+    mixer_targets = [config.target, *aux_targets(train, config.target, "_20")]
+    pipelines, pipeline_settings, feature_report = choose_feature_pipeline(train, folds, groups, config, mixer_targets)
     cv: dict[str, CVResult] = {}
     for spec in specs:
-        cv[spec.name] = spec.cross_validate(train, folds, config.target)
+        cv[spec.name] = spec.cross_validate(train, folds, config.target, pipelines)
         logger.info("%s: CV chose %s, CV CORR %.4f", spec.name, cv[spec.name].chosen, cv[spec.name].per_era.mean())
     oof, scored = oof_matrix(cv)
     oof_eras, oof_y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
@@ -203,7 +252,7 @@ def build(config: BuildConfig) -> BuildResult:
     blend_cv, _ = cross_fold_blend(oof, oof_y, oof_eras, [va for _, va in folds], train.features[scored], proportion)
     logger.info("blend weights %s, neutralization %.2f", dict(zip(cv, weights.round(3))), proportion)
 
-    temporal, kept = temporal_analysis(train, config, folds)
+    temporal, kept = temporal_analysis(train, config, folds, groups, pipeline_settings | {"mixing": False})
     if config.drop_unstable:
         features = kept
         train, validation = train.with_features(kept), validation.with_features(kept)
@@ -213,8 +262,9 @@ def build(config: BuildConfig) -> BuildResult:
     benchmarks = nd.load_benchmarks(benchmark_file, validation.ids) if benchmark_file.is_file() else None
     models: dict[str, dict[str, Any]] = {}
     val_scores = []
+    holdout_pipeline = FeaturePipeline(groups, **pipeline_settings).fit([(train, train.era_order)])
     for spec in specs:
-        spec.fit([train], features, "holdout")
+        spec.fit([train], holdout_pipeline, "holdout")
         scores = spec.predict(validation.features[val_rows], validation.eras[val_rows])
         val_scores.append(scores)
         figures = validation_figures(scores, validation, val_rows, config.target, benchmarks)
@@ -236,13 +286,14 @@ def build(config: BuildConfig) -> BuildResult:
         "chosen": {"weights": dict(zip(cv, weights)), "neutralization": proportion, "neutralization_cv": neutral_table.to_dict(orient="index")},
         **validation_figures(ensemble_val, validation, val_rows, config.target, benchmarks),
     }
-    importance = gain_importance(next(g for spec in specs if (g := spec.gain(features)) is not None), groups)
+    importance = gain_importance(next(g for spec in specs if (g := spec.gain()) is not None), groups)
     importance["permutation_by_group"] = permutation_by_group(ensemble_on, validation, val_rows, config.target, groups, seed=config.seed)
 
     if config.refit:
         logger.info("refitting every member on all labelled eras (train and validation) with the CV's settings")
+        refit_pipeline = FeaturePipeline(groups, **pipeline_settings).fit([(train, train.era_order), (validation, validation.era_order)])
         for spec in specs:
-            spec.fit([train, validation], features, "refit")
+            spec.fit([train, validation], refit_pipeline, "refit")
     state = {
         "feature_names": features,
         "members": [spec.export(w) for spec, w in zip(specs, weights)],
@@ -277,6 +328,7 @@ def build(config: BuildConfig) -> BuildResult:
                 name: rolling_corr(pd.concat([figures["cv_per_era"], figures["validation_per_era"]])) for name, figures in models.items()
             },
             "importance": importance,
+            "feature_pipeline": feature_report,
             "temporal": temporal,
             "data": summary,
             "settings": asdict(config) | {"features": len(features), "embargo": embargo},

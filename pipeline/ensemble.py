@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data import EraFrame
+from pipeline.features import FeaturePipeline
 from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
 from pipeline.metrics import per_era_corr
 from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
@@ -55,12 +56,13 @@ NEURAL_KINDS = ("tsmixer", "mlp")
 # Each member: name, LightGBM parameters, the most trees CV may choose, its training target ("main",
 # or "aux_20" / "aux_60": the auxiliary target of that horizon most correlated with the main), and
 # the era stride it trains on (Numerai's example takes every 4th era; others may take every era).
-EXAMPLE_MEMBER = {"name": "lgbm_example", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "main", "era_stride": 4}
+# Members see the feature pipeline's output, except those marked "raw" (the example model itself).
+EXAMPLE_MEMBER = {"name": "lgbm_example", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "main", "era_stride": 4, "raw": True}
 PRESETS: dict[str, list[dict[str, Any]]] = {
     "example": [EXAMPLE_MEMBER],
     "demo": [
         EXAMPLE_MEMBER,
-        {"name": "lgbm_deep", "params": faster(DEEP_PARAMS, 10), "rounds": 200, "target": "main", "era_stride": 1},
+        {"name": "lgbm_deep", "params": faster(DEEP_PARAMS, 5), "rounds": 400, "target": "main", "era_stride": 1},
         {"name": "lgbm_aux20", "params": faster(EXAMPLE_PARAMS, 5), "rounds": 400, "target": "aux_20", "era_stride": 4},
         MLP_MEMBER,
     ],
@@ -94,29 +96,41 @@ class LGBMSpec:
     estimator: LGBMMember
     train_target: str
     era_stride: int
+    engineered: bool = True
 
-    def cross_validate(self, frame: EraFrame, folds: list, score_target: str) -> CVResult:
+    def _pipeline(self, pipeline: FeaturePipeline) -> FeaturePipeline:
+        """The fitted pipeline, or its raw-features variant for a member that takes raw features
+        (Numerai's example model, so that its figures are the example's)."""
+        return pipeline if self.engineered else pipeline.variant(missing="keep", clusters=False, group_stats=False, mixing=False)
+
+    def cross_validate(self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]) -> CVResult:
         """Out-of-fold CV that also fixes the member's number of trees to the CV's choice."""
-        result = cv_lgbm(self.estimator, frame, self.train_target, folds, self.era_stride, self.name, score_target)
+        pipelines = [self._pipeline(p) for p in pipelines]
+        result = cv_lgbm(self.estimator, frame, self.train_target, folds, self.era_stride, self.name, score_target, pipelines)
         self.estimator.num_boost_round = result.chosen["num_boost_round"]
         return result
 
-    def fit(self, splits: list[EraFrame], features: list[str], stage: str) -> None:
-        """Train on the member's era stride of each split, with the settings CV chose."""
+    def fit(self, splits: list[EraFrame], pipeline: FeaturePipeline, stage: str) -> None:
+        """Train on the member's era stride of each split, with the settings CV chose, on the
+        features of `pipeline` (fitted on the same eras)."""
+        pipeline = self.pipeline_ = self._pipeline(pipeline)
         self.estimator.fit_parts(
-            [(s.features, s.targets[self.train_target].to_numpy(), strided_rows(s, s.era_order, self.era_stride)) for s in splits],
-            feature_names=features,
+            [(pipeline.inputs(s), s.targets[self.train_target].to_numpy(), strided_rows(s, s.era_order, self.era_stride)) for s in splits],
+            feature_names=pipeline.feature_names_,
             callbacks=[TqdmCallback(self.estimator.num_boost_round, f"{self.name} {stage}")],
         )
 
     def predict(self, features: np.ndarray, eras: np.ndarray) -> np.ndarray:
-        return self.estimator.predict(features)
+        return self.estimator.predict(self.pipeline_.matrix(features, eras))
 
     def export(self, weight: float) -> dict:
-        return {"name": self.name, "kind": "lightgbm", "model_text": self.estimator.model_text(), "weight": float(weight)}
+        return {
+            "name": self.name, "kind": "lightgbm", "model_text": self.estimator.model_text(),
+            "transform": self.pipeline_.transform_, "weight": float(weight),
+        }
 
-    def gain(self, features: list[str]) -> dict[str, float]:
-        return dict(zip(features, self.estimator.booster_.feature_importance("gain")))
+    def gain(self) -> dict[str, float]:
+        return dict(zip(self.pipeline_.feature_names_, self.estimator.booster_.feature_importance("gain")))
 
 
 @dataclass
@@ -139,7 +153,7 @@ class NeuralSpec:
         self.estimator.set_params(n_valid_eras=n_valid, embargo=self.embargo)
         self.estimator.fit(frame, eras=eras, target=self.train_target, aux_targets=self.aux_targets)
 
-    def cross_validate(self, frame: EraFrame, folds: list, score_target: str) -> CVResult:
+    def cross_validate(self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]) -> CVResult:
         y = frame.targets[score_target].to_numpy()
         oof = np.full(len(frame), np.nan)
         epochs = []
@@ -152,7 +166,8 @@ class NeuralSpec:
         per_era = per_era_corr(oof[scored], y[scored], frame.eras[scored])
         return CVResult(self.name, per_era, oof, {"best_epochs": epochs}, pd.Series(dtype=np.float64))
 
-    def fit(self, splits: list[EraFrame], features: list[str], stage: str) -> None:
+    def fit(self, splits: list[EraFrame], pipeline: FeaturePipeline, stage: str) -> None:
+        """Raw features: the neural members learn their own representation of each group."""
         frame = splits[0] if len(splits) == 1 else concat_frames(splits, [self.train_target, *self.aux_targets])
         self._fit(frame, frame.era_order)
 
@@ -162,7 +177,7 @@ class NeuralSpec:
     def export(self, weight: float) -> dict:
         return self.estimator.export(self.name, float(weight))
 
-    def gain(self, features: list[str]) -> None:
+    def gain(self) -> None:
         return None
 
 
@@ -232,7 +247,7 @@ def member_specs(
             continue
         rounds = min(entry["rounds"], num_boost_round or entry["rounds"])
         estimator = LGBMMember(dict(entry["params"]), rounds, seed=seed + k, num_threads=threads)
-        specs.append(LGBMSpec(entry["name"], estimator, target, stride))
+        specs.append(LGBMSpec(entry["name"], estimator, target, stride, engineered=not entry.get("raw", False)))
     return specs
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipeline.data import EraFrame
+from pipeline.features import FeaturePipeline
 from pipeline.metrics import per_era_corr_columns
 from pipeline.models.lgbm import LGBMMember
 
@@ -45,19 +46,28 @@ def cv_lgbm(
     era_stride: int = 1,
     name: str = "lgbm",
     score_target: str | None = None,
+    pipelines: Sequence[FeaturePipeline] | None = None,
 ) -> CVResult:
     """Train `member` on `target` in each fold and choose its number of trees by mean out-of-fold
-    per-era CORR on `score_target` (the main target; defaults to `target`)."""
+    per-era CORR on `score_target` (the main target; defaults to `target`).
+
+    `pipelines` (one per fold, fitted on that fold's training eras) transform the features; None:
+    the raw features."""
     y = frame.targets[target].to_numpy()
     y_score = frame.targets[score_target or target].to_numpy()
     steps = checkpoints(member.num_boost_round)
     oof_by_step = np.full((len(steps), len(frame)), np.nan)
-    for train_eras, val_eras in tqdm(folds, desc=f"CV {name}", unit="fold", leave=False):
+    for k, (train_eras, val_eras) in enumerate(tqdm(folds, desc=f"CV {name}", unit="fold", leave=False)):
         rows = strided_rows(frame, train_eras, era_stride)
         rows = rows[~np.isnan(y[rows])]
-        member.fit(frame.features, y, rows=rows, feature_names=frame.feature_names)
         val_rows = frame.select_eras(val_eras)
-        oof_by_step[:, val_rows] = member.staged_predict(frame.features, val_rows, steps)
+        if pipelines is None:
+            member.fit(frame.features, y, rows=rows, feature_names=frame.feature_names)
+            x_val = frame.features[val_rows].astype(np.float32)
+        else:
+            member.fit(pipelines[k].inputs(frame), y, rows=rows, feature_names=pipelines[k].feature_names_)
+            x_val = pipelines[k].matrix(frame.features[val_rows], frame.eras[val_rows])
+        oof_by_step[:, val_rows] = member.staged_predict(x_val, steps)
     scored = ~np.isnan(oof_by_step[0])
     per_era_by_step = per_era_corr_columns(oof_by_step[:, scored].T, y_score[scored], frame.eras[scored])
     curve = pd.Series(per_era_by_step.mean().to_numpy(), index=pd.Index(steps, name="num_boost_round"), name="cv_corr_mean")

@@ -231,12 +231,28 @@ def _temporal_section(report: dict[str, Any]) -> str:
         parts.append(f"<div><h3>Flagged features ({len(rows)})</h3>{table}</div>")
     elif flagged:
         parts.append(f"<div><h3>Flagged features ({len(flagged)})</h3><p>{_esc(', '.join(sorted(flagged)))}</p></div>")
-    ablation = {k: as_dict(v) for k, v in as_dict(temporal.get("ablation")).items() if as_dict(v)}
-    if ablation:
-        labels = {"with": "all features", "without_flagged": "flagged features dropped"}
-        table = _table(["CV CORR"] + [SUMMARY_LABELS[k] for k, _ in SUMMARY_COLUMNS], [[_cell(labels.get(n, n))] + [_cell(s.get(k), d) for k, d in SUMMARY_COLUMNS] for n, s in ablation.items()])
+    table = _ablation_table(as_dict(temporal.get("ablation")), {"with": "all features", "without_flagged": "flagged features dropped"})
+    if table:
         parts.append(f"<div><h3>Ablation</h3>{table}</div>")
     return f'<div class="grid">{"".join(parts)}</div>' if parts else ""
+
+
+def _ablation_table(ablation: dict[str, Any], labels: dict[str, str] | None = None) -> str:
+    """CV CORR summaries of probe variants, one row each."""
+    labels = labels or {}
+    rows = [[_cell(labels.get(n, n))] + [_cell(as_dict(s).get(k), d) for k, d in SUMMARY_COLUMNS] for n, s in ablation.items() if as_dict(s)]
+    return _table(["CV CORR"] + [SUMMARY_LABELS[k] for k, _ in SUMMARY_COLUMNS], rows) if rows else ""
+
+
+def _feature_pipeline_section(report: dict[str, Any]) -> str:
+    """The feature transforms' ablation on the CV and the settings it chose."""
+    pipeline = as_dict(report.get("feature_pipeline"))
+    table = _ablation_table(as_dict(pipeline.get("ablation")))
+    if not table:
+        return ""
+    chosen = _key_values(as_dict(pipeline.get("chosen")))
+    note = f'<p class="note">{_esc(pipeline.get("ablation_model", ""))}. Each transform is kept only if the CV CORR is higher with it.</p>'
+    return f'<div class="grid"><div><h3>Ablation</h3>{table}{note}</div><div><h3>Chosen</h3>{chosen}</div></div>'
 
 
 def _verification_section(report: dict[str, Any]) -> str:
@@ -286,6 +302,7 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
         ("plots", "Figures", _plots_section(plots)),
         ("worst", "Worst validation eras", _worst_eras_section(report)),
         ("importance", "Feature importance", _importance_section(report)),
+        ("features", "Feature pipeline", _feature_pipeline_section(report)),
         ("temporal", "Temporal feature stability", _temporal_section(report)),
         ("verification", "Pickle verification", _verification_section(report)),
     ]

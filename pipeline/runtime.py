@@ -2,7 +2,8 @@
 
 It imports numpy, pandas and lightgbm and nothing else, and is pickled by value
 (`cloudpickle.register_pickle_by_value`), so the pickle works where this package is not installed.
-Its state is plain data: feature names, LightGBM model text and blend weights.
+Its state is plain data: feature names, LightGBM model text, the feature pipeline's arrays,
+neural weights and blend weights.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 PREDICT_CHUNK_ROWS = 8192
+MISSING_VALUE = 2
 
 
 def rank_within_groups(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
@@ -40,6 +42,78 @@ def feature_matrix(live_features: pd.DataFrame, feature_names: list[str]) -> np.
     return live_features[feature_names].to_numpy(dtype=np.float32)
 
 
+def missing_columns(x: np.ndarray) -> np.ndarray:
+    """Columns that are 2 in every row of one era's rows: Numerai's marker for a missing feature."""
+    return (x.min(axis=0) == MISSING_VALUE) & (x.max(axis=0) == MISSING_VALUE)
+
+
+def group_means(transform: dict, x: np.ndarray) -> np.ndarray:
+    """Each row's mean of every feature group (rows x groups)."""
+    return x.astype(np.float32) @ transform["group_avg"]
+
+
+def era_features(transform: dict, x: np.ndarray, era_group_means: np.ndarray | None = None) -> np.ndarray:
+    """Cross-sectional features of rows of one era: means of correlated-feature clusters, each
+    group's mean and dispersion, and how far a row's group mean sits from its era's mean of it.
+
+    `era_group_means` (rows x groups) is that era mean; None means `x` is the whole era (live),
+    so the figure is computed from `x` itself. float32 (rows x len(transform["extra_names"]))."""
+    x = x.astype(np.float32)
+    blocks = []
+    if transform["cluster_avg"] is not None:
+        blocks.append(x @ transform["cluster_avg"])
+    if transform["group_avg"] is not None:
+        means = group_means(transform, x)
+        spread = np.sqrt(np.maximum(np.square(x) @ transform["group_avg"] - np.square(means), 0.0))
+        centre = means.mean(axis=0) if era_group_means is None else era_group_means
+        blocks += [means, spread, means - centre]
+    if not blocks:
+        return np.zeros((len(x), 0), dtype=np.float32)
+    return np.hstack(blocks).astype(np.float32)
+
+
+def group_mixer_outputs(mixer: dict, x: np.ndarray, models: list[int] | None = None) -> np.ndarray:
+    """Main-target outputs (rows x groups) of the small per-group MLPs on raw 0..4 rows, averaged
+    over the mixer's cross-fitted models (or only `models`)."""
+    index = mixer["index"]
+    scaled = (x.astype(np.float32) - 2.0) / 2.0
+    padded = np.concatenate([scaled, np.zeros((len(x), 1), dtype=np.float32)], axis=1)
+    grouped = padded[:, index.ravel()].reshape(len(x), *index.shape).transpose(1, 0, 2)
+    out = np.zeros((index.shape[0], len(x)), dtype=np.float32)
+    chosen = range(len(mixer["models"])) if models is None else models
+    for k in chosen:
+        m = mixer["models"][k]
+        hidden = np_gelu(np.matmul(grouped, m["w1"]) + m["b1"][:, None, :])
+        out += np.einsum("gnh,gh->gn", hidden, m["w2"]) + m["b2"][:, None]
+    return (out / len(chosen)).T
+
+
+def mixer_features(mixer: dict, x: np.ndarray, models: list[int] | None = None) -> np.ndarray:
+    """Per-era ranks of the group mixers' outputs on ONE era's rows: ranks keep a row's place in its
+    era, so cross-fitted outputs in training and averaged outputs live look alike to the trees."""
+    outputs = group_mixer_outputs(mixer, x, models)
+    return np.column_stack([rank_within_groups(column, None) for column in outputs.T]).astype(np.float32)
+
+
+def model_matrix(transform: dict | None, x: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
+    """What the LightGBM members see: the raw features (NaN where missing in an era, under the
+    "nan" policy) followed by the era-wise features, as float32, built one era at a time.
+    No transform: the raw features."""
+    if transform is None:
+        return x.astype(np.float32)
+    out = np.empty((len(x), x.shape[1] + len(transform["extra_names"])), dtype=np.float32)
+    for rows in era_row_groups(eras, len(x)):
+        block = x[rows].astype(np.float32)
+        extra = era_features(transform, block)
+        if transform.get("mixer") is not None:
+            extra = np.hstack([extra, mixer_features(transform["mixer"], block)])
+        out[rows, x.shape[1] :] = extra
+        if transform["missing"] == "nan":
+            block[:, missing_columns(block)] = np.nan
+        out[rows, : x.shape[1]] = block
+    return out
+
+
 def booster_predict(
     booster: lgb.Booster, features: np.ndarray, num_iteration: int | None = None, start_iteration: int = 0
 ) -> np.ndarray:
@@ -62,7 +136,7 @@ def member_scores(member: dict, features: np.ndarray, cache: dict, eras: np.ndar
     if kind == "lightgbm":
         if member["name"] not in cache:
             cache[member["name"]] = lgb.Booster(model_str=member["model_text"])
-        return booster_predict(cache[member["name"]], features)
+        return booster_predict(cache[member["name"]], model_matrix(member.get("transform"), features, eras))
     if kind in ("tsmixer", "mlp"):
         return neural_member_scores(member, features, eras)
     raise ValueError(f"unknown member kind {kind!r}")

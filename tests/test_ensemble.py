@@ -12,6 +12,8 @@ from pipeline import data as nd
 from pipeline.cv import EraWalkForward
 from pipeline.ensemble import LGBMSpec, NeuralSpec, best_aux_target, member_specs, member_targets
 from pipeline.models.lgbm import LGBMMember
+from pipeline import runtime
+from pipeline.features import FeaturePipeline
 from pipeline.runtime import make_predict
 
 
@@ -24,21 +26,28 @@ def frames(tiny_world: Path) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
     return features, train, validation
 
 
-def check_member(spec, features, train, validation, live: pd.DataFrame) -> None:
+def check_member(spec, features, train, validation, live: pd.DataFrame, groups: dict[str, str]) -> None:
     folds = EraWalkForward(n_splits=2, embargo=2, min_train_eras=12).era_folds(train.era_order)
-    result = spec.cross_validate(train, folds, "target")
+    pipelines = [FeaturePipeline(groups, missing="nan").fit([(train, tr)]) for tr, _ in folds]
+    result = spec.cross_validate(train, folds, "target", pipelines)
     scored = ~np.isnan(result.oof)
     assert set(train.eras[scored]) == set(np.concatenate([va for _, va in folds])), "out-of-fold on every fold era"
     assert len(result.per_era) == sum(len(va) for _, va in folds)
-    spec.fit([train, validation], features, "refit")
+    pipeline = FeaturePipeline(groups, missing="nan").fit([(train, train.era_order), (validation, validation.era_order)])
+    spec.fit([train, validation], pipeline, "refit")
     predictions = make_predict({"feature_names": features, "members": [spec.export(1.0)]})(live)
     assert predictions["prediction"].between(0, 1).all() and predictions["prediction"].std() > 0
+    expected = spec.predict(live[features].to_numpy(np.int8), live["era"].to_numpy())
+    np.testing.assert_allclose(
+        predictions["prediction"].to_numpy(), runtime.rank_within_groups(expected, live["era"].to_numpy()), atol=1e-12,
+        err_msg="the pickle gives what the trained member gives",
+    )
 
 
 def test_lightgbm_member_protocol(frames, tiny_world: Path) -> None:
     features, train, validation = frames
     spec = LGBMSpec("lgbm", LGBMMember(num_boost_round=20, num_threads=1), "target", era_stride=2)
-    check_member(spec, features, train, validation, pd.read_parquet(tiny_world / "live.parquet"))
+    check_member(spec, features, train, validation, pd.read_parquet(tiny_world / "live.parquet"), nd.feature_groups(tiny_world, features))
     assert spec.estimator.num_boost_round <= 20, "the CV's choice of trees is kept"
 
 
@@ -49,7 +58,7 @@ def test_neural_member_protocol(frames, tiny_world: Path) -> None:
     aux = [c for c in train.targets.columns if c != "target" and c.endswith("_20")]
     estimator = TSMixerExt(d=8, n_block=1, ff=16, context_dim=4, max_epochs=2, patience=1, threads=1, progress=False)
     spec = NeuralSpec("tsmixer", estimator, "target", aux, era_stride=1, n_valid_eras=3, embargo=2)
-    check_member(spec, features, train, validation, pd.read_parquet(tiny_world / "live.parquet"))
+    check_member(spec, features, train, validation, pd.read_parquet(tiny_world / "live.parquet"), nd.feature_groups(tiny_world, features))
 
 
 def test_presets_pick_members_the_data_supports(frames) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from pipeline.features import TransformedFrame
 from pipeline.runtime import booster_predict
 
 # Numerai's example model (example-scripts): LGBMRegressor(n_estimators=2000, learning_rate=0.01,
@@ -23,12 +24,13 @@ EXAMPLE_ROUNDS = 2000
 
 
 class Int8RowSequence(lgb.Sequence):
-    """Rows of an int8 matrix, handed to LightGBM in float32 batches.
+    """Rows of an int8 matrix (or of a `TransformedFrame`: int8 plus era-wise columns), handed to
+    LightGBM in float32 batches.
 
     LightGBM would otherwise convert the whole matrix to float32 (4x its size) before binning.
     """
 
-    def __init__(self, features: np.ndarray, rows: np.ndarray | None = None, batch_size: int = 16_384):
+    def __init__(self, features: np.ndarray | TransformedFrame, rows: np.ndarray | None = None, batch_size: int = 16_384):
         self.features = features
         self.rows = rows
         self.batch_size = batch_size
@@ -37,9 +39,13 @@ class Int8RowSequence(lgb.Sequence):
         return len(self.features) if self.rows is None else len(self.rows)
 
     def __getitem__(self, idx: int | slice | np.ndarray) -> np.ndarray:
-        picked = self.features[idx] if self.rows is None else self.features[self.rows[idx]]
+        index = idx if self.rows is None else self.rows[idx]
+        if isinstance(self.features, TransformedFrame):
+            picked = self.features.rows(index)
+        else:
+            picked = self.features[index].astype(np.float32)
         # LightGBM samples single rows for its bin bounds and wants those as float64.
-        return picked.astype(np.float64 if np.ndim(picked) == 1 else np.float32)
+        return picked.astype(np.float64) if np.ndim(picked) == 1 else picked
 
 
 # Features take 5 values, so a small sample finds every bin boundary; LightGBM's default of 200,000 sampled
@@ -48,9 +54,9 @@ BIN_SAMPLE_ROWS = 10_000
 
 
 def int8_dataset(
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], feature_names: list[str] | None = None
+    parts: list[tuple[np.ndarray | TransformedFrame, np.ndarray, np.ndarray | None]], feature_names: list[str] | None = None
 ) -> lgb.Dataset:
-    """A LightGBM Dataset over (int8 features, target, rows) parts, one `Int8RowSequence` each:
+    """A LightGBM Dataset over (features, target, rows) parts, one `Int8RowSequence` each:
     binned batch by batch, never as a float copy of the whole matrix."""
     label = np.concatenate(
         [np.asarray(target if rows is None else target[rows], dtype=np.float32) for _, target, rows in parts]
@@ -87,7 +93,7 @@ class LGBMMember:
 
     def fit(
         self,
-        features: np.ndarray,
+        features: np.ndarray | TransformedFrame,
         target: np.ndarray,
         rows: np.ndarray | None = None,
         feature_names: list[str] | None = None,
@@ -98,7 +104,7 @@ class LGBMMember:
 
     def fit_parts(
         self,
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+        parts: list[tuple[np.ndarray | TransformedFrame, np.ndarray, np.ndarray | None]],
         feature_names: list[str] | None = None,
         callbacks: list | None = None,
     ) -> "LGBMMember":
@@ -110,23 +116,21 @@ class LGBMMember:
         )
         return self
 
-    def predict(self, features: np.ndarray, rows: np.ndarray | None = None, num_iteration: int | None = None) -> np.ndarray:
-        """Raw scores of the first `num_iteration` trees (all when None), an int8 batch at a time."""
-        picked = features if rows is None else features[rows]
-        return booster_predict(self.booster_, picked, num_iteration)
+    def predict(self, x: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
+        """Raw scores of the first `num_iteration` trees (all when None) on model-ready rows."""
+        return booster_predict(self.booster_, x, num_iteration)
 
-    def staged_predict(self, features: np.ndarray, rows: np.ndarray, stages: np.ndarray) -> np.ndarray:
+    def staged_predict(self, x: np.ndarray, stages: np.ndarray) -> np.ndarray:
         """Raw scores after each number of trees in `stages` (stages x rows).
 
         A regression booster's score is the sum of its trees, so each stage adds only the trees since
         the previous one: every tree is evaluated once, not once per stage.
         """
-        picked = features[rows]
-        out = np.empty((len(stages), len(rows)), dtype=np.float64)
-        total = np.zeros(len(rows), dtype=np.float64)
+        out = np.empty((len(stages), len(x)), dtype=np.float64)
+        total = np.zeros(len(x), dtype=np.float64)
         previous = 0
         for i, stage in enumerate(stages):
-            total += booster_predict(self.booster_, picked, int(stage) - previous, start_iteration=previous)
+            total += booster_predict(self.booster_, x, int(stage) - previous, start_iteration=previous)
             out[i] = total
             previous = int(stage)
         return out

@@ -1,0 +1,268 @@
+"""The feature pipeline of the LightGBM members: fitted on training eras, applied per era.
+
+Fitting learns only plain arrays (which features form correlated clusters, which belong to which
+group) from the eras it is given; the transform itself is `pipeline.runtime.era_features`, the same
+code the pickle runs on the live era. Features stay int8 in memory: era-wise features and the
+missing-value policy are computed batch by batch as LightGBM reads its training rows
+(`TransformedFrame`), from a few figures per era.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import AgglomerativeClustering
+
+from pipeline.data import EraFrame
+from pipeline.runtime import (
+    era_features,
+    era_row_groups,
+    group_means,
+    missing_columns,
+    mixer_features,
+    model_matrix,
+    token_index,
+)
+
+MISSING_POLICIES = ("keep", "nan")
+# Group mixers: hidden units per group, epochs, Adam's learning rate and eras per batch.
+MIXER_HIDDEN = 8
+MIXER_EPOCHS = 4
+MIXER_LR = 3e-3
+MIXER_ERAS_PER_BATCH = 4
+# Correlations are measured on at most this many rows of the fit eras (evenly spread over them).
+CORR_SAMPLE_ROWS = 50_000
+
+
+def correlation_clusters(x: np.ndarray, groups: np.ndarray, distance: float) -> list[np.ndarray]:
+    """Columns of `x` clustered within each group by average linkage on 1 - |correlation|;
+    clusters of one feature are left out (their mean is the feature itself)."""
+    corr = np.nan_to_num(np.corrcoef(x.astype(np.float32), rowvar=False))
+    clusters = []
+    for group in np.unique(groups):
+        columns = np.flatnonzero(groups == group)
+        if len(columns) < 2:
+            continue
+        dist = 1.0 - np.abs(corr[np.ix_(columns, columns)])
+        np.fill_diagonal(dist, 0.0)
+        labels = AgglomerativeClustering(
+            n_clusters=None, metric="precomputed", linkage="average", distance_threshold=distance
+        ).fit_predict(dist)
+        clusters += [columns[labels == k] for k in np.unique(labels) if (labels == k).sum() > 1]
+    return clusters
+
+
+def averaging_matrix(n_features: int, members: list[np.ndarray]) -> np.ndarray:
+    """(features x len(members)) float32 matrix whose product with a row gives each member set's mean."""
+    avg = np.zeros((n_features, len(members)), dtype=np.float32)
+    for k, columns in enumerate(members):
+        avg[columns, k] = 1.0 / len(columns)
+    return avg
+
+
+def era_blocks(parts: Sequence[tuple[EraFrame, Sequence[str]]]) -> list[tuple[EraFrame, np.ndarray]]:
+    """(frame, row indices) of every era of the parts, oldest first, without copying rows."""
+    slices = [(frame, era, frame.era_slices()[era]) for frame, eras in parts for era in sorted(eras)]
+    return [(frame, np.arange(rows.start, rows.stop)) for frame, _, rows in sorted(slices, key=lambda t: t[1])]
+
+
+def fit_group_mixer(
+    blocks: list[tuple[EraFrame, np.ndarray]], targets: list[str], index: np.ndarray, hidden: int, epochs: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Train one small MLP per feature group (torch), each predicting the main and auxiliary
+    targets (masked where NaN) from its own group only; batches of whole eras. Weights as arrays
+    for `runtime.group_mixer_outputs`."""
+    import torch
+
+    torch.manual_seed(seed)
+    n_groups, width = index.shape
+    w1 = torch.nn.Parameter(torch.randn(n_groups, width, hidden) / np.sqrt(width))
+    b1 = torch.nn.Parameter(torch.zeros(n_groups, hidden))
+    w2 = torch.nn.Parameter(torch.randn(n_groups, hidden, len(targets)) / np.sqrt(hidden))
+    b2 = torch.nn.Parameter(torch.zeros(n_groups, len(targets)))
+    optimizer = torch.optim.Adam([w1, b1, w2, b2], lr=MIXER_LR)
+    flat_index = torch.as_tensor(index.ravel())
+    order = np.random.default_rng(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(epochs):
+            for batch in np.array_split(order.permutation(len(blocks)), max(1, len(blocks) // MIXER_ERAS_PER_BATCH)):
+                x = np.vstack([blocks[i][0].features[blocks[i][1]] for i in batch])
+                y = np.vstack([blocks[i][0].targets[targets].to_numpy(np.float32)[blocks[i][1]] for i in batch])
+                scaled = torch.cat([(torch.as_tensor(x, dtype=torch.float32) - 2.0) / 2.0, torch.zeros(len(x), 1)], dim=1)
+                grouped = scaled[:, flat_index].reshape(len(x), n_groups, width).transpose(0, 1)
+                hidden_units = torch.nn.functional.gelu(torch.matmul(grouped, w1) + b1[:, None, :], approximate="tanh")
+                out = torch.matmul(hidden_units, w2) + b2[:, None, :]
+                labels = torch.as_tensor(y)
+                mask = ~torch.isnan(labels)
+                error = (out - torch.nan_to_num(labels - 0.5)[None]) * mask[None]
+                loss = error.square().sum() / (mask.sum() * n_groups)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "w1": w1.detach().numpy().copy(), "b1": b1.detach().numpy().copy(),
+        "w2": w2.detach().numpy()[:, :, 0].copy(), "b2": b2.detach().numpy()[:, 0].copy(),
+    }
+
+
+class FeaturePipeline:
+    """Missing-value policy and era-wise cross-sectional features, in the scikit-learn style.
+
+    missing: "keep" (all-2 features stay 2) or "nan" (LightGBM sees them as missing).
+    clusters: add the mean of each cluster of correlated features within a group (clusters found
+        on the fit eras, at 1 - |corr| below `cluster_distance`).
+    group_stats: add each group's mean and dispersion per row, and the row's group mean minus the era's.
+    mixing: add the per-era rank of a small MLP per group trained on the fit eras to predict `targets`
+        (the main target first, then auxiliary ones: labels only). Cross-fitted: rows of the first
+        half of the fit eras get the mixer trained on the second half and vice versa, so the trees
+        never see a mixer's output on rows it learned from; other rows (live) get the average.
+    """
+
+    def __init__(
+        self,
+        groups: dict[str, str],
+        missing: str = "keep",
+        clusters: bool = True,
+        group_stats: bool = True,
+        mixing: bool = False,
+        targets: Sequence[str] = (),
+        cluster_distance: float = 0.8,
+        seed: int = 0,
+    ):
+        self.groups = groups
+        self.missing = missing
+        self.clusters = clusters
+        self.group_stats = group_stats
+        self.mixing = mixing
+        self.targets = targets
+        self.cluster_distance = cluster_distance
+        self.seed = seed
+
+    def fit(self, parts: Sequence[tuple[EraFrame, Sequence[str]]]) -> "FeaturePipeline":
+        """Learn the transform from the given eras of each (frame, eras) part, nothing else."""
+        if self.missing not in MISSING_POLICIES:
+            raise ValueError(f"missing policy must be one of {MISSING_POLICIES}, got {self.missing!r}")
+        names = parts[0][0].feature_names
+        unknown = [n for n in names if n not in self.groups]
+        if unknown:
+            raise ValueError(f"features without a group entry: {unknown[:5]}")
+        group_of = np.array([self.groups[n] for n in names])
+        group_names = list(dict.fromkeys(group_of))
+        cluster_avg, self.part_names_ = None, {"clusters": [], "group_stats": [], "mixing": []}
+        if self.clusters:
+            members = correlation_clusters(sample_rows(parts, CORR_SAMPLE_ROWS), group_of, self.cluster_distance)
+            cluster_avg = averaging_matrix(len(names), members) if members else None
+            self.part_names_["clusters"] = [f"cluster_{k:03d}_{group_of[m[0]]}_mean" for k, m in enumerate(members)]
+        group_avg = None
+        if self.group_stats:
+            group_avg = averaging_matrix(len(names), [np.flatnonzero(group_of == g) for g in group_names])
+            self.part_names_["group_stats"] = [f"{g}_{stat}" for stat in ("mean", "std", "mean_vs_era") for g in group_names]
+        mixer, self.mixer_halves_ = None, []
+        if self.mixing:
+            if not self.targets:
+                raise ValueError("mixing needs the target columns to learn (targets=[main, aux...])")
+            index = token_index([np.flatnonzero(group_of == g) for g in group_names], len(names))
+            blocks = era_blocks(parts)
+            halves = [blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]]
+            models = [fit_group_mixer(h, list(self.targets), index, MIXER_HIDDEN, MIXER_EPOCHS, self.seed + k) for k, h in enumerate(halves)]
+            mixer = {"index": index, "models": models}
+            self.mixer_halves_ = [{str(frame.eras[rows[0]]) for frame, rows in h} for h in halves]
+            self.part_names_["mixing"] = [f"{g}_mixer" for g in group_names]
+        self.raw_names_ = list(names)
+        self._set_transform({"missing": self.missing, "cluster_avg": cluster_avg, "group_avg": group_avg, "mixer": mixer})
+        return self
+
+    def _set_transform(self, transform: dict) -> None:
+        extra = [name for part in ("clusters", "group_stats", "mixing") if getattr(self, part) for name in self.part_names_[part]]
+        self.transform_ = transform | {"extra_names": extra}
+        self.feature_names_ = self.raw_names_ + extra
+
+    def variant(self, **changes: object) -> "FeaturePipeline":
+        """This fitted pipeline with transforms switched off or another missing policy, without
+        refitting (the ablation compares variants of one fit)."""
+        turned_on = [k for k in ("clusters", "group_stats", "mixing") if changes.get(k) and not getattr(self, k)]
+        if turned_on:
+            raise ValueError(f"a variant can only switch transforms off; {turned_on} were not fitted")
+        params = {k: getattr(self, k) for k in ("missing", "clusters", "group_stats", "mixing", "targets", "cluster_distance", "seed")}
+        other = FeaturePipeline(self.groups, **(params | changes))
+        other.part_names_, other.mixer_halves_, other.raw_names_ = self.part_names_, self.mixer_halves_, self.raw_names_
+        other._set_transform({
+            "missing": other.missing,
+            "cluster_avg": self.transform_["cluster_avg"] if other.clusters else None,
+            "group_avg": self.transform_["group_avg"] if other.group_stats else None,
+            "mixer": self.transform_["mixer"] if other.mixing else None,
+        })
+        return other
+
+    def matrix(self, features: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
+        """Transformed float32 rows of whole eras, for prediction (`runtime.model_matrix`)."""
+        return model_matrix(self.transform_, features, eras)
+
+    def inputs(self, frame: EraFrame) -> "TransformedFrame":
+        """The frame's rows as this pipeline presents them to LightGBM: only per-era figures are
+        computed here (missing features, group means); the rest is done batch by batch."""
+        era_codes = np.searchsorted(frame.era_order, frame.eras).astype(np.int32)
+        missing = np.zeros((len(frame.era_order), len(frame.feature_names)), dtype=bool)
+        n_groups = 0 if self.transform_["group_avg"] is None else self.transform_["group_avg"].shape[1]
+        era_means = np.zeros((len(frame.era_order), n_groups), dtype=np.float32)
+        mixer = self.transform_["mixer"]
+        mixed = np.zeros((len(frame), 0 if mixer is None else len(mixer["index"])), dtype=np.float32)
+        for rows in era_row_groups(frame.eras, len(frame)):
+            block = frame.features[rows]
+            missing[era_codes[rows[0]]] = missing_columns(block)
+            if n_groups:
+                era_means[era_codes[rows[0]]] = group_means(self.transform_, block).mean(axis=0)
+            if mixer is not None:
+                mixed[rows] = mixer_features(mixer, block, self.out_of_fold_mixer(str(frame.eras[rows[0]])))
+        return TransformedFrame(
+            frame.features, self.transform_, era_codes, missing if self.missing == "nan" else None, era_means, mixed
+        )
+
+    def out_of_fold_mixer(self, era: str) -> list[int] | None:
+        """The mixer that did not learn from this era (None: neither did, so both are averaged)."""
+        for k, half in enumerate(self.mixer_halves_):
+            if era in half:
+                return [1 - k]
+        return None
+
+
+def sample_rows(parts: Sequence[tuple[EraFrame, Sequence[str]]], limit: int) -> np.ndarray:
+    """At most `limit` int8 rows from the given eras of the parts, evenly spread over them."""
+    rows = [(frame, frame.select_eras(eras)) for frame, eras in parts]
+    total = sum(len(r) for _, r in rows)
+    step = max(1, total // limit)
+    return np.concatenate([frame.features[r[::step]] for frame, r in rows])
+
+
+@dataclass
+class TransformedFrame:
+    """A frame's int8 features with what the pipeline needs to transform any batch of its rows
+    (the same values `runtime.model_matrix` gives them), so LightGBM reads transformed rows in
+    batches and no float copy, nor any stored era-wise column, is ever made."""
+
+    features: np.ndarray
+    transform: dict
+    era_codes: np.ndarray
+    missing: np.ndarray | None
+    era_group_means: np.ndarray
+    mixed: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def rows(self, index: np.ndarray | slice | int) -> np.ndarray:
+        """Transformed float32 rows."""
+        codes = self.era_codes[index]
+        block = np.atleast_2d(self.features[index])
+        extra = era_features(self.transform, block, self.era_group_means[np.atleast_1d(codes)])
+        x = block.astype(np.float32)
+        if self.missing is not None:
+            x[self.missing[np.atleast_1d(codes)]] = np.nan
+        out = np.hstack([x, extra, np.atleast_2d(self.mixed[index])])
+        return out[0] if isinstance(index, (int, np.integer)) else out
