@@ -81,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trees", type=int, default=None, help="cap on every member's boosting rounds (default: each preset member's own, e.g. 2000 for Numerai's example)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed and data give the same pickle predictions)")
     parser.add_argument("--threads", type=int, default=0, help="training threads (default 0: all cores)")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--dask-scheduler", default=None, metavar="ADDRESS",
+        help="train the LightGBM members on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786) with "
+        "lightgbm.dask; its workers read the parquet files themselves, so --data-dir must be at the same path on "
+        "them. CV, the neural members and verification stay on this machine. Needs: pip install .[dask]",
+    )
+    cluster.add_argument(
+        "--dask-local", type=int, default=None, metavar="N",
+        help="like --dask-scheduler, on a local Dask cluster of N worker processes with 1 thread each, started for the build",
+    )
+    parser.add_argument(
+        "--torch-processes", type=int, default=1, metavar="N",
+        help="train the neural members (MLP, TSMixer-Ext) data-parallel over N CPU processes with torch.distributed "
+        "(gloo): each takes a share of every step's eras and the gradients are averaged (default 1: one process)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -148,6 +164,9 @@ def run_build(argv: Sequence[str]) -> int:
         num_boost_round=args.trees,
         seed=args.seed,
         threads=args.threads,
+        dask_scheduler=args.dask_scheduler,
+        dask_local=args.dask_local,
+        torch_processes=args.torch_processes,
     )
     try:
         result = build(config)

@@ -48,7 +48,10 @@ class DataError(ValueError):
 
 @dataclass
 class EraFrame:
-    """The labelled rows of one split: ids, eras and an int8 feature matrix, rows ordered by era."""
+    """The labelled rows of one split: ids, eras and an int8 feature matrix, rows ordered by era.
+
+    `data_type` is the `data_type` value the rows were selected on (None: every row of the file).
+    """
 
     path: Path
     ids: np.ndarray
@@ -57,6 +60,7 @@ class EraFrame:
     feature_names: list[str]
     targets: pd.DataFrame
     dropped_rows: int = 0
+    data_type: str | None = None
     era_order: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,7 +83,8 @@ class EraFrame:
         """The same rows restricted to `names` (a copy of those int8 columns only)."""
         columns = [self.feature_names.index(name) for name in names]
         return EraFrame(
-            self.path, self.ids, self.eras, self.features[:, columns], list(names), self.targets, self.dropped_rows
+            self.path, self.ids, self.eras, self.features[:, columns], list(names), self.targets, self.dropped_rows,
+            self.data_type,
         )
 
     def missing_feature_eras(self) -> pd.DataFrame:
@@ -274,6 +279,7 @@ def load_split(
         feature_names=feature_names,
         targets=targets.iloc[order],
         dropped_rows=dropped,
+        data_type=data_type if DATA_TYPE_COL in meta_cols else None,
     )
 
 

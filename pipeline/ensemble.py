@@ -7,7 +7,7 @@ and is always scored and chosen on the main target.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ from pipeline.features import FeaturePipeline
 from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
 from pipeline.metrics import per_era_corr
 from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
+
+if TYPE_CHECKING:
+    from pipeline.distributed import DaskLGBMTrainer
 
 # Deeper trees that see more features per tree, with row bagging: the interactions across feature
 # groups that the example's 10 % column sample rarely puts into one tree.
@@ -90,13 +93,15 @@ PROBE = {"params": faster(EXAMPLE_PARAMS, 5), "rounds": 300, "era_stride": 4}
 
 @dataclass
 class LGBMSpec:
-    """A LightGBM member: its estimator, the target column it learns and the eras it trains on."""
+    """A LightGBM member: its estimator, the target column it learns and the eras it trains on.
+    With a `trainer`, `fit` trains on a Dask cluster (CV stays in this process)."""
 
     name: str
     estimator: LGBMMember
     train_target: str
     era_stride: int
     engineered: bool = True
+    trainer: DaskLGBMTrainer | None = None
 
     def _pipeline(self, pipeline: FeaturePipeline) -> FeaturePipeline:
         """The fitted pipeline, or its raw-features variant for a member that takes raw features
@@ -112,8 +117,12 @@ class LGBMSpec:
 
     def fit(self, splits: list[EraFrame], pipeline: FeaturePipeline, stage: str) -> None:
         """Train on the member's era stride of each split, with the settings CV chose, on the
-        features of `pipeline` (fitted on the same eras)."""
+        features of `pipeline` (fitted on the same eras); on the Dask cluster when one is set
+        (raw features: the workers read parquet themselves, see `build`)."""
         pipeline = self.pipeline_ = self._pipeline(pipeline)
+        if self.trainer is not None:
+            self.estimator.booster_ = self.trainer.fit_member(self.estimator, splits, self.era_stride, pipeline.raw_names_, self.train_target)
+            return
         self.estimator.fit_parts(
             [(pipeline.inputs(s), s.targets[self.train_target].to_numpy(), strided_rows(s, s.era_order, self.era_stride)) for s in splits],
             feature_names=pipeline.feature_names_,
@@ -145,13 +154,15 @@ class NeuralSpec:
     era_stride: int
     n_valid_eras: int = 40
     embargo: int | None = None
+    processes: int = 1
 
     def _fit(self, frame: EraFrame, eras: np.ndarray) -> None:
-        """Fit on `eras`, early-stopping on at most a quarter of them (small data keeps eras to fit on)."""
+        """Fit on `eras`, early-stopping on at most a quarter of them (small data keeps eras to fit on),
+        over `processes` CPU processes."""
         eras = list(eras[:: self.era_stride])
         n_valid = min(self.n_valid_eras, max(2, len(eras) // 4))
         self.estimator.set_params(n_valid_eras=n_valid, embargo=self.embargo)
-        self.estimator.fit(frame, eras=eras, target=self.train_target, aux_targets=self.aux_targets)
+        self.estimator.fit(frame, eras=eras, target=self.train_target, aux_targets=self.aux_targets, processes=self.processes)
 
     def cross_validate(self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]) -> CVResult:
         y = frame.targets[score_target].to_numpy()

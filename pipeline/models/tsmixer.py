@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -300,6 +301,57 @@ def torch_settings(threads: int, deterministic: bool, device: str) -> Iterator[N
         torch.use_deterministic_algorithms(old_deterministic)
 
 
+class Replicas:
+    """How one training process shares each optimizer step with others: here, alone.
+
+    `GlooReplicas` gives each rank a disjoint share of a step's eras, averages the gradients over
+    ranks and broadcasts the leader's early-stopping decision.
+    """
+
+    leader = True
+
+    def share(self, positions: np.ndarray) -> np.ndarray:
+        """This process's eras of one step."""
+        return positions
+
+    def average_gradients(self, network: nn.Module, rows: int) -> None:
+        """Make every process's gradients the row-weighted mean over processes (alone: unchanged)."""
+
+    def agree(self, stop: bool) -> bool:
+        """The leader's decision to stop training, known to every process."""
+        return stop
+
+
+class GlooReplicas(Replicas):
+    """Replicas over an initialized gloo process group: rank `rank` of `world` takes every
+    `world`-th era of a step, gradients are averaged weighted by rows, and rank 0 (the leader)
+    decides when to stop. Every rank must start from the same weights."""
+
+    def __init__(self, rank: int, world: int):
+        self.rank, self.world, self.leader = rank, world, rank == 0
+
+    def share(self, positions: np.ndarray) -> np.ndarray:
+        return positions[self.rank :: self.world]
+
+    def average_gradients(self, network: nn.Module, rows: int) -> None:
+        params = [p for p in network.parameters() if p.requires_grad]
+        sizes = [p.numel() for p in params]
+        flat = torch.cat(
+            [p.grad.reshape(-1) * rows if p.grad is not None else torch.zeros(p.numel()) for p in params]
+            + [torch.tensor([float(rows)]), torch.tensor([float(p.grad is not None) for p in params])]
+        )
+        dist.all_reduce(flat)
+        total, seen = flat[sum(sizes)], flat[sum(sizes) + 1 :]
+        for p, grad, used in zip(params, torch.split(flat[: sum(sizes)] / total, sizes), seen):
+            # A parameter no rank used keeps no gradient, as in one process (AdamW then skips it).
+            p.grad = grad.reshape(p.shape).clone() if used > 0 else None
+
+    def agree(self, stop: bool) -> bool:
+        decision = torch.tensor([int(stop)])
+        dist.broadcast(decision, src=0)
+        return bool(decision.item())
+
+
 class EraNetEstimator:
     """Shared by TSMixerExt and MLPBaseline: the era-batch training loop, prediction and export.
 
@@ -370,13 +422,19 @@ class EraNetEstimator:
         target: str = MAIN_TARGET,
         aux_targets: Sequence[str] = (),
         valid_eras: Sequence[str] | None = None,
+        processes: int = 1,
     ) -> "EraNetEstimator":
         """Train on whole eras of `frame` (all eras when None), early-stopping on validation CORR.
 
         Without `valid_eras`, the newest `n_valid_eras` eras of `eras` are held out after an embargo
         (`embargo`, or 8/16 eras from the targets' horizon). Auxiliary targets are outputs only.
+        `processes` > 1 trains data-parallel over that many CPU processes (`pipeline.distributed`).
         """
         self._check_params()
+        if processes < 1:
+            raise ValueError(f"processes must be at least 1, got {processes}")
+        if processes > 1 and self.device != "cpu":
+            raise ValueError(f"training over {processes} processes uses torch.distributed's gloo backend on CPU; set device='cpu'")
         aux_targets = list(aux_targets)
         missing = [t for t in [target, *aux_targets] if t not in frame.targets.columns]
         if missing:
@@ -406,7 +464,12 @@ class EraNetEstimator:
             self.target_ = target
             self.aux_targets_ = aux_targets
             self.fit_eras_, self.valid_eras_ = fit_eras, list(valid_data.eras)
-            self._train(network, train_data, valid_data, device)
+            if processes > 1:
+                from pipeline.distributed import train_data_parallel
+
+                train_data_parallel(self, train_data, valid_data, processes)
+            else:
+                self._train(network, train_data, valid_data, device)
         return self
 
     def _loss(self, main: torch.Tensor, aux: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
@@ -428,12 +491,17 @@ class EraNetEstimator:
             loss = loss - self.corr_weight * era_corr(pred[known], y[known], batch["row_era"][known], batch["n_eras"])
         return loss
 
-    def _train(self, network: nn.Module, train_data: EraBatches, valid_data: EraBatches, device: torch.device) -> None:
+    def _train(
+        self, network: nn.Module, train_data: EraBatches, valid_data: EraBatches, device: torch.device,
+        replicas: Replicas | None = None,
+    ) -> None:
         """AdamW over eras shuffled by a seeded Generator, with a linear warmup over the first epoch
         (Adam's early steps on one noisy era are otherwise large) then a per-step cosine decay to 5 %
-        of `lr` at `max_epochs`; keeps the best epoch."""
+        of `lr` at `max_epochs`; keeps the best epoch. `replicas` shares each step's eras between
+        processes (default: this process alone); only the leader scores and decides when to stop."""
         from tqdm.auto import tqdm
 
+        replicas = replicas or Replicas()
         rng = np.random.default_rng(self.seed)
         optimizer = torch.optim.AdamW(network.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         steps_per_epoch = math.ceil(len(train_data.eras) / self.eras_per_batch)
@@ -441,30 +509,43 @@ class EraNetEstimator:
             optimizer, lambda step: lr_factor(step, steps_per_epoch, steps_per_epoch * self.max_epochs)
         )
         best_corr, best_state, best_epoch, history = -np.inf, None, 0, []
-        bar = tqdm(range(1, self.max_epochs + 1), desc=type(self).__name__, unit="epoch", disable=not self.progress, leave=False)
+        bar = tqdm(
+            range(1, self.max_epochs + 1), desc=type(self).__name__, unit="epoch",
+            disable=not self.progress or not replicas.leader, leave=False,
+        )
         for epoch in bar:
             network.train()
             order = rng.permutation(len(train_data.eras))
             losses = []
             for start in range(0, len(order), self.eras_per_batch):
-                batch = train_data.batch(order[start : start + self.eras_per_batch], device)
-                main, aux = network(batch["x"], batch["row_era"], batch["n_eras"])
-                loss = self._loss(main, aux, batch)
+                positions = replicas.share(order[start : start + self.eras_per_batch])
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                rows = 0
+                if len(positions):
+                    batch = train_data.batch(positions, device)
+                    main, aux = network(batch["x"], batch["row_era"], batch["n_eras"])
+                    loss = self._loss(main, aux, batch)
+                    loss.backward()
+                    losses.append(float(loss.detach()))
+                    rows = len(batch["main"])
+                replicas.average_gradients(network, rows)
                 optimizer.step()
                 scheduler.step()
-                losses.append(float(loss.detach()))
-            per_era = self._score(network, valid_data, device)
-            corr = float(per_era.mean())
-            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_corr": corr, "valid_sharpe": summarize(per_era)["sharpe"]})
-            bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}", val_corr=f"{corr:.4f}")
-            if corr > best_corr:
-                best_corr, best_epoch, best_state = corr, epoch, copy.deepcopy(network.state_dict())
-            elif epoch - best_epoch >= self.patience:
+            stop = False
+            if replicas.leader:
+                per_era = self._score(network, valid_data, device)
+                corr = float(per_era.mean())
+                history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_corr": corr, "valid_sharpe": summarize(per_era)["sharpe"]})
+                bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}", val_corr=f"{corr:.4f}")
+                if corr > best_corr:
+                    best_corr, best_epoch, best_state = corr, epoch, copy.deepcopy(network.state_dict())
+                else:
+                    stop = epoch - best_epoch >= self.patience
+            if replicas.agree(stop):
                 break
         bar.close()
-        network.load_state_dict(best_state)
+        if replicas.leader:
+            network.load_state_dict(best_state)
         network.eval()
         self.best_epoch_ = best_epoch
         self.best_valid_corr_ = best_corr
