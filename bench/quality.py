@@ -31,11 +31,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[DEFAULT_WORLD.seed, DEFAULT_WORLD.seed + 1])
+    parser.add_argument("--threads", type=int, default=0, help="training threads (0: all cores; 1 on a busy machine)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             start = time.perf_counter()
-            result = build(BuildConfig(data_dir=world_dir(seed, Path(tmp)), out=Path(tmp) / f"model_{seed}.pkl", preset=args.preset))
+            result = build(BuildConfig(data_dir=world_dir(seed, Path(tmp)), out=Path(tmp) / f"model_{seed}.pkl", preset=args.preset, threads=args.threads))
             seconds = time.perf_counter() - start
             print(f"\nworld seed {seed} (default world {'yes' if seed == DEFAULT_WORLD.seed else 'no'}), preset {args.preset}, build {seconds:.0f} s")
             print(f"{'model':<16}{'CV mean':>9}{'val mean':>10}{'Sharpe':>8}{'max DD':>8}")

@@ -63,6 +63,7 @@ class BuildConfig:
     num_boost_round: int | None = None
     drop_unstable: bool = False
     refit: bool = True
+    neutralization: float | None = None
     seed: int = 0
     threads: int = 0
     dask_scheduler: str | None = None
@@ -270,8 +271,13 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
     oof_eras, oof_y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
     weights = fit_weights(oof, oof_y, oof_eras)
     proportion, neutral_table = choose_neutralization(blend_ranks(oof, weights, oof_eras), train.features[scored], oof_y, oof_eras)
+    if config.neutralization is not None:
+        if not 0 <= config.neutralization <= 1:
+            raise ValueError(f"--neutralization must be within 0..1, got {config.neutralization}")
+        logger.info("neutralization %.2f as asked (the CV preferred %.2f)", config.neutralization, proportion)
+        proportion = config.neutralization
     blend_cv, _ = cross_fold_blend(oof, oof_y, oof_eras, [va for _, va in folds], train.features[scored], proportion)
-    logger.info("blend weights %s, neutralization %.2f", dict(zip(cv, weights.round(3))), proportion)
+    logger.info("blend weights %s, neutralization %.2f", {name: round(float(w), 3) for name, w in zip(cv, weights)}, proportion)
 
     temporal, kept = temporal_analysis(train, config, folds, groups, pipeline_settings | {"mixing": False})
     if config.drop_unstable:
@@ -296,10 +302,12 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
         }
 
     val_eras = validation.eras[val_rows]
+    # Members the blend gives no weight are left out of the pickle (and of its refit).
+    shipped = [(spec, w) for spec, w in zip(specs, weights) if w > 0]
 
     def ensemble_on(x: np.ndarray) -> np.ndarray:
-        stacked = np.column_stack([spec.predict(x, val_eras) for spec in specs])
-        return ensemble_scores(stacked, weights, x, val_eras, proportion)
+        stacked = np.column_stack([spec.predict(x, val_eras) for spec, _ in shipped])
+        return ensemble_scores(stacked, np.array([w for _, w in shipped]), x, val_eras, proportion)
 
     ensemble_val = ensemble_scores(np.column_stack(val_scores), weights, validation.features[val_rows], val_eras, proportion)
     models["ensemble"] = {
@@ -311,13 +319,13 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
     importance["permutation_by_group"] = permutation_by_group(ensemble_on, validation, val_rows, config.target, groups, seed=config.seed)
 
     if config.refit:
-        logger.info("refitting every member on all labelled eras (train and validation) with the CV's settings")
+        logger.info("refitting the blended members (%s) on all labelled eras (train and validation) with the CV's settings", ", ".join(spec.name for spec, _ in shipped))
         refit_pipeline = FeaturePipeline(groups, **pipeline_settings).fit([(train, train.era_order), (validation, validation.era_order)])
-        for spec in specs:
+        for spec, _ in shipped:
             spec.fit([train, validation], refit_pipeline, "refit")
     state = {
         "feature_names": features,
-        "members": [spec.export(w) for spec, w in zip(specs, weights)],
+        "members": [spec.export(w) for spec, w in shipped],
         "neutralization": proportion,
     }
     with tempfile.TemporaryDirectory() as scratch:

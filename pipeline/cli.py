@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--trees", type=int, default=None, help="cap on every member's boosting rounds (default: each preset member's own, e.g. 2000 for Numerai's example)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed and data give the same pickle predictions)")
+    parser.add_argument(
+        "--neutralization", type=float, default=None, metavar="P",
+        help="proportion (0..1) of feature exposure to remove from the blend within each era (default: the CV's choice)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="training threads (default 0: all cores)")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument(
@@ -160,6 +164,7 @@ def run_build(argv: Sequence[str]) -> int:
         cv_max_train_eras=args.cv_max_train_eras,
         drop_unstable=args.drop_unstable,
         refit=args.refit,
+        neutralization=args.neutralization,
         era_stride=args.era_stride,
         num_boost_round=args.trees,
         seed=args.seed,

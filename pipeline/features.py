@@ -38,14 +38,17 @@ CORR_SAMPLE_ROWS = 50_000
 
 def correlation_clusters(x: np.ndarray, groups: np.ndarray, distance: float) -> list[np.ndarray]:
     """Columns of `x` clustered within each group by average linkage on 1 - |correlation|;
-    clusters of one feature are left out (their mean is the feature itself)."""
-    corr = np.nan_to_num(np.corrcoef(x.astype(np.float32), rowvar=False))
+    clusters of one feature are left out (their mean is the feature itself). Correlations are
+    computed one group at a time in float32, never as a float64 copy of all of `x`."""
     clusters = []
     for group in np.unique(groups):
         columns = np.flatnonzero(groups == group)
         if len(columns) < 2:
             continue
-        dist = 1.0 - np.abs(corr[np.ix_(columns, columns)])
+        z = x[:, columns].astype(np.float32)
+        z -= z.mean(axis=0)
+        z /= np.maximum(z.std(axis=0), 1e-6)
+        dist = 1.0 - np.abs(z.T @ z / len(z))
         np.fill_diagonal(dist, 0.0)
         labels = AgglomerativeClustering(
             n_clusters=None, metric="precomputed", linkage="average", distance_threshold=distance
@@ -85,13 +88,14 @@ def fit_group_mixer(
     optimizer = torch.optim.Adam([w1, b1, w2, b2], lr=MIXER_LR)
     flat_index = torch.as_tensor(index.ravel())
     order = np.random.default_rng(seed)
+    labels_of = {id(frame): frame.targets[targets].to_numpy(np.float32) for frame, _ in blocks}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for _ in range(epochs):
             for batch in np.array_split(order.permutation(len(blocks)), max(1, len(blocks) // MIXER_ERAS_PER_BATCH)):
                 x = np.vstack([blocks[i][0].features[blocks[i][1]] for i in batch])
-                y = np.vstack([blocks[i][0].targets[targets].to_numpy(np.float32)[blocks[i][1]] for i in batch])
+                y = np.vstack([labels_of[id(blocks[i][0])][blocks[i][1]] for i in batch])
                 scaled = torch.cat([(torch.as_tensor(x, dtype=torch.float32) - 2.0) / 2.0, torch.zeros(len(x), 1)], dim=1)
                 grouped = scaled[:, flat_index].reshape(len(x), n_groups, width).transpose(0, 1)
                 hidden_units = torch.nn.functional.gelu(torch.matmul(grouped, w1) + b1[:, None, :], approximate="tanh")
