@@ -1,12 +1,14 @@
 """Benchmark of TSMixer-Ext against the plain MLP and Numerai's example LightGBM, on the default world.
 
 1. The neural models train on every `--era-stride`-th train era (default: all) with the same epoch
-   budget, learning rate and early stopping (the newest `--valid-eras` of those eras after an
-   8-era embargo); the example LightGBM trains on every 4th era, as build.py trains it. All are
-   scored once with per-era numerai_corr on the validation eras more than 8 eras after the last
-   train era; nothing is chosen on them.
-2. The MLP on scaled features (the plain baseline) and on per-bin one-hot inputs (the same input
-   freedom as TSMixer-Ext); with `--ablations`, TSMixer-Ext without era context and without bins.
+   budget and early stopping (the newest `--valid-eras` of those eras after an 8-era embargo);
+   TSMixer-Ext at `--tsmixer-lr` without dropout, the MLPs at `--lr` with dropout 0.1 (each net's
+   settings chosen on the train-era early-stopping CORR). The example LightGBM trains on every 4th
+   era, as build.py trains it. All are scored once with per-era numerai_corr on the validation
+   eras more than 8 eras after the last train era; nothing is chosen on them.
+2. The MLP on scaled features (the plain baseline) and on per-bin one-hot inputs; the ablations of
+   TSMixer-Ext without era context and with a regression head instead of the 5-class CE head; with
+   `--ablations`, also contiguous-chunk tokens instead of correlation clusters, and bin embeddings.
 3. Optionally (`--search-trials N`), a bounded `search` (walk-forward CV inside train).
 4. The numpy forward pass of an exported TSMixer-Ext at Numerai's width (6,720 rows x 2,748
    features), timed in a separate process with one BLAS/OpenMP thread.
@@ -14,7 +16,7 @@
 `--threads` defaults to 1: on a busy 2-core machine two torch threads were measured 10x slower per
 step than one (OpenMP oversubscription).
 
-Run: `python bench/tsmixer.py [--threads 1] [--epochs 12] [--era-stride 1] [--ablations] [--search-trials 0]`.
+Run: `python -m bench.tsmixer [--threads 1] [--epochs 12] [--era-stride 1] [--ablations] [--search-trials 0]`.
 """
 
 from __future__ import annotations
@@ -101,11 +103,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=3e-3, help="the MLPs' learning rate")
+    parser.add_argument("--tsmixer-lr", type=float, default=2e-2)
     parser.add_argument("--era-stride", type=int, default=1)
     parser.add_argument("--valid-eras", type=int, default=40)
     parser.add_argument("--eras-per-batch", type=int, default=2)
-    parser.add_argument("--ablations", action="store_true", help="also train TSMixer-Ext without context / bins")
+    parser.add_argument("--ablations", action="store_true", help="also TSMixer-Ext with contiguous tokens / bins")
     parser.add_argument("--search-trials", type=int, default=0)
     parser.add_argument("--search-budget", type=float, default=240.0)
     parser.add_argument("--search-epochs", type=int, default=3)
@@ -133,15 +136,18 @@ def main() -> None:
     common = {"max_epochs": args.epochs, "patience": args.patience, "threads": args.threads, "seed": args.seed,
               "n_valid_eras": args.valid_eras, "eras_per_batch": args.eras_per_batch, "progress": False}
     trained = common | {"lr": args.lr}
-    tsm_params = {"d": 16, "ff": 32, "context_dim": 8, "n_block": 2} | trained
+    tsm_params = {"d": 32, "ff": 64, "context_dim": 8, "n_block": 2, "token_size": 10, "dropout": 0.0} | common | {
+        "lr": args.tsmixer_lr}
     runs = {
         "tsmixer_ext": TSMixerExt(**tsm_params, feature_sets=sets),
         "mlp": MLPBaseline(hidden=(64, 64), **trained),
         "mlp_one_hot": MLPBaseline(hidden=(64, 64), one_hot=True, **trained),
+        "tsmixer_ext_no_context": TSMixerExt(**tsm_params | {"era_context": False}, feature_sets=sets),
+        "tsmixer_ext_regression": TSMixerExt(**tsm_params | {"head": "regression"}, feature_sets=sets),
     }
     if args.ablations:
-        runs["tsmixer_ext_no_context"] = TSMixerExt(**tsm_params | {"era_context": False}, feature_sets=sets)
-        runs["tsmixer_ext_no_bins"] = TSMixerExt(**tsm_params | {"bin_embedding": False}, feature_sets=sets)
+        runs["tsmixer_ext_contiguous_tokens"] = TSMixerExt(**tsm_params | {"cluster_tokens": False}, feature_sets=sets)
+        runs["tsmixer_ext_bins"] = TSMixerExt(**tsm_params | {"bin_embedding": True}, feature_sets=sets)
     rows, preds = [], {}
     for name, model in runs.items():
         t0 = time.perf_counter()
@@ -176,10 +182,10 @@ def main() -> None:
     t0 = time.perf_counter()
     search_table = None
     if args.search_trials > 0:
-        space = {"n_block": [1, 2], "d": [16, 32], "dropout": [0.0, 0.1], "lr": [1e-3, 3e-3],
-                 "era_context": [True, False], "bin_embedding": [True, False]}
+        space = {"n_block": [1, 2], "d": [16, 32], "dropout": [0.0, 0.1], "lr": [3e-3, 2e-2],
+                 "era_context": [True, False], "cluster_tokens": [True, False]}
         search_table = search(
-            train, space=space, base_params={"ff": 32, "context_dim": 8, "feature_sets": sets}
+            train, space=space, base_params={"ff": 64, "context_dim": 8, "feature_sets": sets}
             | common | {"max_epochs": args.search_epochs},
             n_trials=args.search_trials, budget_s=args.search_budget, n_splits=1, eras=fit_eras,
             aux_targets=aux, seed=args.seed,

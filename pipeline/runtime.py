@@ -234,14 +234,11 @@ def np_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray
     return flat.reshape(*x.shape[:-1], weight.shape[0])
 
 
-def np_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    """torch.nn.LayerNorm over the last axis (biased variance)."""
-    centred = x - x.mean(-1, keepdims=True)
-    scale = np.sqrt(np.square(centred).mean(-1, keepdims=True) + eps)
-    centred /= scale
-    centred *= weight
-    centred += bias
-    return centred
+def np_rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """RMSNorm over the last axis: x / sqrt(mean(x**2) + eps) * weight, as the training side's."""
+    out = x / np.sqrt(np.square(x).mean(-1, keepdims=True) + eps)
+    out *= weight
+    return out
 
 
 def np_softmax(z: np.ndarray) -> np.ndarray:
@@ -287,7 +284,7 @@ def bin_embedding_tokens(x: np.ndarray, index: np.ndarray, bin_w: np.ndarray) ->
 
 def tsmixer_forward(arrays: dict, config: dict, x: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """TSMixer-Ext on the scaled rows of ONE era: (main outputs [N, 5 or 1], auxiliary outputs [N, A])."""
-    a, eps = arrays, config["layer_norm_eps"]
+    a, eps = arrays, config["norm_eps"]
     n = len(x)
     padded = np.concatenate([x, np.zeros((n, 1), dtype=x.dtype)], axis=1)
     grouped = padded[:, index.ravel()].reshape(n, *index.shape).transpose(1, 0, 2)
@@ -303,10 +300,10 @@ def tsmixer_forward(arrays: dict, config: dict, x: np.ndarray, index: np.ndarray
         context = np_gelu(np_linear(np.concatenate([mean, std]), a["context.weight"], a["context.bias"]))
     for i in range(config["n_block"]):
         p = f"blocks.{i}."
-        z = np_layer_norm(h, a[p + "token_norm.weight"], a[p + "token_norm.bias"], eps)
+        z = np_rms_norm(h, a[p + "token_norm.weight"], eps)
         z = np_gelu(np_linear(z.transpose(0, 2, 1), a[p + "token_mix.weight"], a[p + "token_mix.bias"]))
         h = h + z.transpose(0, 2, 1)
-        z = np_layer_norm(h, a[p + "feature_norm.weight"], a[p + "feature_norm.bias"], eps)
+        z = np_rms_norm(h, a[p + "feature_norm.weight"], eps)
         w1 = a[p + "ff1.weight"]
         pre = np_linear(z, w1[:, :d], a[p + "ff1.bias"])
         if context is not None:

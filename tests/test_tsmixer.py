@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,14 @@ from pipeline.models.tsmixer import (
     n_parameters,
     padded_token_index,
     search,
+    cluster_tokens,
     token_groups,
 )
 from pipeline.verify import write_verified_pickle
 from tests.conftest import write_foreign_layout
 
-SMALL = {"d": 8, "ff": 16, "context_dim": 4, "max_group_size": 6, "max_epochs": 3, "patience": 2, "progress": False}
+SMALL = {"d": 8, "ff": 16, "context_dim": 4, "token_size": 3, "bin_embedding": True, "lr": 3e-3, "max_epochs": 3,
+         "patience": 2, "progress": False}
 MLP_SMALL = {"hidden": (16, 8), "max_epochs": 3, "patience": 2, "progress": False}
 
 
@@ -66,6 +69,33 @@ def test_token_groups_fall_back_to_contiguous_chunks() -> None:
     assert tokens == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
     with pytest.raises(ValueError, match="max_group_size"):
         token_groups(["a"], None, max_group_size=0)
+
+
+def test_cluster_tokens_recover_correlated_clusters_within_groups() -> None:
+    """Columns of two latent clusters, interleaved, come back as two tokens; groups never merge."""
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(2000, 2))
+    cluster_of = np.array([0, 1] * 6)
+    x = factors[:, cluster_of] + 0.5 * rng.normal(size=(2000, 12))
+    bins = np.argsort(np.argsort(x, axis=0), axis=0) * 5 // 2000
+    tokens = cluster_tokens(bins.astype(np.int8), [list(range(10)), [10, 11]], token_size=5)
+    assert sorted(map(sorted, tokens)) == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9], [10, 11]]
+    assert max(len(t) for t in cluster_tokens(bins, [list(range(12))], token_size=2)) <= 4
+    with pytest.raises(ValueError, match="token_size"):
+        cluster_tokens(bins, [list(range(12))], token_size=0)
+
+
+def test_clustered_tokens_look_only_at_fit_eras(world: dict) -> None:
+    train = world["train"]
+    model = TSMixerExt(**SMALL | {"max_epochs": 1}, feature_sets=world["sets"]).fit(train)
+    assert sorted(i for t in model.tokens_ for i in t) == list(range(len(world["features"])))
+    rng = np.random.default_rng(1)
+    shuffled = copy.copy(train)
+    shuffled.features = train.features.copy()
+    rows = train.select_eras(model.valid_eras_)
+    shuffled.features[rows] = rng.integers(0, 5, size=(len(rows), len(world["features"])), dtype=np.int8)
+    again = TSMixerExt(**SMALL | {"max_epochs": 1}, feature_sets=world["sets"]).fit(shuffled)
+    assert again.tokens_ == model.tokens_
 
 
 @pytest.mark.parametrize("era_context", [True, False])
@@ -213,13 +243,13 @@ def _compare(model, train: nd.EraFrame) -> None:
     "params",
     [
         {"era_context": True, "head": "ce"},
-        {"era_context": False, "head": "ce", "bin_embedding": False},
+        {"era_context": False, "head": "ce", "bin_embedding": False, "cluster_tokens": False},
         {"era_context": True, "head": "regression", "n_block": 3},
         {"era_context": True, "head": "ce", "aux_weight": 0.3, "corr_weight": 0.5, "eras_per_batch": 3},
     ],
 )
 def test_numpy_forward_matches_torch(world: dict, params: dict) -> None:
-    model = TSMixerExt(**SMALL | {"max_epochs": 2}, **params, feature_sets=world["sets"])
+    model = TSMixerExt(**SMALL | {"max_epochs": 2} | params, feature_sets=world["sets"])
     _compare(model.fit(world["train"], aux_targets=world["aux"][:3]), world["train"])
 
 

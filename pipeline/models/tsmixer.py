@@ -39,8 +39,10 @@ NON_GROUP_SETS = frozenset({"small", "medium", "all", "sunshine", "rain", "midni
 # Regression losses are taken on 4 * (prediction - target) so that they are of the order of the
 # 5-class cross-entropy (the target's standard deviation is about 0.22).
 REGRESSION_SCALE = 4.0
-LAYER_NORM_EPS = 1e-5
+NORM_EPS = 1e-5
 CONTEXT_EPS = 1e-5
+# Rows of the fit eras used to measure feature correlations for the token clusters (every k-th row).
+CLUSTER_ROWS = 60_000
 N_BINS = 5
 
 
@@ -77,6 +79,40 @@ def token_groups(
     return tokens
 
 
+def cluster_tokens(
+    features: np.ndarray, groups: Sequence[Sequence[int]], token_size: int
+) -> list[list[int]]:
+    """Tokens of correlated features: each group's columns clustered by average linkage on 1 - corr
+    into ceil(size / token_size) clusters, clusters over 2 * token_size split into chunks.
+
+    Numerai's features come in clusters of strongly correlated columns inside each group, in no
+    particular column order; a token that lines up with a cluster can carry its mean (and nonlinear
+    functions of it) in one channel. `features` are rows of the fit eras only.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    if token_size < 1:
+        raise ValueError(f"token_size must be at least 1, got {token_size}")
+    tokens: list[list[int]] = []
+    for members in map(np.asarray, groups):
+        n_clusters = math.ceil(len(members) / token_size)
+        if n_clusters > 1:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = np.nan_to_num(np.corrcoef(features[:, members].astype(np.float32), rowvar=False))
+            distance = np.clip(1.0 - corr, 0.0, 2.0)
+            np.fill_diagonal(distance, 0.0)
+            tree = linkage(squareform(distance, checks=False), method="average")
+            labels = fcluster(tree, n_clusters, criterion="maxclust")
+            clusters = [members[labels == label] for label in np.unique(labels)]
+        else:
+            clusters = [members]
+        for cluster in clusters:
+            n_chunks = math.ceil(len(cluster) / (2 * token_size))
+            tokens.extend(chunk.tolist() for chunk in np.array_split(cluster, n_chunks))
+    return tokens
+
+
 def padded_token_index(tokens: Sequence[Sequence[int]], n_features: int) -> np.ndarray:
     """[G, P] column indices, padded with `n_features` (a zero column appended to the input)."""
     width = max(len(t) for t in tokens)
@@ -107,14 +143,28 @@ def era_mean(values: torch.Tensor, row_era: torch.Tensor, n_eras: int) -> torch.
     return (onehot @ values) / onehot.sum(1, keepdim=True)
 
 
+class RMSNorm(nn.Module):
+    """Scale each token's d channels to unit root-mean-square, with a learned gain and no centring.
+
+    Unlike LayerNorm it keeps the sign and relative size of a token's channels (a cluster mean in
+    one channel stays a cluster mean), which the squared-mean and interaction terms need."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + NORM_EPS) * self.weight
+
+
 class MixerBlock(nn.Module):
     """Token mixing over the G axis, then feature mixing over channels conditioned on the era context."""
 
     def __init__(self, n_tokens: int, d: int, ff: int, context_dim: int, dropout: float):
         super().__init__()
-        self.token_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.token_norm = RMSNorm(d)
         self.token_mix = nn.Linear(n_tokens, n_tokens)
-        self.feature_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.feature_norm = RMSNorm(d)
         self.ff1 = nn.Linear(d + context_dim, ff)
         self.ff2 = nn.Linear(ff, d)
         self.dropout = nn.Dropout(dropout)
@@ -132,9 +182,8 @@ class MixerBlock(nn.Module):
 class TSMixerNet(nn.Module):
     """Group tokens -> mixer blocks -> projection G -> K targets -> main and auxiliary heads.
 
-    Normalization is pre-branch only: a LayerNorm over each token's d channels before the output
-    projection would normalize away the scale of the mostly linear signal on the residual stream
-    (with it the net learned ~6x slower than the MLP on the train-era early-stopping CORR).
+    Normalization is pre-branch RMSNorm only: a norm on the residual stream before the output
+    projection would normalize away the scale of the mostly linear signal carried there.
     """
 
     def __init__(
@@ -373,7 +422,8 @@ class EraNetEstimator:
             setattr(self, name, value)
         return self
 
-    def _build_network(self, n_features: int, feature_names: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
+    def _build_network(self, frame: EraFrame, fit_eras: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
+        """The untrained network; `fit_eras` are the only eras a fitted input choice may look at."""
         raise NotImplementedError
 
     def _export_config(self) -> dict[str, Any]:
@@ -456,9 +506,7 @@ class EraNetEstimator:
             raise ValueError("no rows to fit or to early-stop on: the given eras are not in the frame")
         with torch_settings(self.threads, True, self.device):
             torch.manual_seed(self.seed)
-            network = self._build_network(
-                frame.features.shape[1], frame.feature_names, 5 if self.head == "ce" else 1, len(aux_targets)
-            ).to(device)
+            network = self._build_network(frame, fit_eras, 5 if self.head == "ce" else 1, len(aux_targets)).to(device)
             self.network_ = network
             self.feature_names_ = list(frame.feature_names)
             self.target_ = target
@@ -613,7 +661,7 @@ class EraNetEstimator:
             "target": self.target_,
             "aux_targets": list(self.aux_targets_),
             "feature_names": list(self.feature_names_),
-            "layer_norm_eps": LAYER_NORM_EPS,
+            "norm_eps": NORM_EPS,
             "context_eps": CONTEXT_EPS,
         } | self._export_config()
         return {"name": name or self.kind, "kind": self.kind, "weight": float(weight), "arrays": arrays, "config": config}
@@ -622,8 +670,10 @@ class EraNetEstimator:
 class TSMixerExt(EraNetEstimator):
     """TSMixer-Ext on feature-group tokens with an era context (the current era's token statistics).
 
-    `bin_embedding` adds a learned vector per (feature, bin) to each group token, on top of the
-    linear projection of the scaled features.
+    Tokens: with `cluster_tokens`, each named group's features clustered by their correlation on
+    the fit eras into tokens of about `token_size` features (at most twice that); otherwise
+    contiguous chunks of at most `token_size` features of each group. `bin_embedding` adds a learned
+    vector per (feature, bin) to each token, on top of the linear projection of the scaled features.
     """
 
     kind = "tsmixer"
@@ -633,17 +683,18 @@ class TSMixerExt(EraNetEstimator):
         d: int = 32,
         n_block: int = 2,
         ff: int = 64,
-        context_dim: int = 16,
+        context_dim: int = 8,
         era_context: bool = True,
-        bin_embedding: bool = True,
-        max_group_size: int = 32,
+        bin_embedding: bool = False,
+        token_size: int = 10,
+        cluster_tokens: bool = True,
         feature_sets: Mapping[str, Sequence[str]] | None = None,
-        dropout: float = 0.1,
+        dropout: float = 0.0,
         head: str = "ce",
         aux_loss_weight: float = 1.0,
         corr_weight: float = 0.0,
         aux_weight: float = 0.0,
-        lr: float = 1e-3,
+        lr: float = 2e-2,
         weight_decay: float = 1e-4,
         max_epochs: int = 30,
         patience: int = 5,
@@ -661,7 +712,8 @@ class TSMixerExt(EraNetEstimator):
         self.context_dim = context_dim
         self.era_context = era_context
         self.bin_embedding = bin_embedding
-        self.max_group_size = max_group_size
+        self.token_size = token_size
+        self.cluster_tokens = cluster_tokens
         self.feature_sets = feature_sets
         self.dropout = dropout
         self.head = head
@@ -680,11 +732,18 @@ class TSMixerExt(EraNetEstimator):
         self.device = device
         self.progress = progress
 
-    def _build_network(self, n_features: int, feature_names: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
-        for name in ("d", "n_block", "ff", "context_dim"):
+    def _build_network(self, frame: EraFrame, fit_eras: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
+        for name in ("d", "n_block", "ff", "context_dim", "token_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        self.tokens_ = token_groups(feature_names, self.feature_sets, self.max_group_size)
+        n_features = frame.features.shape[1]
+        if self.cluster_tokens:
+            groups = token_groups(frame.feature_names, self.feature_sets, n_features)
+            rows = frame.select_eras(fit_eras)
+            rows = rows[:: math.ceil(len(rows) / CLUSTER_ROWS)]
+            self.tokens_ = cluster_tokens(frame.features[rows], groups, self.token_size)
+        else:
+            self.tokens_ = token_groups(frame.feature_names, self.feature_sets, self.token_size)
         index = padded_token_index(self.tokens_, n_features)
         return TSMixerNet(
             index, n_features, self.d, self.n_block, self.ff, self.context_dim, self.era_context, self.bin_embedding,
@@ -746,11 +805,11 @@ class MLPBaseline(EraNetEstimator):
         self.device = device
         self.progress = progress
 
-    def _build_network(self, n_features: int, feature_names: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
+    def _build_network(self, frame: EraFrame, fit_eras: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
         hidden = [int(h) for h in self.hidden]
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden must list at least one positive layer width, got {self.hidden}")
-        return MLPNet(n_features, hidden, self.dropout, self.one_hot, n_main, n_aux)
+        return MLPNet(frame.features.shape[1], hidden, self.dropout, self.one_hot, n_main, n_aux)
 
     def _export_config(self) -> dict[str, Any]:
         return {"architecture": "mlp", "n_layers": len(self.hidden), "one_hot": bool(self.one_hot)}
@@ -773,7 +832,8 @@ DEFAULT_SPACE: dict[str, list[Any]] = {
     "d": [16, 32, 48],
     "ff": [32, 64, 128],
     "dropout": [0.0, 0.1, 0.2],
-    "lr": [3e-4, 1e-3, 3e-3],
+    "lr": [3e-3, 1e-2, 2e-2],
+    "cluster_tokens": [True, False],
     "era_context": [True, False],
     "bin_embedding": [True, False],
     "head": ["ce", "regression"],
