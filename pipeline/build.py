@@ -28,9 +28,17 @@ from pipeline.analysis import (
 from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
 from pipeline.cv import EraWalkForward, default_embargo, holdout_eras
 from pipeline.distributed import DaskLGBMTrainer, dask_trainer
-from pipeline.ensemble import PROBE, NeuralSpec, aux_targets, member_specs, member_targets, oof_matrix
+from pipeline.ensemble import (
+    PROBE,
+    LGBMSpec,
+    NeuralSpec,
+    aux_targets,
+    member_specs,
+    member_targets,
+    oof_matrix,
+)
 from pipeline.evaluate import CVResult, cv_lgbm
-from pipeline.features import FeaturePipeline
+from pipeline.features import RAW_FEATURES, FeaturePipeline
 from pipeline.metrics import summarize
 from pipeline.models.lgbm import LGBMMember
 from pipeline.report import summary_table, write_report
@@ -163,7 +171,7 @@ def choose_feature_pipeline(
         "without cluster means": {"clusters": False},
         "without group statistics": {"group_stats": False},
         "without group mixers": {"mixing": False},
-        "raw features only": {"clusters": False, "group_stats": False, "mixing": False},
+        "raw features only": RAW_FEATURES,
     }
     scores = {
         label: probe_cv(frame, folds, [p.variant(**changes) for p in fitted], config, label) for label, changes in variants.items()
@@ -261,8 +269,12 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
     scored_eras = holdout_eras(train.era_order, validation.era_order, embargo)
     logger.info("members: %s; %d CV folds, embargo %d eras", ", ".join(f"{s.name} ({s.train_target})" for s in specs), len(folds), embargo)
 
-    mixer_targets = [config.target, *aux_targets(train, config.target, "_20")]
-    pipelines, pipeline_settings, feature_report = choose_feature_pipeline(train, folds, groups, config, mixer_targets)
+    if any(isinstance(spec, LGBMSpec) and spec.engineered for spec in specs):
+        mixer_targets = [config.target, *aux_targets(train, config.target, "_20")]
+        pipelines, pipeline_settings, feature_report = choose_feature_pipeline(train, folds, groups, config, mixer_targets)
+    else:
+        pipeline_settings = RAW_FEATURES
+        pipelines, feature_report = fold_pipelines(train, folds, groups, RAW_FEATURES), {"chosen": RAW_FEATURES}
     cv: dict[str, CVResult] = {}
     for spec in specs:
         cv[spec.name] = spec.cross_validate(train, folds, config.target, pipelines)

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data import EraFrame
-from pipeline.features import FeaturePipeline
 from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
+from pipeline.features import RAW_FEATURES, FeaturePipeline
 from pipeline.metrics import per_era_corr
 from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
 
@@ -110,7 +110,7 @@ class LGBMSpec:
     def _pipeline(self, pipeline: FeaturePipeline) -> FeaturePipeline:
         """The fitted pipeline, or its raw-features variant for a member that takes raw features
         (Numerai's example model, so that its figures are the example's)."""
-        return pipeline if self.engineered else pipeline.variant(missing="keep", clusters=False, group_stats=False, mixing=False)
+        return pipeline if self.engineered else pipeline.variant(**RAW_FEATURES)
 
     def cross_validate(self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]) -> CVResult:
         """Out-of-fold CV that also fixes the member's number of trees to the CV's choice."""

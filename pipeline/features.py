@@ -27,6 +27,8 @@ from pipeline.runtime import (
 )
 
 MISSING_POLICIES = ("keep", "nan")
+# Settings of the pipeline of members that take the features as they are (Numerai's example model).
+RAW_FEATURES = {"missing": "keep", "clusters": False, "group_stats": False, "mixing": False}
 # Group mixers: hidden units per group, epochs, Adam's learning rate and eras per batch.
 MIXER_HIDDEN = 8
 MIXER_EPOCHS = 4
@@ -36,23 +38,28 @@ MIXER_ERAS_PER_BATCH = 4
 CORR_SAMPLE_ROWS = 50_000
 
 
+def cluster_labels(x: np.ndarray, n_clusters: int | None = None, distance: float | None = None) -> np.ndarray:
+    """Cluster label of each column of `x`: average linkage on 1 - |correlation|, cut at
+    `n_clusters` clusters or at `distance`. Correlations in float32, never a float64 copy of `x`."""
+    z = x.astype(np.float32)
+    z -= z.mean(axis=0)
+    z /= np.maximum(z.std(axis=0), 1e-6)
+    dist = 1.0 - np.abs(z.T @ z / len(z))
+    np.fill_diagonal(dist, 0.0)
+    return AgglomerativeClustering(
+        n_clusters=n_clusters, metric="precomputed", linkage="average", distance_threshold=distance
+    ).fit_predict(np.clip(dist, 0.0, 1.0))
+
+
 def correlation_clusters(x: np.ndarray, groups: np.ndarray, distance: float) -> list[np.ndarray]:
-    """Columns of `x` clustered within each group by average linkage on 1 - |correlation|;
-    clusters of one feature are left out (their mean is the feature itself). Correlations are
-    computed one group at a time in float32, never as a float64 copy of all of `x`."""
+    """Columns of `x` clustered within each group (`cluster_labels` cut at `distance`); clusters of
+    one feature are left out (their mean is the feature itself)."""
     clusters = []
     for group in np.unique(groups):
         columns = np.flatnonzero(groups == group)
         if len(columns) < 2:
             continue
-        z = x[:, columns].astype(np.float32)
-        z -= z.mean(axis=0)
-        z /= np.maximum(z.std(axis=0), 1e-6)
-        dist = 1.0 - np.abs(z.T @ z / len(z))
-        np.fill_diagonal(dist, 0.0)
-        labels = AgglomerativeClustering(
-            n_clusters=None, metric="precomputed", linkage="average", distance_threshold=distance
-        ).fit_predict(dist)
+        labels = cluster_labels(x[:, columns], distance=distance)
         clusters += [columns[labels == k] for k in np.unique(labels) if (labels == k).sum() > 1]
     return clusters
 
@@ -148,7 +155,7 @@ class FeaturePipeline:
         self.cluster_distance = cluster_distance
         self.seed = seed
 
-    def fit(self, parts: Sequence[tuple[EraFrame, Sequence[str]]]) -> "FeaturePipeline":
+    def fit(self, parts: Sequence[tuple[EraFrame, Sequence[str]]]) -> FeaturePipeline:
         """Learn the transform from the given eras of each (frame, eras) part, nothing else."""
         if self.missing not in MISSING_POLICIES:
             raise ValueError(f"missing policy must be one of {MISSING_POLICIES}, got {self.missing!r}")
@@ -187,7 +194,7 @@ class FeaturePipeline:
         self.transform_ = transform | {"extra_names": extra}
         self.feature_names_ = self.raw_names_ + extra
 
-    def variant(self, **changes: object) -> "FeaturePipeline":
+    def variant(self, **changes: object) -> FeaturePipeline:
         """This fitted pipeline with transforms switched off or another missing policy, without
         refitting (the ablation compares variants of one fit)."""
         turned_on = [k for k in ("clusters", "group_stats", "mixing") if changes.get(k) and not getattr(self, k)]
@@ -208,7 +215,7 @@ class FeaturePipeline:
         """Transformed float32 rows of whole eras, for prediction (`runtime.model_matrix`)."""
         return model_matrix(self.transform_, features, eras)
 
-    def inputs(self, frame: EraFrame) -> "TransformedFrame":
+    def inputs(self, frame: EraFrame) -> TransformedFrame:
         """The frame's rows as this pipeline presents them to LightGBM: only per-era figures are
         computed here (missing features, group means); the rest is done batch by batch."""
         era_codes = np.searchsorted(frame.era_order, frame.eras).astype(np.int32)

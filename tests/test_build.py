@@ -28,6 +28,13 @@ def test_build_writes_a_verified_pickle_and_report(tiny_world: Path, tmp_path: P
     assert set(figures) >= {"mean", "std", "sharpe", "max_drawdown", "eras"} and figures["eras"] > 0
     assert len(report["models"]["lgbm_example"]["validation_per_era"]) == figures["eras"]
     assert verify_pickle(out, tiny_world / "live.parquet").ok
+    ablation = report["feature_pipeline"]["ablation"]
+    assert set(ablation) == {
+        "all transforms", "missing features as NaN", "without cluster means", "without group statistics",
+        "without group mixers", "raw features only",
+    } and all(v["eras"] > 0 for v in ablation.values())
+    assert set(report["feature_pipeline"]["chosen"]) == {"missing", "clusters", "group_stats", "mixing"}
+    assert "Feature pipeline" in (tmp_path / "model_report" / "report.html").read_text()
 
 
 def test_build_on_a_foreign_layout_with_binary_targets(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -24,7 +24,7 @@ from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMMember
 from pipeline.models.tsmixer import TSMixerExt
 from pipeline.runtime import booster_predict
 
-TSMIXER_SMALL = {"d": 8, "ff": 16, "context_dim": 4, "max_group_size": 6, "max_epochs": 4, "patience": 2,
+TSMIXER_SMALL = {"d": 8, "ff": 16, "context_dim": 4, "token_size": 6, "max_epochs": 4, "patience": 2,
                  "eras_per_batch": 2, "progress": False}
 
 

@@ -103,7 +103,7 @@ def test_group_mixers_are_cross_fitted_and_match_torch(tiny_world: Path, groups:
     assert first and second and not first & second and first | second == set(frame.era_order)
     # Training rows of each half carry the other half's mixer; rows it never saw (live) the average.
     inputs = pipeline.inputs(frame)
-    era = sorted(first)[0]
+    era = min(first)
     rows = frame.select_eras([era])
     np.testing.assert_allclose(inputs.mixed[rows], mixer_features(mixer, frame.features[rows], [1]), atol=1e-6)
     live = model_matrix(pipeline.transform_, frame.features[rows], frame.eras[rows])[:, len(features) :]

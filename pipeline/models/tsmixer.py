@@ -29,6 +29,7 @@ from torch import nn
 
 from pipeline.cv import EraWalkForward, default_embargo
 from pipeline.data import FEATURE_GROUPS, MAIN_TARGET, EraFrame
+from pipeline.features import cluster_labels
 from pipeline.metrics import per_era_corr, summarize
 
 CLASS_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -82,28 +83,20 @@ def token_groups(
 def cluster_tokens(
     features: np.ndarray, groups: Sequence[Sequence[int]], token_size: int
 ) -> list[list[int]]:
-    """Tokens of correlated features: each group's columns clustered by average linkage on 1 - corr
+    """Tokens of correlated features: each group's columns clustered by average linkage on 1 - |corr|
     into ceil(size / token_size) clusters, clusters over 2 * token_size split into chunks.
 
     Numerai's features come in clusters of strongly correlated columns inside each group, in no
     particular column order; a token that lines up with a cluster can carry its mean (and nonlinear
     functions of it) in one channel. `features` are rows of the fit eras only.
     """
-    from scipy.cluster.hierarchy import fcluster, linkage
-    from scipy.spatial.distance import squareform
-
     if token_size < 1:
         raise ValueError(f"token_size must be at least 1, got {token_size}")
     tokens: list[list[int]] = []
     for members in map(np.asarray, groups):
         n_clusters = math.ceil(len(members) / token_size)
         if n_clusters > 1:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                corr = np.nan_to_num(np.corrcoef(features[:, members].astype(np.float32), rowvar=False))
-            distance = np.clip(1.0 - corr, 0.0, 2.0)
-            np.fill_diagonal(distance, 0.0)
-            tree = linkage(squareform(distance, checks=False), method="average")
-            labels = fcluster(tree, n_clusters, criterion="maxclust")
+            labels = cluster_labels(features[:, members], n_clusters=n_clusters)
             clusters = [members[labels == label] for label in np.unique(labels)]
         else:
             clusters = [members]
