@@ -58,15 +58,19 @@ def test_load_split_keeps_int8_labelled_rows_sorted_by_era(tiny_world: Path, cap
 def test_load_split_reads_only_requested_columns(tiny_world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     features = nd.resolve_features(tiny_world, "small")
     asked: list[list[str]] = []
-    original = nd.pq.ParquetFile.iter_batches
+    original = nd.pq.ParquetFile.read_row_group
 
-    def spy(self, *args, columns=None, **kwargs):
+    def spy(self, group, columns=None, **kwargs):
         asked.append(list(columns))
-        return original(self, *args, columns=columns, **kwargs)
+        return original(self, group, columns=columns, **kwargs)
 
-    monkeypatch.setattr(nd.pq.ParquetFile, "iter_batches", spy)
-    nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train")
-    assert asked == [features]
+    monkeypatch.setattr(nd.pq.ParquetFile, "read_row_group", spy)
+    split = nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train", batch_columns=3)
+    n_groups = nd.pq.ParquetFile(tiny_world / "train.parquet").num_row_groups
+    chunks = [features[i : i + 3] for i in range(0, len(features), 3)]
+    assert asked == chunks * n_groups, "each row group is read a block of the requested columns at a time"
+    whole = nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train")
+    np.testing.assert_array_equal(split.features, whole.features)
 
 
 def test_missing_feature_eras_detects_all_twos(tiny_world: Path) -> None:
