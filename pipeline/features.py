@@ -35,7 +35,7 @@ MIXER_EPOCHS = 4
 MIXER_LR = 3e-3
 MIXER_ERAS_PER_BATCH = 4
 # Correlations are measured on at most this many rows of the fit eras (evenly spread over them).
-CORR_SAMPLE_ROWS = 50_000
+CORR_SAMPLE_ROWS = 20_000
 
 
 def cluster_labels(x: np.ndarray, n_clusters: int | None = None, distance: float | None = None) -> np.ndarray:
@@ -247,8 +247,11 @@ def sample_rows(parts: Sequence[tuple[EraFrame, Sequence[str]]], limit: int) -> 
     """At most `limit` int8 rows from the given eras of the parts, evenly spread over them."""
     rows = [(frame, frame.select_eras(eras)) for frame, eras in parts]
     total = sum(len(r) for _, r in rows)
-    step = max(1, total // limit)
-    return np.concatenate([frame.features[r[::step]] for frame, r in rows])
+    picked = np.unique(np.linspace(0, total - 1, min(total, limit)).astype(np.int64))
+    offsets = np.cumsum([0] + [len(r) for _, r in rows])
+    return np.concatenate([
+        frame.features[r[picked[(picked >= lo) & (picked < hi)] - lo]] for (frame, r), lo, hi in zip(rows, offsets[:-1], offsets[1:])
+    ])
 
 
 @dataclass
