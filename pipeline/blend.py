@@ -17,6 +17,8 @@ from pipeline.metrics import per_era_corr, per_era_corr_columns, summarize
 from pipeline.runtime import ensemble_scores, feature_projection, rank_within_groups
 
 NEUTRALIZATION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+# A proportion may cost at most this share of the best mean CORR for a better Sharpe.
+MEAN_TOLERANCE = 0.02
 
 
 def simplex_grid(n: int, steps: int) -> np.ndarray:
@@ -69,10 +71,11 @@ def choose_neutralization(
     blended: np.ndarray, features: np.ndarray, target: np.ndarray, eras: np.ndarray, grid: Sequence[float] = NEUTRALIZATION_GRID
 ) -> tuple[float, pd.DataFrame]:
     """Neutralization proportion for the blend: the best Sharpe among proportions whose mean CORR
-    is within 10 % of the best mean; returns it and the table of every proportion's figures."""
+    is within `MEAN_TOLERANCE` of the best mean (Numerai pays on CORR, so Sharpe only breaks
+    near-ties); returns it and the table of every proportion's figures."""
     ranks, projection = feature_projection(blended, features, eras)
     neutral = np.column_stack([ranks - p * projection for p in grid])
     per_era = per_era_corr_columns(neutral, target, eras)
     table = pd.DataFrame({p: summarize(per_era[k]) for k, p in enumerate(grid)}).T.rename_axis("proportion")
-    good = table[table["mean"] >= table["mean"].max() - 0.1 * abs(table["mean"].max())]
+    good = table[table["mean"] >= table["mean"].max() - MEAN_TOLERANCE * abs(table["mean"].max())]
     return float(good["sharpe"].idxmax()), table

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from numerai_tools.scoring import neutralize
 
-from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights, simplex_grid
+from pipeline.blend import MEAN_TOLERANCE, choose_neutralization, cross_fold_blend, fit_weights, simplex_grid
 from pipeline.metrics import per_era_corr
 from pipeline.runtime import blend_ranks, neutralize_within_eras, rank_within_groups
 
@@ -74,3 +74,5 @@ def test_neutralization_choice_is_on_the_grid() -> None:
     era, features, target, scores = world()
     proportion, table = choose_neutralization(scores[:, 0] + features[:, 0], features, target, era)
     assert proportion in table.index and list(table.columns) >= ["mean", "std", "sharpe", "max_drawdown", "eras"]
+    near_best = table[table["mean"] >= table["mean"].max() * (1 - MEAN_TOLERANCE)]
+    assert proportion == near_best["sharpe"].idxmax(), "Sharpe decides only among near-best means"
