@@ -239,6 +239,10 @@ def build(config: BuildConfig) -> BuildResult:
     follow --threads too: oversubscribed BLAS made one least-squares fit 13x slower here."""
     if config.torch_processes < 1:
         raise ValueError(f"--torch-processes must be at least 1, got {config.torch_processes}")
+    if config.era_stride is not None and config.era_stride < 1:
+        raise ValueError(f"--era-stride must be at least 1, got {config.era_stride}")
+    if config.neutralization is not None and not 0 <= config.neutralization <= 1:
+        raise ValueError(f"--neutralization must be within 0..1, got {config.neutralization}")
     with threadpool_limits(config.threads or None), dask_trainer(config.dask_scheduler, config.dask_local) as trainer:
         return _build(config, trainer)
 
@@ -249,8 +253,6 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
     groups = nd.feature_groups(data_dir, features)
     missing = train.missing_feature_eras()
     logger.info("missing-feature marker (all 2 in an era): %d feature-eras in train", int(missing.to_numpy().sum()))
-    if config.era_stride is not None and config.era_stride < 1:
-        raise ValueError(f"--era-stride must be at least 1, got {config.era_stride}")
 
     specs = member_specs(
         config.preset, train, config.target, config.num_boost_round, config.era_stride, config.seed, config.threads,
@@ -284,8 +286,6 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
     weights = fit_weights(oof, oof_y, oof_eras)
     proportion, neutral_table = choose_neutralization(blend_ranks(oof, weights, oof_eras), train.features[scored], oof_y, oof_eras)
     if config.neutralization is not None:
-        if not 0 <= config.neutralization <= 1:
-            raise ValueError(f"--neutralization must be within 0..1, got {config.neutralization}")
         logger.info("neutralization %.2f as asked (the CV preferred %.2f)", config.neutralization, proportion)
         proportion = config.neutralization
     blend_cv, _ = cross_fold_blend(oof, oof_y, oof_eras, [va for _, va in folds], train.features[scored], proportion)

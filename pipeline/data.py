@@ -19,13 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.runtime import missing_columns
+
 logger = logging.getLogger(__name__)
 
 MAIN_TARGET = "target"
 ERA_COL = "era"
 DATA_TYPE_COL = "data_type"
 ID_COL = "id"
-MISSING_VALUE = 2
 FEATURE_MIN, FEATURE_MAX = 0, 4
 
 # Numerai's named feature groups (features.json also lists release sets such as "sunshine").
@@ -94,8 +95,7 @@ class EraFrame:
         slices = self.era_slices()
         mask = np.zeros((len(slices), len(self.feature_names)), dtype=bool)
         for i, rows in enumerate(slices.values()):
-            block = self.features[rows]
-            mask[i] = (block.min(axis=0) == MISSING_VALUE) & (block.max(axis=0) == MISSING_VALUE)
+            mask[i] = missing_columns(self.features[rows])
         return pd.DataFrame(mask, index=pd.Index(list(slices), name=ERA_COL), columns=self.feature_names)
 
 

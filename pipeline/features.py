@@ -86,6 +86,8 @@ def fit_group_mixer(
     for `runtime.group_mixer_outputs`."""
     import torch
 
+    from pipeline.models.tsmixer import scale_features
+
     torch.manual_seed(seed)
     n_groups, width = index.shape
     w1 = torch.nn.Parameter(torch.randn(n_groups, width, hidden) / np.sqrt(width))
@@ -103,7 +105,7 @@ def fit_group_mixer(
             for batch in np.array_split(order.permutation(len(blocks)), max(1, len(blocks) // MIXER_ERAS_PER_BATCH)):
                 x = np.vstack([blocks[i][0].features[blocks[i][1]] for i in batch])
                 y = np.vstack([labels_of[id(blocks[i][0])][blocks[i][1]] for i in batch])
-                scaled = torch.cat([(torch.as_tensor(x, dtype=torch.float32) - 2.0) / 2.0, torch.zeros(len(x), 1)], dim=1)
+                scaled = torch.cat([scale_features(torch.as_tensor(x)), torch.zeros(len(x), 1)], dim=1)
                 grouped = scaled[:, flat_index].reshape(len(x), n_groups, width).transpose(0, 1)
                 hidden_units = torch.nn.functional.gelu(torch.matmul(grouped, w1) + b1[:, None, :], approximate="tanh")
                 out = torch.matmul(hidden_units, w2) + b2[:, None, :]

@@ -76,9 +76,7 @@ def group_mixer_outputs(mixer: dict, x: np.ndarray, models: list[int] | None = N
     """Main-target outputs (rows x groups) of the small per-group MLPs on raw 0..4 rows, averaged
     over the mixer's cross-fitted models (or only `models`)."""
     index = mixer["index"]
-    scaled = (x.astype(np.float32) - 2.0) / 2.0
-    padded = np.concatenate([scaled, np.zeros((len(x), 1), dtype=np.float32)], axis=1)
-    grouped = padded[:, index.ravel()].reshape(len(x), *index.shape).transpose(1, 0, 2)
+    grouped = token_columns(scaled_bins(x), index)
     out = np.zeros((index.shape[0], len(x)), dtype=np.float32)
     chosen = range(len(mixer["models"])) if models is None else models
     for k in chosen:
@@ -127,16 +125,24 @@ def booster_predict(
     return out
 
 
-def member_scores(member: dict, features: np.ndarray, cache: dict, eras: np.ndarray | None = None) -> np.ndarray:
+def member_scores(
+    member: dict, features: np.ndarray, cache: dict, eras: np.ndarray | None = None, matrices: dict | None = None
+) -> np.ndarray:
     """Raw scores of one exported member on float32 features; `cache` keeps built boosters.
 
-    `eras` (one per row, None: all rows are one era) groups rows for the era context of neural members.
+    `eras` (one per row, None: all rows are one era) groups rows for the era-wise features and the
+    era context of neural members. `matrices`, kept for one call's `features`, holds each feature
+    pipeline's output, so LightGBM members sharing a pipeline transform the rows once.
     """
     kind = member["kind"]
     if kind == "lightgbm":
         if member["name"] not in cache:
             cache[member["name"]] = lgb.Booster(model_str=member["model_text"])
-        return booster_predict(cache[member["name"]], model_matrix(member.get("transform"), features, eras))
+        transform = member.get("transform")
+        matrices = {} if matrices is None else matrices
+        if id(transform) not in matrices:
+            matrices[id(transform)] = model_matrix(transform, features, eras)
+        return booster_predict(cache[member["name"]], matrices[id(transform)])
     if kind in ("tsmixer", "mlp"):
         return neural_member_scores(member, features, eras)
     raise ValueError(f"unknown member kind {kind!r}")
@@ -199,7 +205,8 @@ def make_predict(state: dict) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def predict(live_features: pd.DataFrame) -> pd.DataFrame:
         features = feature_matrix(live_features, feature_names)
         eras = live_features["era"].to_numpy() if "era" in live_features.columns else None
-        scores = np.column_stack([member_scores(member, features, cache, eras) for member in members])
+        matrices: dict = {}
+        scores = np.column_stack([member_scores(member, features, cache, eras, matrices) for member in members])
         prediction = rank_within_groups(ensemble_scores(scores, weights, features, eras, proportion), eras)
         index = pd.Index(live_features.index, name="id")
         return pd.DataFrame({"prediction": prediction}, index=index)
@@ -264,6 +271,17 @@ def token_index(tokens: list, n_features: int) -> np.ndarray:
     return index
 
 
+def scaled_bins(x: np.ndarray) -> np.ndarray:
+    """Features 0..4 as float32 -1..1, the scaling every neural network here trains on."""
+    return (x.astype(np.float32) - 2.0) / 2.0
+
+
+def token_columns(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """[G, N, P] columns of each token (`token_index`), padding positions reading a zero column."""
+    padded = np.concatenate([x, np.zeros((len(x), 1), dtype=x.dtype)], axis=1)
+    return padded[:, index.ravel()].reshape(len(x), *index.shape).transpose(1, 0, 2)
+
+
 def feature_bins(x: np.ndarray) -> np.ndarray:
     """Scaled features (-1..1) back to their bins 0..4, as int64."""
     return np.clip(np.rint(x * 2.0 + 2.0), 0, N_BINS - 1).astype(np.int64)
@@ -286,9 +304,7 @@ def tsmixer_forward(arrays: dict, config: dict, x: np.ndarray, index: np.ndarray
     """TSMixer-Ext on the scaled rows of ONE era: (main outputs [N, 5 or 1], auxiliary outputs [N, A])."""
     a, eps = arrays, config["norm_eps"]
     n = len(x)
-    padded = np.concatenate([x, np.zeros((n, 1), dtype=x.dtype)], axis=1)
-    grouped = padded[:, index.ravel()].reshape(n, *index.shape).transpose(1, 0, 2)
-    h = np.matmul(grouped, a["embed_w"]).transpose(1, 0, 2) + a["embed_b"]
+    h = np.matmul(token_columns(x, index), a["embed_w"]).transpose(1, 0, 2) + a["embed_b"]
     if config["bin_embedding"]:
         h += bin_embedding_tokens(x, index, a["bin_w"])
     d = h.shape[2]
@@ -354,7 +370,7 @@ def neural_member_scores(member: dict, features: np.ndarray, eras: np.ndarray | 
     index = token_index(config["tokens"], n_features) if config["architecture"] == "tsmixer" else None
     out = np.empty(len(features), dtype=np.float64)
     for rows in era_row_groups(eras, len(features)):
-        x = (features[rows].astype(np.float32) - 2.0) / 2.0
+        x = scaled_bins(features[rows])
         if index is not None:
             main, aux = tsmixer_forward(arrays, config, x, index)
         else:

@@ -93,3 +93,13 @@ def test_build_with_3000_foreign_features(tmp_path: Path) -> None:
     assert main(["--data-dir", str(world), "--out", str(out), "--preset", "example", "--trees", "20",
                  "--embargo", "2", "--era-stride", "1", "--threads", "1"]) == 0
     assert out.is_file()
+
+
+def test_bad_options_fail_before_any_data_is_read(tmp_path: Path) -> None:
+    from pipeline.build import BuildConfig, build
+
+    absent = tmp_path / "no_data_here"
+    with pytest.raises(ValueError, match="--neutralization must be within 0..1, got 1.5"):
+        build(BuildConfig(data_dir=absent, neutralization=1.5))
+    with pytest.raises(ValueError, match="--era-stride must be at least 1, got 0"):
+        build(BuildConfig(data_dir=absent, era_stride=0))

@@ -23,7 +23,6 @@ from pipeline.models.tsmixer import (
     feature_bins,
     lr_factor,
     n_parameters,
-    padded_token_index,
     search,
     cluster_tokens,
     token_groups,
@@ -102,7 +101,7 @@ def test_clustered_tokens_look_only_at_fit_eras(world: dict) -> None:
 def test_network_shapes(era_context: bool) -> None:
     torch.manual_seed(0)
     tokens = token_groups([f"f{i}" for i in range(13)], None, max_group_size=4)
-    net = TSMixerNet(padded_token_index(tokens, 13), 13, 8, 2, 16, 4, era_context, True, 0.0, n_main=5, n_aux=3)
+    net = TSMixerNet(runtime.token_index(tokens, 13), 13, 8, 2, 16, 4, era_context, True, 0.0, n_main=5, n_aux=3)
     x, row_era = torch.randint(0, 5, (20, 13)) / 2 - 1, torch.tensor([0] * 12 + [1] * 8)
     main, aux = net(x, row_era, 2)
     assert main.shape == (20, 5) and aux.shape == (20, 3)
@@ -116,7 +115,7 @@ def test_bin_embedding_learns_a_value_per_feature_and_bin() -> None:
     response of one feature (no linear part) is representable by the token embedding alone."""
     torch.manual_seed(0)
     tokens = token_groups([f"f{i}" for i in range(5)], None, max_group_size=3)
-    net = TSMixerNet(padded_token_index(tokens, 5), 5, 4, 1, 8, 4, False, True, 0.0, n_main=5, n_aux=0)
+    net = TSMixerNet(runtime.token_index(tokens, 5), 5, 4, 1, 8, 4, False, True, 0.0, n_main=5, n_aux=0)
     assert tuple(net.bin_w.shape) == (2, 3, 5, 4)
     assert torch.all(net.bin_w[1, 2] == 0)
     with torch.no_grad():
@@ -140,7 +139,7 @@ def test_lr_factor_warms_up_then_decays_to_the_floor() -> None:
 def test_era_context_uses_only_the_rows_own_era() -> None:
     torch.manual_seed(0)
     tokens = token_groups([f"f{i}" for i in range(6)], None, max_group_size=3)
-    net = TSMixerNet(padded_token_index(tokens, 6), 6, 4, 1, 8, 4, True, True, 0.0, n_main=5, n_aux=0).eval()
+    net = TSMixerNet(runtime.token_index(tokens, 6), 6, 4, 1, 8, 4, True, True, 0.0, n_main=5, n_aux=0).eval()
     x = torch.randint(0, 5, (10, 6)) / 2 - 1
     row_era = torch.tensor([0] * 5 + [1] * 5)
     changed = x.clone()

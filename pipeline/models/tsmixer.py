@@ -31,6 +31,7 @@ from pipeline.cv import EraWalkForward, default_embargo
 from pipeline.data import FEATURE_GROUPS, MAIN_TARGET, EraFrame
 from pipeline.features import cluster_labels
 from pipeline.metrics import per_era_corr, summarize
+from pipeline.runtime import token_index
 
 CLASS_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
 HEADS = ("ce", "regression")
@@ -104,15 +105,6 @@ def cluster_tokens(
             n_chunks = math.ceil(len(cluster) / (2 * token_size))
             tokens.extend(chunk.tolist() for chunk in np.array_split(cluster, n_chunks))
     return tokens
-
-
-def padded_token_index(tokens: Sequence[Sequence[int]], n_features: int) -> np.ndarray:
-    """[G, P] column indices, padded with `n_features` (a zero column appended to the input)."""
-    width = max(len(t) for t in tokens)
-    index = np.full((len(tokens), width), n_features, dtype=np.int64)
-    for g, members in enumerate(tokens):
-        index[g, : len(members)] = members
-    return index
 
 
 def scale_features(x: torch.Tensor) -> torch.Tensor:
@@ -737,7 +729,7 @@ class TSMixerExt(EraNetEstimator):
             self.tokens_ = cluster_tokens(frame.features[rows], groups, self.token_size)
         else:
             self.tokens_ = token_groups(frame.feature_names, self.feature_sets, self.token_size)
-        index = padded_token_index(self.tokens_, n_features)
+        index = token_index(self.tokens_, n_features)
         return TSMixerNet(
             index, n_features, self.d, self.n_block, self.ff, self.context_dim, self.era_context, self.bin_embedding,
             self.dropout, n_main, n_aux,
