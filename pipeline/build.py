@@ -77,6 +77,7 @@ class BuildConfig:
     dask_scheduler: str | None = None
     dask_local: int | None = None
     torch_processes: int = 1
+    spill_dir: Path | None = None
 
 
 @dataclass
@@ -129,7 +130,8 @@ def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFra
     if config.target not in targets:
         targets = [config.target] + targets
     train = nd.load_split(
-        data_dir / "train.parquet", features, member_targets(config.preset, targets, config.target), data_type="train"
+        data_dir / "train.parquet", features, member_targets(config.preset, targets, config.target), data_type="train",
+        spill_dir=config.spill_dir,
     )
     available = nd.parquet_columns(data_dir / "validation.parquet")
     validation = nd.load_split(
@@ -137,11 +139,13 @@ def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFra
         features,
         [config.target] + [t for t in targets if t != config.target and t in available],
         data_type="validation",
+        spill_dir=config.spill_dir,
     )
     for split in (train, validation):
         logger.info(
-            "%s: %d labelled rows in %d eras, %.0f MB int8 (%d unlabelled or other rows left out)",
-            split.path.name, len(split), len(split.era_order), split.features.nbytes / 2**20, split.dropped_rows,
+            "%s: %d labelled rows in %d eras, %.0f MB int8%s (%d unlabelled or other rows left out)",
+            split.path.name, len(split), len(split.era_order), split.features.nbytes / 2**20,
+            f" in a file in {config.spill_dir}" if config.spill_dir else "", split.dropped_rows,
         )
     return features, train, validation
 
@@ -243,6 +247,8 @@ def build(config: BuildConfig) -> BuildResult:
         raise ValueError(f"--era-stride must be at least 1, got {config.era_stride}")
     if config.neutralization is not None and not 0 <= config.neutralization <= 1:
         raise ValueError(f"--neutralization must be within 0..1, got {config.neutralization}")
+    if config.spill_dir is not None and not Path(config.spill_dir).is_dir():
+        raise ValueError(f"--spill-dir {config.spill_dir} is not a directory; expected one with room for the int8 feature matrix")
     with threadpool_limits(config.threads or None), dask_trainer(config.dask_scheduler, config.dask_local) as trainer:
         return _build(config, trainer)
 

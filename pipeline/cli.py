@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the neural members (MLP, TSMixer-Ext) data-parallel over N CPU processes with torch.distributed "
         "(gloo): each takes a share of every step's eras and the gradients are averaged (default 1: one process)",
     )
+    parser.add_argument(
+        "--spill-dir", type=Path, default=None, metavar="DIR",
+        help="keep the int8 feature matrices in a file in DIR (deleted when the build ends) instead of in memory: "
+        "LightGBM's datasets read them in batches and give the pages back, so a build holds LightGBM's bins "
+        "rather than both them and the matrix (for data near this machine's memory; DIR needs room for the matrix)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -172,6 +178,7 @@ def run_build(argv: Sequence[str]) -> int:
         dask_scheduler=args.dask_scheduler,
         dask_local=args.dask_local,
         torch_processes=args.torch_processes,
+        spill_dir=args.spill_dir,
     )
     try:
         result = build(config)

@@ -1,14 +1,18 @@
 """Numerai's v5 data layout: features.json, feature sets, and loading splits as int8 matrices.
 
-A split is read one parquet row group and 256 columns at a time, only the columns asked for,
+A split is read one parquet row group and a block of columns at a time, only the columns asked for,
 straight into one preallocated int8 matrix, so peak memory stays near the size of that matrix
-(never a float copy of it).
+(never a float copy of it). With `spill_dir` that matrix is a file on disk mapped into memory
+(`disk_matrix`): readers in batches give its pages back (`release_pages`), so the process holds
+only the batch at hand and the kernel's page cache, which it can reclaim, holds the rest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +45,9 @@ OPTIONAL_FILES = (
     "validation_benchmark_models.parquet",
     "live_benchmark_models.parquet",
 )
-BATCH_COLUMNS = 256
+# Cells (rows x columns) decoded per parquet read: arrow holds about 16 bytes per cell while it
+# decodes (int8 is stored as 32-bit, plus its pages), so a read stays near 64 MB.
+READ_CELLS = 4_000_000
 
 
 class DataError(ValueError):
@@ -96,6 +102,7 @@ class EraFrame:
         mask = np.zeros((len(slices), len(self.feature_names)), dtype=bool)
         for i, rows in enumerate(slices.values()):
             mask[i] = missing_columns(self.features[rows])
+            release_pages(self.features)
         return pd.DataFrame(mask, index=pd.Index(list(slices), name=ERA_COL), columns=self.feature_names)
 
 
@@ -190,14 +197,18 @@ def _id_array(table: pa.Table, path: Path) -> np.ndarray:
 
 
 def era_strings(column: pa.ChunkedArray, path: Path) -> np.ndarray:
-    """Eras as zero-padded strings, Numerai's form, so that string order is time order."""
+    """Eras as zero-padded strings, Numerai's form, so that string order is time order; rows of one
+    era share one string object (millions of rows, a few hundred eras)."""
     if column.null_count:
         raise DataError(f"{path}: column '{ERA_COL}' has missing values")
     if pa.types.is_integer(column.type):
-        values = column.to_numpy()
-        width = max(4, len(str(int(values.max()))) if len(values) else 4)
-        return np.asarray([f"{v:0{width}d}" for v in values], dtype=object)
-    return np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
+        uniques, codes = np.unique(column.to_numpy(), return_inverse=True)
+        width = max(4, len(str(int(uniques.max()))) if len(uniques) else 4)
+        names = [f"{v:0{width}d}" for v in uniques]
+    else:
+        encoded = column.cast(pa.string()).dictionary_encode().combine_chunks()
+        names, codes = encoded.dictionary.to_pylist(), encoded.indices.to_numpy()
+    return np.asarray(names, dtype=object)[codes]
 
 
 def _feature_block(batch: pa.RecordBatch | pa.Table, names: Sequence[str], path: Path) -> np.ndarray:
@@ -217,6 +228,33 @@ def _feature_block(batch: pa.RecordBatch | pa.Table, names: Sequence[str], path:
     return block
 
 
+def disk_matrix(spill_dir: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """A zeroed int8 matrix backed by an anonymous file in `spill_dir` instead of anonymous memory.
+
+    The file is unlinked at once, so it lives exactly as long as the array; its pages are the
+    kernel's page cache, which `release_pages` takes out of this process's resident set."""
+    spill_dir = Path(spill_dir)
+    if not spill_dir.is_dir():
+        raise DataError(f"spill directory {spill_dir} does not exist; expected a directory on a disk with room for the int8 matrix")
+    size = max(1, shape[0] * shape[1])
+    with tempfile.TemporaryFile(dir=spill_dir) as handle:
+        handle.truncate(size)
+        mapped = mmap.mmap(handle.fileno(), size)
+    return np.frombuffer(mapped, dtype=np.int8, count=shape[0] * shape[1]).reshape(shape)
+
+
+def release_pages(x: np.ndarray) -> None:
+    """Give back the resident pages of a `disk_matrix` (its data stays in the file); no-op for an
+    ordinary array."""
+    base = x
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if isinstance(base, mmap.mmap):
+        base.madvise(mmap.MADV_DONTNEED)
+
+
 def load_split(
     path: str | Path,
     feature_names: Sequence[str],
@@ -224,13 +262,16 @@ def load_split(
     *,
     data_type: str | None = None,
     require_target: bool = True,
-    batch_columns: int = BATCH_COLUMNS,
+    batch_columns: int | None = None,
+    spill_dir: str | Path | None = None,
 ) -> EraFrame:
     """Load the rows of one parquet split that can be trained on or scored.
 
     Reads only `era`, `data_type`, the given features and targets. Rows whose main target
     (the first of `target_cols`) is missing are left out and counted when `require_target`;
-    `data_type` keeps only rows of that type when the file has the column.
+    `data_type` keeps only rows of that type when the file has the column. With `spill_dir` the
+    int8 matrix is a `disk_matrix` in that directory (read-only once loaded). Each parquet read
+    decodes `batch_columns` columns of a row group (default: about `READ_CELLS` cells).
     """
     path = Path(path)
     feature_names = list(feature_names)
@@ -264,7 +305,8 @@ def load_split(
     position = np.full(len(ids), -1, dtype=np.int64)
     position[order] = np.arange(len(order))
 
-    features = np.empty((len(order), len(feature_names)), dtype=np.int8)
+    shape = (len(order), len(feature_names))
+    features = np.empty(shape, dtype=np.int8) if spill_dir is None else disk_matrix(spill_dir, shape)
     parquet = pq.ParquetFile(path)
     start = 0
     # Row group by row group, a block of columns at a time: memory stays at one such block
@@ -274,11 +316,17 @@ def load_split(
         rows = position[start : start + n_rows]
         start += n_rows
         wanted = rows >= 0
-        for first in range(0, len(feature_names), batch_columns):
-            names = feature_names[first : first + batch_columns]
+        width = batch_columns or max(1, READ_CELLS // max(1, n_rows))
+        for first in range(0, len(feature_names), width):
+            names = feature_names[first : first + width]
             table = parquet.read_row_group(group, columns=names, use_threads=False)
             block = _feature_block(table, names, path)
             features[rows[wanted], first : first + len(names)] = block[wanted]
+        release_pages(features)
+    # Arrow's allocator keeps the decoded blocks' memory for reuse; the matrix is all there is to read.
+    pa.default_memory_pool().release_unused()
+    if spill_dir is not None:
+        features.flags.writeable = False
     return EraFrame(
         path=path,
         ids=ids[order],

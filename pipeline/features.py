@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
-from pipeline.data import EraFrame
+from pipeline.data import EraFrame, release_pages
 from pipeline.runtime import (
     era_features,
     era_row_groups,
@@ -104,6 +104,8 @@ def fit_group_mixer(
         for _ in range(epochs):
             for batch in np.array_split(order.permutation(len(blocks)), max(1, len(blocks) // MIXER_ERAS_PER_BATCH)):
                 x = np.vstack([blocks[i][0].features[blocks[i][1]] for i in batch])
+                for i in batch:
+                    release_pages(blocks[i][0].features)
                 y = np.vstack([labels_of[id(blocks[i][0])][blocks[i][1]] for i in batch])
                 scaled = torch.cat([scale_features(torch.as_tensor(x)), torch.zeros(len(x), 1)], dim=1)
                 grouped = scaled[:, flat_index].reshape(len(x), n_groups, width).transpose(0, 1)
@@ -233,6 +235,7 @@ class FeaturePipeline:
                 era_means[era_codes[rows[0]]] = group_means(self.transform_, block).mean(axis=0)
             if mixer is not None:
                 mixed[rows] = mixer_features(mixer, block, self.out_of_fold_mixer(str(frame.eras[rows[0]])))
+            release_pages(frame.features)
         return TransformedFrame(
             frame.features, self.transform_, era_codes, missing if self.missing == "nan" else None, era_means, mixed
         )

@@ -61,7 +61,7 @@ def test_help_explains_every_option() -> None:
     proc = subprocess.run([sys.executable, "build_model.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
     for option in ("--data-dir", "--download", "--out", "--report-dir", "--feature-set", "--features", "--target",
                    "--preset", "--embargo", "--cv-folds", "--cv-max-train-eras", "--drop-unstable", "--no-refit",
-                   "--era-stride", "--trees", "--seed", "--threads"):
+                   "--era-stride", "--trees", "--seed", "--threads", "--spill-dir"):
         assert option in proc.stdout
 
 
@@ -74,7 +74,9 @@ def test_default_build_from_the_embedded_world(tmp_path: Path, monkeypatch) -> N
 def test_rolling_cv_windows_reach_the_report(tiny_world: Path, tmp_path: Path) -> None:
     out = tmp_path / "rolling.pkl"
     args = ["--data-dir", str(tiny_world), "--out", str(out), "--preset", "example", "--trees", "20", "--threads", "1"]
-    assert main(args + ["--cv-max-train-eras", "10"]) == 0
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    assert main(args + ["--cv-max-train-eras", "10", "--spill-dir", str(spill)]) == 0
     folds = json.loads((tmp_path / "rolling_report" / "report.json").read_text())["folds"]
     assert folds and all(fold["train_eras"] <= 10 for fold in folds)
 
@@ -103,3 +105,5 @@ def test_bad_options_fail_before_any_data_is_read(tmp_path: Path) -> None:
         build(BuildConfig(data_dir=absent, neutralization=1.5))
     with pytest.raises(ValueError, match="--era-stride must be at least 1, got 0"):
         build(BuildConfig(data_dir=absent, era_stride=0))
+    with pytest.raises(ValueError, match="--spill-dir .*no_data_here is not a directory"):
+        build(BuildConfig(data_dir=absent, spill_dir=absent))

@@ -73,6 +73,32 @@ def test_load_split_reads_only_requested_columns(tiny_world: Path, monkeypatch: 
     np.testing.assert_array_equal(split.features, whole.features)
 
 
+def test_spilled_split_matches_memory_and_trains_the_same_trees(tiny_world: Path, tmp_path: Path) -> None:
+    from pipeline.features import FeaturePipeline
+    from pipeline.models.lgbm import LGBMMember
+
+    features = nd.resolve_features(tiny_world, "all")
+    path = tiny_world / "train.parquet"
+    memory = nd.load_split(path, features, ["target"], data_type="train")
+    spilled = nd.load_split(path, features, ["target"], data_type="train", spill_dir=tmp_path)
+    assert not spilled.features.flags.writeable
+    np.testing.assert_array_equal(spilled.features, memory.features)
+    nd.release_pages(spilled.features)
+    np.testing.assert_array_equal(spilled.features, memory.features)
+    pd.testing.assert_frame_equal(spilled.missing_feature_eras(), memory.missing_feature_eras())
+    assert list(tmp_path.iterdir()) == [], "the spill file is unlinked at once and lives as long as the matrix"
+    groups = nd.feature_groups(tiny_world, features)
+    predictions = []
+    for frame in (memory, spilled):
+        pipeline = FeaturePipeline(groups, group_stats=False).fit([(frame, frame.era_order)])
+        member = LGBMMember({"objective": "regression", "num_leaves": 7, "verbosity": -1}, 10, num_threads=1)
+        member.fit(pipeline.inputs(frame), frame.targets["target"].to_numpy(), feature_names=pipeline.feature_names_)
+        predictions.append(member.predict(pipeline.matrix(frame.features, frame.eras)))
+    np.testing.assert_array_equal(predictions[0], predictions[1])
+    with pytest.raises(nd.DataError, match="spill directory .*absent does not exist"):
+        nd.load_split(path, features, ["target"], data_type="train", spill_dir=tmp_path / "absent")
+
+
 def test_missing_feature_eras_detects_all_twos(tiny_world: Path) -> None:
     features = nd.resolve_features(tiny_world, "all")
     split = nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train")
