@@ -61,6 +61,23 @@ def test_neural_member_protocol(frames, tiny_world: Path) -> None:
     check_member(spec, features, train, validation, pd.read_parquet(tiny_world / "live.parquet"), nd.feature_groups(tiny_world, features))
 
 
+def test_auxiliary_target_is_chosen_on_signal_not_on_shared_noise() -> None:
+    rng = np.random.default_rng(0)
+    n_eras, rows = 60, 300
+    x = rng.integers(0, 5, size=(n_eras * rows, 20), dtype=np.int8)
+    signal, noise = (x[:, :5].astype(np.float32) - 2).sum(axis=1), rng.normal(0, 12, len(x))
+    bins = lambda v: np.digitize(v, np.quantile(v, [0.05, 0.25, 0.75, 0.95])) / 4  # noqa: E731
+    targets = pd.DataFrame({
+        "target": bins(signal + noise),
+        "target_noisy_20": bins(noise + rng.normal(0, 3, len(x))),
+        "target_signal_20": bins(signal + rng.normal(0, 6, len(x))),
+    })
+    eras = np.repeat([f"{e:04d}" for e in range(1, n_eras + 1)], rows)
+    frame = nd.EraFrame(Path("synthetic"), np.arange(len(x)).astype(str), eras, x, [f"f{j}" for j in range(20)], targets)
+    assert targets["target_noisy_20"].corr(targets["target"]) > targets["target_signal_20"].corr(targets["target"])
+    assert best_aux_target(frame, "target", "_20") == "target_signal_20"
+
+
 def test_presets_pick_members_the_data_supports(frames) -> None:
     _, train, _ = frames
     aux = best_aux_target(train, "target", "_20")
