@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.plots import ENSEMBLE, as_dict, as_list, report_models
+from pipeline.report import COMPARED
 
 SUMMARY_COLUMNS = (("mean", 4), ("std", 4), ("sharpe", 2), ("max_drawdown", 4), ("eras", 0))
 SUMMARY_LABELS = {"mean": "mean", "std": "std", "sharpe": "Sharpe", "max_drawdown": "max DD", "eras": "eras"}
@@ -273,6 +274,41 @@ def _verification_section(report: dict[str, Any]) -> str:
     return (_table(["check", "value"], rows) if rows else "") + listing
 
 
+def _refresh_section(report: dict[str, Any]) -> str:
+    """A refresh: what each member got, and the previous, refreshed and fully retrained models scored
+    on the same held-out eras (or why they were not)."""
+    refresh = as_dict(report.get("refresh"))
+    if not refresh:
+        return ""
+    first, last, count = (as_list(refresh.get("new_eras")) + [None] * 3)[:3]
+    steps = [[_cell(name)] + [_cell(as_dict(step).get(k), None) for k in ("eras", "trees_added", "trees", "epochs", "lr", "skipped")]
+             for name, step in as_dict(refresh.get("members")).items()]
+    parts = [
+        f'<p class="note">The model of {_esc(refresh.get("init_model"))}, trained through era {_esc(refresh.get("previous_trained_through"))}, '
+        f"continued on {_esc(count)} new eras ({_esc(first)}..{_esc(last)}). Kept: {_esc(refresh.get('kept', ''))}.</p>",
+        _table(["member", "eras", "trees added", "trees", "epochs", "learning rate", "skipped"], steps) if steps else "",
+    ]
+    comparison = as_dict(refresh.get("comparison"))
+    if comparison.get("skipped"):
+        return "".join(parts) + f'<p class="note">Comparison skipped: {_esc(comparison["skipped"])}.</p>'
+    models = report_models(report)
+    rows = [[_cell(label)] + [_cell(as_dict(models.get(key, {}).get("validation")).get(k), d) for k, d in SUMMARY_COLUMNS] for key, label in COMPARED.items()]
+    member_rows = [[_cell(name)] + [_cell(as_dict(as_dict(figures).get(key)).get("mean")) for key in COMPARED]
+                   for name, figures in as_dict(comparison.get("members")).items()]
+    test = as_list(comparison.get("test_eras")) + [None] * 3
+    parts += [
+        f"<h3>Held-out eras {_esc(test[0])}..{_esc(test[1])} ({_esc(test[2])})</h3>",
+        _table(["model"] + [SUMMARY_LABELS[k] for k, _ in SUMMARY_COLUMNS], rows, ["", "ensemble", ""]),
+        _table(["member, mean CORR"] + list(COMPARED.values()), member_rows) if member_rows else "",
+        f'<p class="note">Per-era numerai CORR of the blend (the previous weights and neutralization) on the newest labelled eras. '
+        f"None of the three trained on them: the refreshed model and the full retrain stop at era {_esc(comparison.get('trained_through'))}, "
+        f"{_esc(comparison.get('embargo'))} eras of embargo before them; the previous model at {_esc(comparison.get('previous_trained_through'))}. "
+        "The full retrain keeps the previous build's settings (trees chosen by its CV, feature pipeline settings, blend weights). "
+        "The uploaded pickle is then refreshed on every new era, these included.</p>",
+    ]
+    return "".join(parts)
+
+
 def _summary_section(report: dict[str, Any]) -> str:
     """The free-form data summary and the build's settings, as key/value tables."""
     parts = [f"<div><h3>{title}</h3>{_key_values(as_dict(report.get(key)))}</div>" for key, title in (("data", "Data"), ("settings", "Settings")) if as_dict(report.get(key))]
@@ -284,7 +320,7 @@ def _headline(report: dict[str, Any]) -> str:
     models = {n: f for n, f in report_models(report).items() if isinstance(as_dict(f.get("validation")).get("mean"), (int, float))}
     if not models:
         return ""
-    name = ENSEMBLE if ENSEMBLE in models else max(models, key=lambda n: models[n]["validation"]["mean"])
+    name = next((n for n in (ENSEMBLE, "refreshed") if n in models), None) or max(models, key=lambda n: models[n]["validation"]["mean"])
     v = models[name]["validation"]
     sharpe = v.get("sharpe")
     sharpe_text = f", Sharpe {sharpe:.2f}" if isinstance(sharpe, (int, float)) else ""
@@ -294,6 +330,7 @@ def _headline(report: dict[str, Any]) -> str:
 def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
     """The whole page as a string (kept separate from writing so it can be checked without files)."""
     sections = [
+        ("refresh", "Refresh: previous vs refreshed vs full retrain", _refresh_section(report)),
         ("summary", "Data and settings", _summary_section(report)),
         ("models", "Models: CORR per era", _models_section(report)),
         ("extra", "Auxiliary targets, FNC, exposure, BMC", _extra_metrics_section(report)),
