@@ -274,18 +274,24 @@ def _verification_section(report: dict[str, Any]) -> str:
     return (_table(["check", "value"], rows) if rows else "") + listing
 
 
+def _era_span(span: Any) -> str | None:
+    """[first, last, count] as "first..last (count)"."""
+    values = as_list(span)
+    return f"{values[0]}..{values[1]} ({values[2]})" if len(values) == 3 else None
+
+
 def _refresh_section(report: dict[str, Any]) -> str:
     """A refresh: what each member got, and the previous, refreshed and fully retrained models scored
     on the same held-out eras (or why they were not)."""
     refresh = as_dict(report.get("refresh"))
     if not refresh:
         return ""
-    first, last, count = (as_list(refresh.get("new_eras")) + [None] * 3)[:3]
-    steps = [[_cell(name)] + [_cell(as_dict(step).get(k), None) for k in ("eras", "trees_added", "trees", "epochs", "lr", "skipped")]
+
+    steps = [[_cell(name), _cell(_era_span(as_dict(step).get("eras")))] + [_cell(as_dict(step).get(k), None) for k in ("trees_added", "trees", "epochs", "lr", "skipped")]
              for name, step in as_dict(refresh.get("members")).items()]
     parts = [
         f'<p class="note">The model of {_esc(refresh.get("init_model"))}, trained through era {_esc(refresh.get("previous_trained_through"))}, '
-        f"continued on {_esc(count)} new eras ({_esc(first)}..{_esc(last)}). Kept: {_esc(refresh.get('kept', ''))}.</p>",
+        f"continued on its new eras {_esc(_era_span(refresh.get('new_eras')))}. Kept: {_esc(refresh.get('kept', ''))}.</p>",
         _table(["member", "eras", "trees added", "trees", "epochs", "learning rate", "skipped"], steps) if steps else "",
     ]
     comparison = as_dict(refresh.get("comparison"))
@@ -295,9 +301,8 @@ def _refresh_section(report: dict[str, Any]) -> str:
     rows = [[_cell(label)] + [_cell(as_dict(models.get(key, {}).get("validation")).get(k), d) for k, d in SUMMARY_COLUMNS] for key, label in COMPARED.items()]
     member_rows = [[_cell(name)] + [_cell(as_dict(as_dict(figures).get(key)).get("mean")) for key in COMPARED]
                    for name, figures in as_dict(comparison.get("members")).items()]
-    test = as_list(comparison.get("test_eras")) + [None] * 3
     parts += [
-        f"<h3>Held-out eras {_esc(test[0])}..{_esc(test[1])} ({_esc(test[2])})</h3>",
+        f"<h3>Held-out eras {_esc(_era_span(comparison.get('test_eras')))}</h3>",
         _table(["model"] + [SUMMARY_LABELS[k] for k, _ in SUMMARY_COLUMNS], rows, ["", "ensemble", ""]),
         _table(["member, mean CORR"] + list(COMPARED.values()), member_rows) if member_rows else "",
         f'<p class="note">Per-era numerai CORR of the blend (the previous weights and neutralization) on the newest labelled eras. '
@@ -316,7 +321,8 @@ def _summary_section(report: dict[str, Any]) -> str:
 
 
 def _headline(report: dict[str, Any]) -> str:
-    """One line under the title: the ensemble's (or best model's) validation CORR."""
+    """One line under the title: the ensemble's (or the refreshed model's, or the best model's) validation
+    CORR; a refresh's "validation" is its held-out eras."""
     models = {n: f for n, f in report_models(report).items() if isinstance(as_dict(f.get("validation")).get("mean"), (int, float))}
     if not models:
         return ""
@@ -324,7 +330,8 @@ def _headline(report: dict[str, Any]) -> str:
     v = models[name]["validation"]
     sharpe = v.get("sharpe")
     sharpe_text = f", Sharpe {sharpe:.2f}" if isinstance(sharpe, (int, float)) else ""
-    return f'<p class="note">{_esc(name)}: validation CORR {v["mean"]:.4f}{_esc(sharpe_text)} over {_esc(v.get("eras", "?"))} eras.</p>'
+    split = "held-out" if report.get("refresh") else "validation"
+    return f'<p class="note">{_esc(name)}: {split} CORR {v["mean"]:.4f}{_esc(sharpe_text)} over {_esc(v.get("eras", "?"))} eras.</p>'
 
 
 def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
@@ -344,13 +351,14 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
         ("verification", "Pickle verification", _verification_section(report)),
     ]
     present = [(a, t, b) for a, t, b in sections if b]
+    title = "Refresh report" if report.get("refresh") else "Build report"
     nav = "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in present)
     body = "".join(_section(a, t, b) for a, t, b in present)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Build report</title><style>{CSS}</style></head>"
-        f"<body><main><h1>Build report</h1>{_headline(report)}<nav>{nav}</nav>{body}</main></body></html>\n"
+        f"<title>{title}</title><style>{CSS}</style></head>"
+        f"<body><main><h1>{title}</h1>{_headline(report)}<nav>{nav}</nav>{body}</main></body></html>\n"
     )
 
 

@@ -124,7 +124,7 @@ def continue_members(
             spec.continue_fit(parts, rounds)
             steps[spec.name] = {"trees_added": rounds, "trees": spec.estimator.num_boost_round}
         else:
-            lr = spec.estimator.lr * FINE_TUNE_LR_FACTOR
+            lr = round(spec.estimator.lr * FINE_TUNE_LR_FACTOR, 12)
             spec.continue_fit(parts, config.refresh_epochs, lr)
             steps[spec.name] = {"epochs": config.refresh_epochs, "lr": lr}
         steps[spec.name]["eras"] = span(eras)

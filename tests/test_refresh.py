@@ -4,6 +4,7 @@ clear errors, and the comparison in the report. Worlds are the tiny world and it
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -76,6 +77,15 @@ def test_refresh_continues_the_booster_and_compares_on_held_out_eras(previous: P
     assert len(manifest["history"]) == 1 and manifest["history"][0]["new_eras"] == ["0037", "0044", 8]
 
 
+def test_too_few_new_eras_skip_the_comparison_with_the_reason(previous: Path, tiny_world: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "refreshed.pkl"
+    assert main(["--data-dir", str(tiny_world), "--out", str(out), "--init-model", str(previous), "--refresh-test-eras", "8", *BUILD]) == 0
+    assert "comparison skipped: needs at least 11 new labelled eras after 0036" in capsys.readouterr().out and out.is_file()
+    report = json.loads((tmp_path / "refreshed_report" / "report.json").read_text())
+    assert report["models"] == {} and "the data has 8" in report["refresh"]["comparison"]["skipped"]
+    assert "Comparison skipped" in (tmp_path / "refreshed_report" / "report.html").read_text()
+
+
 def test_no_new_eras_is_a_clear_error(previous: Path, tmp_path: Path, caplog) -> None:
     earlier = json.loads((previous / "manifest.json").read_text())["settings"]["data_dir"]
     out = tmp_path / "m.pkl"
@@ -95,7 +105,7 @@ def test_mismatched_features_and_preset_are_clear_errors(previous: Path, tiny_wo
 
 
 def test_other_data_is_a_clear_error(previous: Path, tmp_path: Path, caplog) -> None:
-    other = write_world(tmp_path / "other", TINY_WORLD.__class__(**{**TINY_WORLD.__dict__, "seed": 8}), progress=False)
+    other = write_world(tmp_path / "other", replace(TINY_WORLD, seed=8), progress=False)
     assert main(["--data-dir", str(other), "--out", str(tmp_path / "m.pkl"), "--init-model", str(previous), *BUILD]) == 1
     assert "is not the data the previous model" in caplog.text and "have other rows or ids" in caplog.text
 
