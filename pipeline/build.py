@@ -25,12 +25,14 @@ from pipeline.analysis import (
     rolling_corr,
     validation_figures,
 )
+from pipeline.artifacts import Artifacts, SavedMember, artifacts_dir_for, era_fingerprints, save_artifacts
 from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
 from pipeline.cv import EraWalkForward, default_embargo, holdout_eras
 from pipeline.distributed import DaskLGBMTrainer, dask_trainer
 from pipeline.ensemble import (
     PROBE,
     LGBMSpec,
+    MemberSpec,
     NeuralSpec,
     aux_targets,
     member_specs,
@@ -78,6 +80,11 @@ class BuildConfig:
     dask_local: int | None = None
     torch_processes: int = 1
     spill_dir: Path | None = None
+    # Weekly refresh (`pipeline.refresh`): continue the model saved in this artifacts directory.
+    init_model: Path | None = None
+    refresh_trees: float = 0.1
+    refresh_epochs: int = 3
+    refresh_test_eras: int = 4
 
 
 @dataclass
@@ -87,6 +94,7 @@ class BuildResult:
     models: dict[str, dict[str, Any]]
     verification: VerificationReport
     summary: dict[str, Any] = field(default_factory=dict)
+    artifacts_path: Path | None = None
 
 
 def cache_root() -> Path:
@@ -120,6 +128,26 @@ def live_path_for(data_dir: Path, scratch: Path, validation: nd.EraFrame) -> Pat
     frame.to_parquet(path)
     logger.info("%s has no live.parquet; verifying on validation era %s instead", data_dir, validation.era_order[-1])
     return path
+
+
+def pickle_state(features: list[str], members: list[tuple[MemberSpec, float]], neutralization: float) -> dict[str, Any]:
+    """The plain data the predict closure holds: feature names, exported members, neutralization."""
+    return {
+        "feature_names": features,
+        "members": [spec.export(weight) for spec, weight in members],
+        "neutralization": neutralization,
+    }
+
+
+def write_pickle(state: dict[str, Any], out: Path, data_dir: Path, validation: nd.EraFrame) -> VerificationReport:
+    """Write the predict closure over `state` to `out`, verified on the data's live file (or a stand-in)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        live = live_path_for(data_dir, Path(scratch), validation)
+        return write_verified_pickle(make_predict(state), out, live)
+
+
+def report_dir_for(config: BuildConfig) -> Path:
+    return Path(config.report_dir) if config.report_dir else config.out.with_name(config.out.stem + "_report")
 
 
 def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
@@ -256,6 +284,7 @@ def build(config: BuildConfig) -> BuildResult:
 def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
     data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
     features, train, validation = load_data(config, data_dir)
+    requested_features = list(features)
     groups = nd.feature_groups(data_dir, features)
     missing = train.missing_feature_eras()
     logger.info("missing-feature marker (all 2 in an era): %d feature-eras in train", int(missing.to_numpy().sum()))
@@ -336,21 +365,28 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
     importance = gain_importance(next(g for spec in specs if (g := spec.gain()) is not None), groups)
     importance["permutation_by_group"] = permutation_by_group(ensemble_on, validation, val_rows, config.target, groups, seed=config.seed)
 
+    final_pipeline, trained_on = holdout_pipeline, [train]
     if config.refit:
         logger.info("refitting the blended members (%s) on all labelled eras (train and validation) with the CV's settings", ", ".join(spec.name for spec, _ in shipped))
-        refit_pipeline = FeaturePipeline(groups, **pipeline_settings).fit([(train, train.era_order), (validation, validation.era_order)])
+        final_pipeline = FeaturePipeline(groups, **pipeline_settings).fit([(train, train.era_order), (validation, validation.era_order)])
+        trained_on = [train, validation]
         for spec, _ in shipped:
-            spec.fit([train, validation], refit_pipeline, "refit")
-    state = {
-        "feature_names": features,
-        "members": [spec.export(w) for spec, w in shipped],
-        "neutralization": proportion,
-    }
-    with tempfile.TemporaryDirectory() as scratch:
-        live = live_path_for(data_dir, Path(scratch), validation)
-        verification = write_verified_pickle(make_predict(state), config.out, live)
+            spec.fit(trained_on, final_pipeline, "refit")
+    verification = write_pickle(pickle_state(features, shipped, proportion), config.out, data_dir, validation)
+    artifacts_path = save_artifacts(
+        artifacts_dir_for(config.out),
+        Artifacts(
+            settings=asdict(config) | {"embargo": embargo},
+            requested_features=requested_features,
+            feature_names=features,
+            pipeline=final_pipeline,
+            members=[SavedMember.trained(spec, w, trained_on) for spec, w in shipped],
+            neutralization=proportion,
+            embargo=embargo,
+            eras=era_fingerprints(trained_on, [e for frame in trained_on for e in frame.era_order]),
+        ),
+    )
 
-    report_dir = Path(config.report_dir) if config.report_dir else config.out.with_name(config.out.stem + "_report")
     summary = {
         "data_dir": data_dir,
         "features": len(features),
@@ -364,9 +400,10 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
         "embargo": embargo,
         "missing_feature_eras_train": int(missing.to_numpy().sum()),
         "pickle": "refit on train and validation eras" if config.refit else "trained on train eras only",
+        "artifacts": artifacts_path,
     }
     report_path = write_report(
-        report_dir,
+        report_dir_for(config),
         {
             "models": models,
             "folds": fold_table(folds),
@@ -383,10 +420,11 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
             "verification": asdict(verification),
         },
     )
-    return BuildResult(config.out, report_path, models, verification, summary)
+    return BuildResult(config.out, report_path, models, verification, summary, artifacts_path)
 
 
 def format_result(result: BuildResult) -> str:
     return "\n".join(
-        [summary_table(result.models), "", result.verification.summary(), f"report: {result.report_path}"]
+        [summary_table(result.models), "", result.verification.summary(), f"report: {result.report_path}",
+         f"refresh artifacts: {result.artifacts_path}"]
     )

@@ -12,6 +12,7 @@ from pipeline import data as nd
 from pipeline.build import BuildConfig, build, cache_root, format_result
 from pipeline.cv import EMBARGO_20D
 from pipeline.ensemble import PRESETS
+from pipeline.refresh import format_refresh, refresh
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, UploadError, upload
 from pipeline.verify import VerificationError, runtime_python, verify_pickle
 
@@ -23,6 +24,7 @@ numerai-tools and verified the way Numerai's container runs it.
   python build_model.py                                   # demo: embedded synthetic data
   python build_model.py --data-dir DIR --out model.pkl    # any Numerai v5 data directory
   python build_model.py --data-dir DIR --download         # fetch v5.2 with numerapi, then build
+  python build_model.py --data-dir DIR --init-model model_artifacts   # weekly refresh on the new eras
   python build_model.py verify model.pkl --live live.parquet
   python build_model.py upload model.pkl --model-name NAME [--dry-run]
 """
@@ -107,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
         "LightGBM's datasets read them in batches and give the pages back, so a build holds LightGBM's bins "
         "rather than both them and the matrix (for data near this machine's memory; DIR needs room for the matrix)",
     )
+    refresh_options = parser.add_argument_group("weekly refresh")
+    refresh_options.add_argument(
+        "--init-model", type=Path, default=None, metavar="DIR",
+        help="refresh instead of a full build: continue the model a previous build left in DIR (its <out>_artifacts) "
+        "on the labelled eras after the last one it was trained on, with the same --preset, --target and features. "
+        "LightGBM members get more trees, neural members are fine-tuned; the report compares it with the previous "
+        "model and a full retrain on the newest eras",
+    )
+    refresh_options.add_argument(
+        "--refresh-trees", type=float, default=0.1, metavar="SHARE",
+        help="trees a refresh adds to each LightGBM member, as a share of the trees its CV chose (default 0.1)",
+    )
+    refresh_options.add_argument("--refresh-epochs", type=int, default=3, help="epochs a refresh fine-tunes each neural member for (default 3)")
+    refresh_options.add_argument(
+        "--refresh-test-eras", type=int, default=4,
+        help="newest labelled eras held out to compare the previous, refreshed and fully retrained models (default 4)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -179,13 +198,17 @@ def run_build(argv: Sequence[str]) -> int:
         dask_local=args.dask_local,
         torch_processes=args.torch_processes,
         spill_dir=args.spill_dir,
+        init_model=args.init_model,
+        refresh_trees=args.refresh_trees,
+        refresh_epochs=args.refresh_epochs,
+        refresh_test_eras=args.refresh_test_eras,
     )
     try:
-        result = build(config)
+        result = refresh(config) if config.init_model is not None else build(config)
     except (nd.DataError, VerificationError, ValueError) as err:
         logging.getLogger("build_model").error("%s", err)
         return 1
-    print(format_result(result))
+    print(format_refresh(result) if config.init_model is not None else format_result(result))
     return 0
 
 

@@ -6,6 +6,7 @@ and is always scored and chosen on the main target.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +141,20 @@ class LGBMSpec:
             callbacks=[TqdmCallback(self.estimator.num_boost_round, f"{self.name} {stage}")],
         )
 
+    def continue_fit(self, parts: Sequence[tuple[EraFrame, Sequence[str]]], rounds: int) -> None:
+        """Add `rounds` trees fitted on the given eras of each frame to the fitted booster, on the
+        features of the member's own fitted pipeline. Every given era is used (the stride thins a
+        long history; a refresh's few new eras are all the news there is); rows without the
+        member's target (not resolved yet) are left out."""
+        xs, ys = [], []
+        for frame, eras in parts:
+            rows = frame.select_eras(eras)
+            y = frame.targets[self.train_target].to_numpy()[rows]
+            rows, y = rows[~np.isnan(y)], y[~np.isnan(y)]
+            xs.append(self.pipeline_.matrix(frame.features[rows], frame.eras[rows]))
+            ys.append(y)
+        self.estimator.continue_training(np.concatenate(xs), np.concatenate(ys), rounds, self.pipeline_.feature_names_)
+
     def predict(self, features: np.ndarray, eras: np.ndarray) -> np.ndarray:
         return self.estimator.predict(self.pipeline_.matrix(features, eras))
 
@@ -193,6 +208,13 @@ class NeuralSpec:
         frame = splits[0] if len(splits) == 1 else concat_frames(splits, [self.train_target, *self.aux_targets])
         self._fit(frame, frame.era_order)
 
+    def continue_fit(self, parts: Sequence[tuple[EraFrame, Sequence[str]]], epochs: int, lr: float) -> None:
+        """Fine-tune the fitted network from its weights on the given eras of each frame for `epochs`
+        epochs at learning rate `lr`, without early stopping (see `EraNetEstimator.fine_tune`)."""
+        frames = [subset_frame(frame, eras) for frame, eras in parts if len(eras)]
+        frame = frames[0] if len(frames) == 1 else concat_frames(frames, [self.train_target, *self.aux_targets])
+        self.estimator.fine_tune(frame, frame.era_order, epochs, lr)
+
     def predict(self, features: np.ndarray, eras: np.ndarray) -> np.ndarray:
         return self.estimator.predict(features, eras)
 
@@ -215,6 +237,17 @@ def concat_frames(frames: list[EraFrame], targets: list[str]) -> EraFrame:
         features=np.concatenate([f.features for f in frames]),
         feature_names=frames[0].feature_names,
         targets=pd.concat([f.targets[targets] for f in frames]),
+    )
+
+
+def subset_frame(frame: EraFrame, eras: Sequence[str]) -> EraFrame:
+    """The rows of `eras` only (a copy of their int8 features), or the frame itself when it has no other era."""
+    if set(frame.era_order) <= set(eras):
+        return frame
+    rows = frame.select_eras(eras)
+    return EraFrame(
+        frame.path, frame.ids[rows], frame.eras[rows], frame.features[rows], frame.feature_names,
+        frame.targets.iloc[rows], 0, frame.data_type,
     )
 
 

@@ -9,8 +9,9 @@ missing-value policy are computed batch by batch as LightGBM reads its training 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
@@ -36,6 +37,9 @@ MIXER_LR = 3e-3
 MIXER_ERAS_PER_BATCH = 4
 # Correlations are measured on at most this many rows of the fit eras (evenly spread over them).
 CORR_SAMPLE_ROWS = 20_000
+# Constructor settings of a FeaturePipeline besides its groups.
+SETTINGS = ("missing", "clusters", "group_stats", "mixing", "targets", "cluster_distance", "seed")
+MIXER_ARRAYS = ("w1", "b1", "w2", "b2")
 
 
 def cluster_labels(x: np.ndarray, n_clusters: int | None = None, distance: float | None = None) -> np.ndarray:
@@ -204,7 +208,7 @@ class FeaturePipeline:
         turned_on = [k for k in ("clusters", "group_stats", "mixing") if changes.get(k) and not getattr(self, k)]
         if turned_on:
             raise ValueError(f"a variant can only switch transforms off; {turned_on} were not fitted")
-        params = {k: getattr(self, k) for k in ("missing", "clusters", "group_stats", "mixing", "targets", "cluster_distance", "seed")}
+        params = {k: getattr(self, k) for k in SETTINGS}
         other = FeaturePipeline(self.groups, **(params | changes))
         other.part_names_, other.mixer_halves_, other.raw_names_ = self.part_names_, self.mixer_halves_, self.raw_names_
         other._set_transform({
@@ -214,6 +218,38 @@ class FeaturePipeline:
             "mixer": self.transform_["mixer"] if other.mixing else None,
         })
         return other
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted pipeline as JSON-able settings and named arrays (`np.savez`), so that a refresh
+        transforms new eras exactly as the saved trees' training eras were (`from_state`)."""
+        settings = {k: getattr(self, k) for k in SETTINGS} | {
+            "targets": list(self.targets), "groups": dict(self.groups), "raw_names": list(self.raw_names_),
+            "part_names": self.part_names_,
+        }
+        arrays = {key: self.transform_[key] for key in ("cluster_avg", "group_avg") if self.transform_[key] is not None}
+        mixer = self.transform_["mixer"]
+        if mixer is not None:
+            arrays["mixer_index"] = mixer["index"]
+            arrays |= {f"mixer_{k}_{name}": model[name] for k, model in enumerate(mixer["models"]) for name in MIXER_ARRAYS}
+        return settings, arrays
+
+    @classmethod
+    def from_state(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> FeaturePipeline:
+        """The pipeline `state()` saved. Its cross-fitting halves are not kept: every era gets the
+        average of the group mixers, as live eras do (a refresh only transforms eras it never saw)."""
+        pipeline = cls(dict(settings["groups"]), **{k: settings[k] for k in SETTINGS})
+        pipeline.raw_names_, pipeline.part_names_, pipeline.mixer_halves_ = list(settings["raw_names"]), dict(settings["part_names"]), []
+        mixer = None
+        if "mixer_index" in arrays:
+            count = sum(1 for key in arrays if key.startswith("mixer_") and key.endswith("_w1"))
+            mixer = {
+                "index": arrays["mixer_index"],
+                "models": [{name: arrays[f"mixer_{k}_{name}"] for name in MIXER_ARRAYS} for k in range(count)],
+            }
+        pipeline._set_transform({
+            "missing": pipeline.missing, "cluster_avg": arrays.get("cluster_avg"), "group_avg": arrays.get("group_avg"), "mixer": mixer,
+        })
+        return pipeline
 
     def matrix(self, features: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
         """Transformed float32 rows of whole eras, for prediction (`runtime.model_matrix`)."""

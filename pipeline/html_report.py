@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.plots import ENSEMBLE, as_dict, as_list, report_models
+from pipeline.report import COMPARED
 
 SUMMARY_COLUMNS = (("mean", 4), ("std", 4), ("sharpe", 2), ("max_drawdown", 4), ("eras", 0))
 SUMMARY_LABELS = {"mean": "mean", "std": "std", "sharpe": "Sharpe", "max_drawdown": "max DD", "eras": "eras"}
@@ -273,6 +274,46 @@ def _verification_section(report: dict[str, Any]) -> str:
     return (_table(["check", "value"], rows) if rows else "") + listing
 
 
+def _era_span(span: Any) -> str | None:
+    """[first, last, count] as "first..last (count)"."""
+    values = as_list(span)
+    return f"{values[0]}..{values[1]} ({values[2]})" if len(values) == 3 else None
+
+
+def _refresh_section(report: dict[str, Any]) -> str:
+    """A refresh: what each member got, and the previous, refreshed and fully retrained models scored
+    on the same held-out eras (or why they were not)."""
+    refresh = as_dict(report.get("refresh"))
+    if not refresh:
+        return ""
+
+    steps = [[_cell(name), _cell(_era_span(as_dict(step).get("eras")))] + [_cell(as_dict(step).get(k), None) for k in ("trees_added", "trees", "epochs", "lr", "skipped")]
+             for name, step in as_dict(refresh.get("members")).items()]
+    parts = [
+        f'<p class="note">The model of {_esc(refresh.get("init_model"))}, trained through era {_esc(refresh.get("previous_trained_through"))}, '
+        f"continued on its new eras {_esc(_era_span(refresh.get('new_eras')))}. Kept: {_esc(refresh.get('kept', ''))}.</p>",
+        _table(["member", "eras", "trees added", "trees", "epochs", "learning rate", "skipped"], steps) if steps else "",
+    ]
+    comparison = as_dict(refresh.get("comparison"))
+    if comparison.get("skipped"):
+        return "".join(parts) + f'<p class="note">Comparison skipped: {_esc(comparison["skipped"])}.</p>'
+    models = report_models(report)
+    rows = [[_cell(label)] + [_cell(as_dict(models.get(key, {}).get("validation")).get(k), d) for k, d in SUMMARY_COLUMNS] for key, label in COMPARED.items()]
+    member_rows = [[_cell(name)] + [_cell(as_dict(as_dict(figures).get(key)).get("mean")) for key in COMPARED]
+                   for name, figures in as_dict(comparison.get("members")).items()]
+    parts += [
+        f"<h3>Held-out eras {_esc(_era_span(comparison.get('test_eras')))}</h3>",
+        _table(["model"] + [SUMMARY_LABELS[k] for k, _ in SUMMARY_COLUMNS], rows, ["", "ensemble", ""]),
+        _table(["member, mean CORR"] + list(COMPARED.values()), member_rows) if member_rows else "",
+        f'<p class="note">Per-era numerai CORR of the blend (the previous weights and neutralization) on the newest labelled eras. '
+        f"None of the three trained on them: the refreshed model and the full retrain stop at era {_esc(comparison.get('trained_through'))}, "
+        f"{_esc(comparison.get('embargo'))} eras of embargo before them; the previous model at {_esc(comparison.get('previous_trained_through'))}. "
+        "The full retrain keeps the previous build's settings (trees chosen by its CV, feature pipeline settings, blend weights). "
+        "The uploaded pickle is then refreshed on every new era, these included.</p>",
+    ]
+    return "".join(parts)
+
+
 def _summary_section(report: dict[str, Any]) -> str:
     """The free-form data summary and the build's settings, as key/value tables."""
     parts = [f"<div><h3>{title}</h3>{_key_values(as_dict(report.get(key)))}</div>" for key, title in (("data", "Data"), ("settings", "Settings")) if as_dict(report.get(key))]
@@ -280,20 +321,23 @@ def _summary_section(report: dict[str, Any]) -> str:
 
 
 def _headline(report: dict[str, Any]) -> str:
-    """One line under the title: the ensemble's (or best model's) validation CORR."""
+    """One line under the title: the ensemble's (or the refreshed model's, or the best model's) validation
+    CORR; a refresh's "validation" is its held-out eras."""
     models = {n: f for n, f in report_models(report).items() if isinstance(as_dict(f.get("validation")).get("mean"), (int, float))}
     if not models:
         return ""
-    name = ENSEMBLE if ENSEMBLE in models else max(models, key=lambda n: models[n]["validation"]["mean"])
+    name = next((n for n in (ENSEMBLE, "refreshed") if n in models), None) or max(models, key=lambda n: models[n]["validation"]["mean"])
     v = models[name]["validation"]
     sharpe = v.get("sharpe")
     sharpe_text = f", Sharpe {sharpe:.2f}" if isinstance(sharpe, (int, float)) else ""
-    return f'<p class="note">{_esc(name)}: validation CORR {v["mean"]:.4f}{_esc(sharpe_text)} over {_esc(v.get("eras", "?"))} eras.</p>'
+    split = "held-out" if report.get("refresh") else "validation"
+    return f'<p class="note">{_esc(name)}: {split} CORR {v["mean"]:.4f}{_esc(sharpe_text)} over {_esc(v.get("eras", "?"))} eras.</p>'
 
 
 def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
     """The whole page as a string (kept separate from writing so it can be checked without files)."""
     sections = [
+        ("refresh", "Refresh: previous vs refreshed vs full retrain", _refresh_section(report)),
         ("summary", "Data and settings", _summary_section(report)),
         ("models", "Models: CORR per era", _models_section(report)),
         ("extra", "Auxiliary targets, FNC, exposure, BMC", _extra_metrics_section(report)),
@@ -307,13 +351,14 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
         ("verification", "Pickle verification", _verification_section(report)),
     ]
     present = [(a, t, b) for a, t, b in sections if b]
+    title = "Refresh report" if report.get("refresh") else "Build report"
     nav = "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in present)
     body = "".join(_section(a, t, b) for a, t, b in present)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Build report</title><style>{CSS}</style></head>"
-        f"<body><main><h1>Build report</h1>{_headline(report)}<nav>{nav}</nav>{body}</main></body></html>\n"
+        f"<title>{title}</title><style>{CSS}</style></head>"
+        f"<body><main><h1>{title}</h1>{_headline(report)}<nav>{nav}</nav>{body}</main></body></html>\n"
     )
 
 

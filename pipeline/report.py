@@ -71,3 +71,37 @@ def summary_table(models: dict[str, dict[str, Any]]) -> str:
             f"{val['mean']:>8.4f} {val['std']:>7.4f} {val['sharpe']:>7.2f} {val['max_drawdown']:>7.4f} {val['eras']:>5d}"
         )
     return "\n".join(lines)
+
+
+COMPARED = {"previous": "previous, unchanged", "refreshed": "refreshed", "full_retrain": "full retrain"}
+
+
+def refresh_table(refresh: dict[str, Any], models: dict[str, dict[str, Any]]) -> str:
+    """What a refresh did to each member, then the previous, refreshed and fully retrained models'
+    per-era CORR on the held-out eras (or why that comparison was skipped)."""
+    first, last, count = refresh["new_eras"]
+    lines = [f"refresh of {refresh['init_model']} (trained through era {refresh['previous_trained_through']}) on {count} new eras {first}..{last}"]
+    for name, step in refresh["members"].items():
+        done = step.get("skipped") or (
+            f"+{step['trees_added']} trees ({step['trees']} in all)" if "trees_added" in step else f"fine-tuned {step['epochs']} epochs at lr {step['lr']:.2g}"
+        )
+        lines.append(f"  {name:<22} {done}")
+    comparison = refresh["comparison"]
+    if "skipped" in comparison:
+        return "\n".join(lines + [f"comparison skipped: {comparison['skipped']}"])
+    test_first, test_last, n_test = comparison["test_eras"]
+    header = f"{'model':<22} {'mean':>8} {'std':>7} {'Sharpe':>7} {'max DD':>7} {'eras':>5}"
+    lines += [
+        "",
+        f"per-era numerai_corr on held-out eras {test_first}..{test_last} ({n_test}); embargo {comparison['embargo']} eras; "
+        f"refreshed and retrained through {comparison['trained_through']}, previous through {comparison['previous_trained_through']}",
+        header,
+        "-" * len(header),
+    ]
+    for key, label in COMPARED.items():
+        v = models[key]["validation"]
+        lines.append(f"{label:<22} {v['mean']:>8.4f} {v['std']:>7.4f} {v['sharpe']:>7.2f} {v['max_drawdown']:>7.4f} {v['eras']:>5d}")
+    lines.append("members (mean CORR): " + "; ".join(
+        f"{name} " + " / ".join(f"{figures[key]['mean']:.4f}" for key in COMPARED) for name, figures in comparison["members"].items()
+    ) + " (previous / refreshed / full retrain)")
+    return "\n".join(lines)

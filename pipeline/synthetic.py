@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.special import ndtr
 from tqdm import tqdm
@@ -527,6 +529,33 @@ def write_world(out_dir: str | Path, spec: WorldSpec = DEFAULT_WORLD, progress: 
         oracle.add({"id": ids, "era": eras, "oracle": pa.array(drawn.oracle)})
     for writer in [*data.values(), *bench.values(), oracle]:
         writer.close()
+    return out
+
+
+def earlier_world(world: str | Path, out_dir: str | Path, eras_back: int, unlabelled: int = DEFAULT_WORLD.n_unlabelled_eras) -> Path:
+    """`world` as it was `eras_back` eras earlier, like last week's download, for trying a refresh
+    (`--init-model`): its newest eras left out of every file with eras (live files are copied: only
+    their features are read), and the targets of the newest `unlabelled` eras left unresolved (NaN)."""
+    world, out = Path(world), Path(out_dir)
+    eras = sorted(set(pq.read_table(world / "train.parquet", columns=["era"])["era"].to_pylist())
+                  | set(pq.read_table(world / "validation.parquet", columns=["era"])["era"].to_pylist()))
+    kept = eras[: len(eras) - eras_back]
+    if eras_back < 1 or len(kept) <= unlabelled + 1:
+        raise ValueError(f"eras_back must be at least 1 and leave more than {unlabelled + 1} of the {len(eras)} eras, got {eras_back}")
+    unresolved = pa.array(kept[len(kept) - unlabelled :], pa.string())
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(world.iterdir()):
+        if path.suffix != ".parquet" or path.name.startswith("live"):
+            shutil.copy2(path, out / path.name)
+            continue
+        table = pq.read_table(path)
+        table = table.filter(pc.is_in(table["era"], pa.array(kept, pa.string())))
+        unknown = pc.is_in(table["era"], unresolved)
+        for k, name in enumerate(table.column_names):
+            if name.startswith("target"):
+                nan = pa.scalar(float("nan"), table.schema.field(k).type)
+                table = table.set_column(k, name, pc.if_else(unknown, nan, table[name]))
+        pq.write_table(table, out / path.name)
     return out
 
 

@@ -61,7 +61,8 @@ def test_help_explains_every_option() -> None:
     proc = subprocess.run([sys.executable, "build_model.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
     for option in ("--data-dir", "--download", "--out", "--report-dir", "--feature-set", "--features", "--target",
                    "--preset", "--embargo", "--cv-folds", "--cv-max-train-eras", "--drop-unstable", "--no-refit",
-                   "--era-stride", "--trees", "--seed", "--threads", "--spill-dir"):
+                   "--era-stride", "--trees", "--seed", "--threads", "--init-model", "--refresh-trees", "--refresh-epochs",
+                   "--refresh-test-eras", "--spill-dir"):
         assert option in proc.stdout
 
 

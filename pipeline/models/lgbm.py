@@ -147,6 +147,22 @@ class LGBMMember:
     def model_text(self) -> str:
         return self.booster_.model_to_string()
 
+    def continue_training(
+        self, x: np.ndarray, target: np.ndarray, rounds: int, feature_names: list[str] | None = None
+    ) -> "LGBMMember":
+        """Add `rounds` trees, fitted on model-ready rows `x`, to the trained booster, starting from
+        its own scores on them (LightGBM's `init_model`); its existing trees stay as they are.
+
+        `x` is an in-memory float32 matrix, not a Sequence: LightGBM scores `init_model` on arrays
+        only. A refresh passes just its few new eras."""
+        dataset = lgb.Dataset(
+            x, label=np.asarray(target, dtype=np.float32), feature_name=feature_names if feature_names is not None else "auto",
+            params={"verbosity": -1, "bin_construct_sample_cnt": BIN_SAMPLE_ROWS},
+        )
+        self.booster_ = lgb.train(self.lgb_params(), dataset, num_boost_round=rounds, init_model=self.booster_)
+        self.num_boost_round = self.booster_.current_iteration()
+        return self
+
 
 class TqdmCallback:
     """A LightGBM training callback that advances a progress bar one tree at a time."""

@@ -393,6 +393,8 @@ class EraNetEstimator:
     """
 
     kind = ""
+    # Attributes chosen from the fit data that the network's shape depends on (saved in a checkpoint).
+    fitted_inputs: tuple[str, ...] = ()
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters, so that `type(est)(**est.get_params())` is an unfitted copy."""
@@ -409,6 +411,10 @@ class EraNetEstimator:
 
     def _build_network(self, frame: EraFrame, fit_eras: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
         """The untrained network; `fit_eras` are the only eras a fitted input choice may look at."""
+        return self._make_network(frame.features.shape[1], n_main, n_aux)
+
+    def _make_network(self, n_features: int, n_main: int, n_aux: int) -> nn.Module:
+        """The untrained network for inputs already chosen (`fitted_inputs`)."""
         raise NotImplementedError
 
     def _export_config(self) -> dict[str, Any]:
@@ -525,25 +531,28 @@ class EraNetEstimator:
         return loss
 
     def _train(
-        self, network: nn.Module, train_data: EraBatches, valid_data: EraBatches, device: torch.device,
-        replicas: Replicas | None = None,
+        self, network: nn.Module, train_data: EraBatches, valid_data: EraBatches | None, device: torch.device,
+        replicas: Replicas | None = None, lr: float | None = None, max_epochs: int | None = None,
     ) -> None:
         """AdamW over eras shuffled by a seeded Generator, with a linear warmup over the first epoch
         (Adam's early steps on one noisy era are otherwise large) then a per-step cosine decay to 5 %
         of `lr` at `max_epochs`; keeps the best epoch. `replicas` shares each step's eras between
-        processes (default: this process alone); only the leader scores and decides when to stop."""
+        processes (default: this process alone); only the leader scores and decides when to stop.
+        Without `valid_data` every epoch runs and the last one is kept (fine-tuning on a few eras,
+        where none can be spared to early-stop on); `lr` and `max_epochs` override the estimator's."""
         from tqdm.auto import tqdm
 
         replicas = replicas or Replicas()
+        lr, max_epochs = lr or self.lr, max_epochs or self.max_epochs
         rng = np.random.default_rng(self.seed)
-        optimizer = torch.optim.AdamW(network.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=self.weight_decay)
         steps_per_epoch = math.ceil(len(train_data.eras) / self.eras_per_batch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, steps_per_epoch, steps_per_epoch * self.max_epochs)
+            optimizer, lambda step: lr_factor(step, steps_per_epoch, steps_per_epoch * max_epochs)
         )
         best_corr, best_state, best_epoch, history = -np.inf, None, 0, []
         bar = tqdm(
-            range(1, self.max_epochs + 1), desc=type(self).__name__, unit="epoch",
+            range(1, max_epochs + 1), desc=type(self).__name__, unit="epoch",
             disable=not self.progress or not replicas.leader, leave=False,
         )
         for epoch in bar:
@@ -565,7 +574,10 @@ class EraNetEstimator:
                 optimizer.step()
                 scheduler.step()
             stop = False
-            if replicas.leader:
+            if valid_data is None:
+                history.append({"epoch": epoch, "train_loss": float(np.mean(losses))})
+                best_epoch = epoch
+            elif replicas.leader:
                 per_era = self._score(network, valid_data, device)
                 corr = float(per_era.mean())
                 history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_corr": corr, "valid_sharpe": summarize(per_era)["sharpe"]})
@@ -577,7 +589,7 @@ class EraNetEstimator:
             if replicas.agree(stop):
                 break
         bar.close()
-        if replicas.leader:
+        if replicas.leader and best_state is not None:
             network.load_state_dict(best_state)
         network.eval()
         self.best_epoch_ = best_epoch
@@ -651,6 +663,52 @@ class EraNetEstimator:
         } | self._export_config()
         return {"name": name or self.kind, "kind": self.kind, "weight": float(weight), "arrays": arrays, "config": config}
 
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to rebuild the fitted network in torch and train it further (`torch.save`
+        it; `from_checkpoint` reads it back): parameters, fitted inputs and the state_dict."""
+        self._check_fitted()
+        return {
+            "kind": self.kind,
+            "params": self.get_params(),
+            "feature_names": list(self.feature_names_),
+            "target": self.target_,
+            "aux_targets": list(self.aux_targets_),
+            "inputs": {name: getattr(self, name) for name in self.fitted_inputs},
+            "state_dict": {key: value.detach().cpu() for key, value in self.network_.state_dict().items()},
+        }
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> "EraNetEstimator":
+        """The fitted estimator a `checkpoint()` was taken of, ready to predict or to `fine_tune`."""
+        if checkpoint["kind"] != cls.kind:
+            raise ValueError(f"a {checkpoint['kind']!r} checkpoint cannot restore a {cls.kind!r} estimator")
+        estimator = cls(**checkpoint["params"])
+        estimator.feature_names_ = list(checkpoint["feature_names"])
+        estimator.target_ = checkpoint["target"]
+        estimator.aux_targets_ = list(checkpoint["aux_targets"])
+        for name, value in checkpoint["inputs"].items():
+            setattr(estimator, name, value)
+        n_main = 5 if estimator.head == "ce" else 1
+        network = estimator._make_network(len(estimator.feature_names_), n_main, len(estimator.aux_targets_))
+        network.load_state_dict(checkpoint["state_dict"])
+        estimator.network_ = network.to(torch.device(estimator.device)).eval()
+        return estimator
+
+    def fine_tune(self, frame: EraFrame, eras: Sequence[str], epochs: int, lr: float) -> "EraNetEstimator":
+        """Train the fitted network further on whole `eras` of `frame`, from its current weights, for
+        `epochs` epochs at learning rate `lr` (warmup and cosine decay as in `fit`), keeping the last
+        epoch: a refresh's few new eras leave none to early-stop on."""
+        self._check_fitted()
+        if epochs < 1 or lr <= 0:
+            raise ValueError(f"fine-tuning needs epochs >= 1 and lr > 0, got {epochs} and {lr}")
+        train_data = EraBatches.from_frame(frame, eras, self.target_, self.aux_targets_)
+        if not train_data.eras:
+            raise ValueError("no rows to fine-tune on: the given eras are not in the frame")
+        with torch_settings(self.threads, True, self.device):
+            torch.manual_seed(self.seed)
+            self._train(self.network_, train_data, None, next(self.network_.parameters()).device, lr=lr, max_epochs=epochs)
+        return self
+
 
 class TSMixerExt(EraNetEstimator):
     """TSMixer-Ext on feature-group tokens with an era context (the current era's token statistics).
@@ -662,6 +720,7 @@ class TSMixerExt(EraNetEstimator):
     """
 
     kind = "tsmixer"
+    fitted_inputs = ("tokens_",)
 
     def __init__(
         self,
@@ -729,6 +788,9 @@ class TSMixerExt(EraNetEstimator):
             self.tokens_ = cluster_tokens(frame.features[rows], groups, self.token_size)
         else:
             self.tokens_ = token_groups(frame.feature_names, self.feature_sets, self.token_size)
+        return self._make_network(n_features, n_main, n_aux)
+
+    def _make_network(self, n_features: int, n_main: int, n_aux: int) -> nn.Module:
         index = token_index(self.tokens_, n_features)
         return TSMixerNet(
             index, n_features, self.d, self.n_block, self.ff, self.context_dim, self.era_context, self.bin_embedding,
@@ -790,11 +852,11 @@ class MLPBaseline(EraNetEstimator):
         self.device = device
         self.progress = progress
 
-    def _build_network(self, frame: EraFrame, fit_eras: Sequence[str], n_main: int, n_aux: int) -> nn.Module:
+    def _make_network(self, n_features: int, n_main: int, n_aux: int) -> nn.Module:
         hidden = [int(h) for h in self.hidden]
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden must list at least one positive layer width, got {self.hidden}")
-        return MLPNet(frame.features.shape[1], hidden, self.dropout, self.one_hot, n_main, n_aux)
+        return MLPNet(n_features, hidden, self.dropout, self.one_hot, n_main, n_aux)
 
     def _export_config(self) -> dict[str, Any]:
         return {"architecture": "mlp", "n_layers": len(self.hidden), "one_hot": bool(self.one_hot)}
