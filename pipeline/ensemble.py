@@ -69,17 +69,22 @@ NEURAL_KINDS = ("tsmixer", "mlp")
 # the era stride it trains on (Numerai's example takes every 4th era; others may take every era).
 # Members see the feature pipeline's output, except those marked "raw" (the example model itself).
 EXAMPLE_MEMBER = {"name": "lgbm_example", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "main", "era_stride": 4, "raw": True}
+# Members over seeds: every member trains with the build's seed plus its position in the preset, so
+# "lgbm_deep_2" is the deep member on another seed (other row bags and column samples). On the seed-1
+# world two such models, rank-averaged, scored 9 % more than either alone.
 PRESETS: dict[str, list[dict[str, Any]]] = {
     "example": [EXAMPLE_MEMBER],
     "demo": [
         EXAMPLE_MEMBER,
         {"name": "lgbm_deep", "params": faster(DEEP_PARAMS, 5), "rounds": 400, "target": "main", "era_stride": 1},
+        {"name": "lgbm_deep_2", "params": faster(DEEP_PARAMS, 5), "rounds": 400, "target": "main", "era_stride": 1},
         {"name": "lgbm_aux20", "params": faster(EXAMPLE_PARAMS, 5), "rounds": 400, "target": "aux_20", "era_stride": 4},
         MLP_MEMBER,
     ],
     "standard": [
         EXAMPLE_MEMBER,
         {"name": "lgbm_deep", "params": DEEP_PARAMS, "rounds": 2000, "target": "main", "era_stride": 1},
+        {"name": "lgbm_deep_2", "params": DEEP_PARAMS, "rounds": 2000, "target": "main", "era_stride": 1},
         {"name": "lgbm_aux20", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "aux_20", "era_stride": 2},
         {"name": "lgbm_aux60", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "aux_60", "era_stride": 2},
         MLP_MEMBER,
@@ -89,6 +94,7 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
         EXAMPLE_MEMBER,
         {"name": "lgbm_large", "params": LARGE_PARAMS, "rounds": 20_000, "target": "main", "era_stride": 4},
         {"name": "lgbm_deep", "params": DEEP_PARAMS, "rounds": 4000, "target": "main", "era_stride": 1},
+        {"name": "lgbm_deep_2", "params": DEEP_PARAMS, "rounds": 4000, "target": "main", "era_stride": 1},
         {"name": "lgbm_aux20", "params": DEEP_PARAMS, "rounds": 4000, "target": "aux_20", "era_stride": 2},
         {"name": "lgbm_aux60", "params": DEEP_PARAMS, "rounds": 4000, "target": "aux_60", "era_stride": 2},
         MLP_MEMBER,

@@ -83,12 +83,13 @@ def test_presets_pick_members_the_data_supports(frames) -> None:
     aux = best_aux_target(train, "target", "_20")
     assert aux is not None and aux.endswith("_20") and aux != "target_ender_20"
     specs = member_specs("demo", train, "target", num_boost_round=50, seed=3)
-    assert [s.name for s in specs] == ["lgbm_example", "lgbm_deep", "lgbm_aux20", "mlp"]
-    assert [s.train_target for s in specs] == ["target", "target", aux, "target"]
+    assert [s.name for s in specs] == ["lgbm_example", "lgbm_deep", "lgbm_deep_2", "lgbm_aux20", "mlp"]
+    assert [s.train_target for s in specs] == ["target", "target", "target", aux, "target"]
+    assert specs[1].estimator.params == specs[2].estimator.params and specs[1].estimator.seed != specs[2].estimator.seed
     assert all(s.estimator.num_boost_round <= 50 for s in specs if isinstance(s, LGBMSpec))
     assert "target_ender_20" not in specs[-1].aux_targets, "the main target is never its own auxiliary head"
     only_main = train.with_features(train.feature_names)
     only_main.targets = train.targets[["target"]]
-    assert [s.name for s in member_specs("demo", only_main, "target")] == ["lgbm_example", "lgbm_deep", "mlp"]
+    assert [s.name for s in member_specs("demo", only_main, "target")] == ["lgbm_example", "lgbm_deep", "lgbm_deep_2", "mlp"]
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         member_specs("huge", train, "target")
