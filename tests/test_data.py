@@ -73,6 +73,17 @@ def test_load_split_reads_only_requested_columns(tiny_world: Path, monkeypatch: 
     np.testing.assert_array_equal(split.features, whole.features)
 
 
+def resident_kb(directory: Path) -> int:
+    """Resident kB of this process's mappings of files in `directory` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isdigit() or line[:1] in "abcdef":
+            inside = str(directory) in line
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
 def test_spilled_split_matches_memory_and_trains_the_same_trees(tiny_world: Path, tmp_path: Path) -> None:
     from pipeline.features import FeaturePipeline
     from pipeline.models.lgbm import LGBMMember
@@ -93,6 +104,8 @@ def test_spilled_split_matches_memory_and_trains_the_same_trees(tiny_world: Path
         pipeline = FeaturePipeline(groups, group_stats=False).fit([(frame, frame.era_order)])
         member = LGBMMember({"objective": "regression", "num_leaves": 7, "verbosity": -1}, 10, num_threads=1)
         member.fit(pipeline.inputs(frame), frame.targets["target"].to_numpy(), feature_names=pipeline.feature_names_)
+        if frame is spilled:
+            assert resident_kb(tmp_path) == 0, "the pipeline and LightGBM read the matrix on disk in batches and gave every page back"
         predictions.append(member.predict(pipeline.matrix(frame.features, frame.eras)))
     np.testing.assert_array_equal(predictions[0], predictions[1])
     with pytest.raises(nd.DataError, match="spill directory .*absent does not exist"):
