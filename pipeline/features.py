@@ -290,9 +290,13 @@ def sample_rows(parts: Sequence[tuple[EraFrame, Sequence[str]]], limit: int) -> 
     total = sum(len(r) for _, r in rows)
     picked = np.unique(np.linspace(0, total - 1, min(total, limit)).astype(np.int64))
     offsets = np.cumsum([0] + [len(r) for _, r in rows])
-    return np.concatenate([
+    sample = np.concatenate([
         frame.features[r[picked[(picked >= lo) & (picked < hi)] - lo]] for (frame, r), lo, hi in zip(rows, offsets[:-1], offsets[1:])
     ])
+    # Each sampled row of a matrix on disk faulted in the 64 KB around it: 1.3 GB for 20,000 rows.
+    for frame, _ in rows:
+        release_pages(frame.features)
+    return sample
 
 
 @dataclass
