@@ -1,14 +1,19 @@
 """Benchmark of TSMixer-Ext against the plain MLP and Numerai's example LightGBM, on the default world.
 
 1. The neural models train on every `--era-stride`-th train era (default: all) with the same epoch
-   budget and early stopping (the newest `--valid-eras` of those eras after an 8-era embargo);
-   TSMixer-Ext at `--tsmixer-lr` without dropout, the MLPs at `--lr` with dropout 0.1 (each net's
-   settings chosen on the train-era early-stopping CORR). The example LightGBM trains on every 4th
-   era, as build.py trains it. All are scored once with per-era numerai_corr on the validation
-   eras more than 8 eras after the last train era; nothing is chosen on them.
+   budget, learning-rate schedule, loss (cross-entropy, auxiliary MSE and a weight times the era-wise
+   correlation) and early stopping (the newest `--valid-eras` of those eras after an 8-era
+   embargo); TSMixer-Ext at `--tsmixer-lr` and `--tsmixer-corr-weight`, the MLPs at `--lr` and
+   `--corr-weight`, all with dropout 0.1 (each net's settings chosen on its own train-era
+   early-stopping CORR). The example LightGBM trains on every 4th era, as build.py trains it. All
+   are scored once with per-era numerai_corr on the validation eras more than 8 eras after the
+   last train era; nothing is chosen on them.
 2. The MLP on scaled features (the plain baseline) and on per-bin one-hot inputs; the ablations of
    TSMixer-Ext without era context and with a regression head instead of the 5-class CE head; with
    `--ablations`, also contiguous-chunk tokens instead of correlation clusters, and bin embeddings.
+   The TSMixer-Ext variant compared is the one with the best early-stopping CORR; the verdict is
+   the per-era paired difference of validation CORR (mean +- one standard error): "beats" needs
+   more than 2 standard errors.
 3. Optionally (`--search-trials N`), a bounded `search` (walk-forward CV inside train).
 4. The numpy forward pass of an exported TSMixer-Ext at Numerai's width (6,720 rows x 2,748
    features), timed in a separate process with one BLAS/OpenMP thread.
@@ -16,7 +21,7 @@
 `--threads` defaults to 1: on a busy 2-core machine two torch threads were measured 10x slower per
 step than one (OpenMP oversubscription).
 
-Run: `python -m bench.tsmixer [--threads 1] [--epochs 12] [--era-stride 1] [--ablations] [--search-trials 0]`.
+Run: `python -m bench.tsmixer [--threads 1] [--epochs 8] [--era-stride 1] [--ablations] [--search-trials 0]`.
 """
 
 from __future__ import annotations
@@ -98,13 +103,22 @@ def time_numpy_forward(member: dict) -> tuple[float, float, bool]:
     return float(out[0]), float(out[1]), out[2] == "True"
 
 
+def paired_difference(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """Mean and standard error of the per-era difference a - b: the two models score the same eras,
+    so the era-to-era swings they share cancel and the test is much sharper than comparing means."""
+    diff = (a - b).dropna()
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--lr", type=float, default=3e-3, help="the MLPs' learning rate")
     parser.add_argument("--tsmixer-lr", type=float, default=2e-2)
+    parser.add_argument("--corr-weight", type=float, default=3.0, help="the MLPs' era-wise correlation loss weight")
+    parser.add_argument("--tsmixer-corr-weight", type=float, default=1.0)
     parser.add_argument("--era-stride", type=int, default=1)
     parser.add_argument("--valid-eras", type=int, default=40)
     parser.add_argument("--eras-per-batch", type=int, default=2)
@@ -134,10 +148,11 @@ def main() -> None:
     )
 
     common = {"max_epochs": args.epochs, "patience": args.patience, "threads": args.threads, "seed": args.seed,
-              "n_valid_eras": args.valid_eras, "eras_per_batch": args.eras_per_batch, "progress": False}
-    trained = common | {"lr": args.lr}
-    tsm_params = {"d": 32, "ff": 64, "context_dim": 8, "n_block": 2, "token_size": 10, "dropout": 0.0} | common | {
-        "lr": args.tsmixer_lr}
+              "n_valid_eras": args.valid_eras, "eras_per_batch": args.eras_per_batch, "dropout": 0.1,
+              "progress": False}
+    trained = common | {"lr": args.lr, "corr_weight": args.corr_weight}
+    tsm_params = {"d": 32, "ff": 64, "context_dim": 8, "n_block": 2, "token_size": 10} | common | {
+        "lr": args.tsmixer_lr, "corr_weight": args.tsmixer_corr_weight}
     runs = {
         "tsmixer_ext": TSMixerExt(**tsm_params, feature_sets=sets),
         "mlp": MLPBaseline(hidden=(64, 64), **trained),
@@ -148,12 +163,13 @@ def main() -> None:
     if args.ablations:
         runs["tsmixer_ext_contiguous_tokens"] = TSMixerExt(**tsm_params | {"cluster_tokens": False}, feature_sets=sets)
         runs["tsmixer_ext_bins"] = TSMixerExt(**tsm_params | {"bin_embedding": True}, feature_sets=sets)
-    rows, preds = [], {}
+    rows, preds, scores = [], {}, {}
     for name, model in runs.items():
         t0 = time.perf_counter()
         model.fit(train, fit_eras, aux_targets=aux)
         preds[name] = model.predict(validation.features[val_rows], eras_val)
-        summary = summarize(per_era_corr(preds[name], y_val, eras_val))
+        scores[name] = per_era_corr(preds[name], y_val, eras_val)
+        summary = summarize(scores[name])
         rows.append({"model": name, "corr_mean": summary["mean"], "sharpe": summary["sharpe"],
                      "max_dd": summary["max_drawdown"], "params": n_parameters(model), "best_epoch": model.best_epoch_,
                      "epochs_run": len(model.history_), "early_stop_corr": model.best_valid_corr_,
@@ -164,8 +180,9 @@ def main() -> None:
     lgbm = LGBMMember(EXAMPLE_PARAMS, EXAMPLE_ROUNDS, seed=args.seed, num_threads=args.threads)
     lgbm_rows = train.select_eras(list(train.era_order[::4]))
     lgbm.fit(train.features, train.targets["target"].to_numpy(), rows=lgbm_rows, feature_names=features)
-    preds["lgbm_example"] = lgbm.predict(validation.features, val_rows)
-    summary = summarize(per_era_corr(preds["lgbm_example"], y_val, eras_val))
+    preds["lgbm_example"] = lgbm.predict(validation.features[val_rows])
+    scores["lgbm_example"] = per_era_corr(preds["lgbm_example"], y_val, eras_val)
+    summary = summarize(scores["lgbm_example"])
     rows.append({"model": "lgbm_example", "corr_mean": summary["mean"], "sharpe": summary["sharpe"],
                  "max_dd": summary["max_drawdown"], "params": np.nan, "best_epoch": np.nan, "epochs_run": np.nan,
                  "early_stop_corr": np.nan, "seconds": time.perf_counter() - t0})
@@ -201,12 +218,12 @@ def main() -> None:
     # The TSMixer-Ext variant compared is chosen on the early-stopping CORR (newest train eras), never
     # on the validation eras.
     chosen = table.loc[[name for name in runs if name.startswith("tsmixer")], "early_stop_corr"].idxmax()
-    mixer, mlp, mlp_one_hot, lgb_corr = (
-        table.loc[k, "corr_mean"] for k in (chosen, "mlp", "mlp_one_hot", "lgbm_example")
-    )
-    print(f"\nTSMixer-Ext ({chosen}, chosen on train-era early-stopping CORR) {'beats' if mixer > mlp else 'does NOT beat'} the plain MLP ({mixer:.4f} vs {mlp:.4f}), "
-          f"{'beats' if mixer > mlp_one_hot else 'does NOT beat'} the one-hot MLP ({mlp_one_hot:.4f}) and "
-          f"{'beats' if mixer > lgb_corr else 'does NOT beat'} the example LightGBM ({lgb_corr:.4f}).")
+    print(f"\nTSMixer-Ext variant chosen on train-era early-stopping CORR: {chosen}. Per-era paired "
+          f"difference of validation CORR ({chosen} minus the other), mean +- one standard error:")
+    for other in ("mlp", "mlp_one_hot", "lgbm_example"):
+        mean, se = paired_difference(scores[chosen], scores[other])
+        verdict = "beats" if mean > 2 * se else "does NOT beat" if mean <= 0 else "is ahead within noise (< 2 SE) of"
+        print(f"  {chosen} {verdict} {other}: {mean:+.4f} +- {se:.4f} ({mean / se:+.1f} SE)")
     if search_table is not None:
         print(f"\nSearch ({len(search_table)} trials, walk-forward CV inside train, {search_seconds:.0f} s):")
         print(search_table.drop(columns=["trial"]).to_string(float_format=lambda v: f"{v:.4f}"))
