@@ -108,6 +108,10 @@ def test_spilled_split_matches_memory_and_trains_the_same_trees(tiny_world: Path
             assert resident_kb(tmp_path) == 0, "the pipeline and LightGBM read the matrix on disk in batches and gave every page back"
         predictions.append(member.predict(pipeline.matrix(frame.features, frame.eras)))
     np.testing.assert_array_equal(predictions[0], predictions[1])
+    from pipeline.models.tsmixer import MLPBaseline
+
+    MLPBaseline(hidden=(8,), max_epochs=1, n_valid_eras=2, embargo=1, progress=False).fit(spilled)
+    assert resident_kb(tmp_path) == 0, "neural members stream whole-era batches from the matrix on disk"
     with pytest.raises(nd.DataError, match="spill directory .*absent does not exist"):
         nd.load_split(path, features, ["target"], data_type="train", spill_dir=tmp_path / "absent")
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.cv import EraWalkForward, default_embargo
-from pipeline.data import FEATURE_GROUPS, MAIN_TARGET, EraFrame
+from pipeline.data import FEATURE_GROUPS, MAIN_TARGET, EraFrame, release_pages
 from pipeline.features import cluster_labels
 from pipeline.metrics import per_era_corr, summarize
 from pipeline.runtime import token_index
@@ -309,8 +309,11 @@ class EraBatches:
         def gather(values: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.concatenate([values[s] for s in picked])).to(device)
 
+        x = scale_features(gather(self.features))
+        # A matrix on disk (--spill-dir) is streamed: only the batch's eras are resident.
+        release_pages(self.features)
         return {
-            "x": scale_features(gather(self.features)),
+            "x": x,
             "main": gather(self.main),
             "aux": gather(self.aux),
             "row_era": torch.repeat_interleave(torch.arange(len(picked)), torch.tensor(sizes)).to(device),
@@ -786,6 +789,7 @@ class TSMixerExt(EraNetEstimator):
             rows = frame.select_eras(fit_eras)
             rows = rows[:: math.ceil(len(rows) / CLUSTER_ROWS)]
             self.tokens_ = cluster_tokens(frame.features[rows], groups, self.token_size)
+            release_pages(frame.features)
         else:
             self.tokens_ = token_groups(frame.feature_names, self.feature_sets, self.token_size)
         return self._make_network(n_features, n_main, n_aux)
