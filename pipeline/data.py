@@ -229,7 +229,7 @@ def _feature_block(batch: pa.RecordBatch | pa.Table, names: Sequence[str], path:
 
 
 def disk_matrix(spill_dir: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    """A zeroed int8 matrix backed by an anonymous file in `spill_dir` instead of anonymous memory.
+    """A zeroed int8 matrix backed by an unlinked file in `spill_dir` instead of anonymous memory.
 
     The file is unlinked at once, so it lives exactly as long as the array; its pages are the
     kernel's page cache, which `release_pages` takes out of this process's resident set."""
