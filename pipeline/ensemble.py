@@ -16,7 +16,7 @@ import pandas as pd
 from pipeline.cv import default_embargo
 from pipeline.data import EraFrame
 from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
-from pipeline.features import RAW_FEATURES, FeaturePipeline
+from pipeline.features import RAW_FEATURES, FeaturePipeline, spread_rows
 from pipeline.metrics import per_era_corr, per_era_corr_columns
 from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
 from pipeline.runtime import scaled_bins
@@ -296,11 +296,6 @@ def best_aux_target(frame: EraFrame, main: str, horizon: str = "_20") -> str | N
     predictions = scaled_bins(frame.features[score_rows]) @ weights
     scores = per_era_corr_columns(predictions, frame.targets[main].to_numpy()[score_rows], frame.eras[score_rows]).mean()
     return candidates[int(np.argmax(scores.to_numpy()))]
-
-
-def spread_rows(rows: np.ndarray, limit: int) -> np.ndarray:
-    """At most `limit` of `rows`, evenly spread over them (so over their eras too)."""
-    return rows[np.unique(np.linspace(0, len(rows) - 1, min(len(rows), limit)).astype(np.int64))]
 
 
 def member_specs(

@@ -284,11 +284,15 @@ class FeaturePipeline:
         return None
 
 
+def spread_rows(rows: np.ndarray, limit: int) -> np.ndarray:
+    """At most `limit` of `rows`, evenly spread over them (so over their eras too)."""
+    return rows[np.unique(np.linspace(0, len(rows) - 1, min(len(rows), limit)).astype(np.int64))]
+
+
 def sample_rows(parts: Sequence[tuple[EraFrame, Sequence[str]]], limit: int) -> np.ndarray:
     """At most `limit` int8 rows from the given eras of the parts, evenly spread over them."""
     rows = [(frame, frame.select_eras(eras)) for frame, eras in parts]
-    total = sum(len(r) for _, r in rows)
-    picked = np.unique(np.linspace(0, total - 1, min(total, limit)).astype(np.int64))
+    picked = spread_rows(np.arange(sum(len(r) for _, r in rows)), limit)
     offsets = np.cumsum([0] + [len(r) for _, r in rows])
     sample = np.concatenate([
         frame.features[r[picked[(picked >= lo) & (picked < hi)] - lo]] for (frame, r), lo, hi in zip(rows, offsets[:-1], offsets[1:])
