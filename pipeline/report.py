@@ -57,6 +57,14 @@ def write_report(report_dir: str | Path, report: dict[str, Any]) -> Path:
     return path
 
 
+def figure_cells(figures: dict[str, Any]) -> str:
+    """Per-era CORR summary figures (mean, std, Sharpe, max drawdown, eras) as aligned text cells."""
+    return (
+        f"{figures['mean']:>8.4f} {figures['std']:>7.4f} {figures['sharpe']:>7.2f} "
+        f"{figures['max_drawdown']:>7.4f} {figures['eras']:>5d}"
+    )
+
+
 def summary_table(models: dict[str, dict[str, Any]]) -> str:
     """One line per model: out-of-fold CV and held-out validation per-era CORR figures."""
     header = (
@@ -67,8 +75,7 @@ def summary_table(models: dict[str, dict[str, Any]]) -> str:
         cv = figures.get("cv", {})
         val = figures["validation"]
         lines.append(
-            f"{name:<24} {cv.get('mean', float('nan')):>8.4f} {cv.get('sharpe', float('nan')):>8.2f} | "
-            f"{val['mean']:>8.4f} {val['std']:>7.4f} {val['sharpe']:>7.2f} {val['max_drawdown']:>7.4f} {val['eras']:>5d}"
+            f"{name:<24} {cv.get('mean', float('nan')):>8.4f} {cv.get('sharpe', float('nan')):>8.2f} | {figure_cells(val)}"
         )
     return "\n".join(lines)
 
@@ -99,8 +106,7 @@ def refresh_table(refresh: dict[str, Any], models: dict[str, dict[str, Any]]) ->
         "-" * len(header),
     ]
     for key, label in COMPARED.items():
-        v = models[key]["validation"]
-        lines.append(f"{label:<22} {v['mean']:>8.4f} {v['std']:>7.4f} {v['sharpe']:>7.2f} {v['max_drawdown']:>7.4f} {v['eras']:>5d}")
+        lines.append(f"{label:<22} {figure_cells(models[key]['validation'])}")
     lines.append("members (mean CORR): " + "; ".join(
         f"{name} " + " / ".join(f"{figures[key]['mean']:.4f}" for key in COMPARED) for name, figures in comparison["members"].items()
     ) + " (previous / refreshed / full retrain)")
