@@ -35,17 +35,13 @@ from pathlib import Path
 import lightgbm as lgb
 from pipeline import data as nd
 from pipeline.models.lgbm import LGBMMember, int8_dataset
-
-def hwm_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+from pipeline.verify_child import peak_rss_mb
 
 path, n_features, trees, spill = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] or None
 stages, start = {}, time.perf_counter()
 def stage(name):
     global start
-    stages[name] = {"seconds": time.perf_counter() - start, "hwm_mb": hwm_mb()}
+    stages[name] = {"seconds": time.perf_counter() - start, "hwm_mb": peak_rss_mb()}
     start = time.perf_counter()
 stage("interpreter")
 split = nd.load_split(path, [f"feature_{j:04d}" for j in range(n_features)], ["target"], spill_dir=spill)

@@ -34,17 +34,13 @@ from pipeline import data as nd
 from pipeline.ensemble import DEEP_PARAMS, faster
 from pipeline.features import FeaturePipeline
 from pipeline.models.lgbm import LGBMMember, int8_dataset
-
-def hwm_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+from pipeline.verify_child import peak_rss_mb
 
 world, trees, spill = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] or None
 stages, start = [], time.perf_counter()
 def stage(name):
     global start
-    stages.append({"stage": name, "seconds": time.perf_counter() - start, "hwm_mb": hwm_mb()})
+    stages.append({"stage": name, "seconds": time.perf_counter() - start, "hwm_mb": peak_rss_mb()})
     start = time.perf_counter()
 features = nd.resolve_features(world, "all")
 train = nd.load_split(world / "train.parquet", features, ["target"], data_type="train", spill_dir=spill)
