@@ -3,8 +3,9 @@
 `<out>_artifacts/` (see the README, "Weekly refresh"):
 
     manifest.json         settings of the build, feature names, each shipped member (kind, blend weight,
-                          target, trees, newest era trained on), neutralization, embargo, every era
-                          trained on with a fingerprint of its rows, and the refreshes made so far
+                          target, trees, feature subset, newest era trained on), neutralization,
+                          embargo, every era trained on with a fingerprint of its rows, and the
+                          refreshes made so far
     feature_pipeline.npz  the fitted feature pipeline's arrays (its settings are in the manifest)
     members/NAME.txt      a LightGBM member's model text, every tree
     members/NAME.pt       a neural member's torch checkpoint: parameters, fitted inputs, state_dict
@@ -112,7 +113,7 @@ def untrained(member: SavedMember, threads: int, processes: int = 1) -> MemberSp
     spec = member.spec
     if isinstance(spec, LGBMSpec):
         estimator = LGBMMember(dict(spec.estimator.params), member.base_trees, seed=spec.estimator.seed, num_threads=threads)
-        return LGBMSpec(spec.name, estimator, spec.train_target, spec.era_stride, spec.engineered)
+        return LGBMSpec(spec.name, estimator, spec.train_target, spec.era_stride, spec.engineered, spec.features)
     estimator = type(spec.estimator)(**spec.estimator.get_params())
     return NeuralSpec(spec.name, estimator, spec.train_target, list(spec.aux_targets), spec.era_stride, spec.n_valid_eras, spec.embargo, processes)
 
@@ -130,7 +131,7 @@ def _member_entry(member: SavedMember, directory: Path) -> dict[str, Any]:
         return entry | {
             "kind": "lightgbm", "file": str(path.relative_to(directory)), "params": spec.estimator.params,
             "seed": int(spec.estimator.seed), "trees": int(spec.estimator.booster_.current_iteration()),
-            "base_trees": int(member.base_trees), "engineered": bool(spec.engineered),
+            "base_trees": int(member.base_trees), "engineered": bool(spec.engineered), "features": spec.features,
         }
     import torch
 
@@ -177,7 +178,9 @@ def _load_member(entry: dict[str, Any], directory: Path, pipeline: FeaturePipeli
     if entry["kind"] == "lightgbm":
         estimator = LGBMMember(entry["params"], entry["trees"], seed=entry["seed"], num_threads=threads)
         estimator.booster_ = lgb.Booster(model_file=str(path))
-        spec: MemberSpec = LGBMSpec(entry["name"], estimator, entry["train_target"], entry["era_stride"], entry["engineered"])
+        spec: MemberSpec = LGBMSpec(
+            entry["name"], estimator, entry["train_target"], entry["era_stride"], entry["engineered"], entry.get("features")
+        )
         spec.pipeline_ = spec._pipeline(pipeline)
         return SavedMember(spec, entry["weight"], entry["last_era"], entry["base_trees"])
     import torch

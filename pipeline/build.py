@@ -178,6 +178,12 @@ def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFra
     return features, train, validation
 
 
+def member_features(spec: MemberSpec, features: list[str]) -> dict[str, str]:
+    """How many of the build's raw features a member over a feature subset sees, for the report."""
+    subset = spec.features if isinstance(spec, LGBMSpec) else None
+    return {} if subset is None else {"raw_features": f"{len(subset)} of {len(features)}"}
+
+
 def probe_cv(frame: nd.EraFrame, folds: list, pipelines: list[FeaturePipeline], config: BuildConfig, label: str) -> pd.Series:
     """Per-era CV CORR of the quick LightGBM probe on the features of the fold `pipelines`;
     only differences between probes matter."""
@@ -344,7 +350,8 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
         figures = validation_figures(scores, validation, val_rows, config.target, benchmarks)
         result = cv[spec.name]
         models[spec.name] = {
-            "cv": summarize(result.per_era), "cv_per_era": result.per_era, "chosen": result.chosen | {"target": spec.train_target, "era_stride": spec.era_stride},
+            "cv": summarize(result.per_era), "cv_per_era": result.per_era,
+            "chosen": result.chosen | {"target": spec.train_target, "era_stride": spec.era_stride} | member_features(spec, features),
             "cv_curve": result.curve, **figures,
         }
 

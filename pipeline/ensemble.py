@@ -6,7 +6,8 @@ and is always scored and chosen on the main target.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ from pipeline.runtime import scaled_bins
 
 if TYPE_CHECKING:
     from pipeline.distributed import DaskLGBMTrainer
+
+logger = logging.getLogger(__name__)
 
 # Deeper trees that see more features per tree, with row bagging: the interactions across feature
 # groups that the example's 10 % column sample rarely puts into one tree.
@@ -68,17 +71,33 @@ NEURAL_KINDS = ("tsmixer", "mlp")
 # or "aux_20" / "aux_60": the auxiliary target of that horizon whose ridge model best predicts the main target,
 # see `best_aux_target`), and
 # the era stride it trains on (Numerai's example takes every 4th era; others may take every era).
-# Members see the feature pipeline's output, except those marked "raw" (the example model itself).
+# Members see the feature pipeline's output, except those marked "raw" (the example model itself);
+# a member "without" named feature sets sees the other raw features (and all era-wise ones).
 EXAMPLE_MEMBER = {"name": "lgbm_example", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "main", "era_stride": 4, "raw": True}
 # Members over seeds: every member trains with the build's seed plus its position in the preset, so
 # "lgbm_deep_2" is the deep member on another seed (other row bags and column samples). On the seed-1
 # world two such models, rank-averaged, scored 9 % more than either alone.
+# Members over feature subsets: the deep member on one half of Numerai's feature groups, the other
+# half's named sets of features.json left out (features in no group stay in both). The halves are
+# about equal in size on v5.2. On the seed-2 world (a design world, not a benchmark's) each half
+# scored about what a second seed of the deep member did (0.0489 and 0.0468 against 0.0481) on fewer
+# features, and rank-averaged with the deep member both halves scored 0.0537, its second seed 0.0518.
+GROUP_HALVES = (("constitution", "agility", "strength", "dexterity"), ("charisma", "wisdom", "serenity", "intelligence"))
+
+
+def group_half_member(name: str, params: dict[str, Any], rounds: int, kept: int) -> dict[str, Any]:
+    """A deep member (`name`) on the feature groups of `GROUP_HALVES[kept]`, the other half left out."""
+    return {"name": name, "params": params, "rounds": rounds, "target": "main", "era_stride": 1, "without": GROUP_HALVES[1 - kept]}
+
+
 PRESETS: dict[str, list[dict[str, Any]]] = {
     "example": [EXAMPLE_MEMBER],
     "demo": [
         EXAMPLE_MEMBER,
         {"name": "lgbm_deep", "params": faster(DEEP_PARAMS, 5), "rounds": 400, "target": "main", "era_stride": 1},
         {"name": "lgbm_deep_2", "params": faster(DEEP_PARAMS, 5), "rounds": 400, "target": "main", "era_stride": 1},
+        group_half_member("lgbm_deep_a", faster(DEEP_PARAMS, 5), 400, 0),
+        group_half_member("lgbm_deep_b", faster(DEEP_PARAMS, 5), 400, 1),
         {"name": "lgbm_aux20", "params": faster(EXAMPLE_PARAMS, 5), "rounds": 400, "target": "aux_20", "era_stride": 4},
         MLP_MEMBER,
     ],
@@ -86,6 +105,8 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
         EXAMPLE_MEMBER,
         {"name": "lgbm_deep", "params": DEEP_PARAMS, "rounds": 2000, "target": "main", "era_stride": 1},
         {"name": "lgbm_deep_2", "params": DEEP_PARAMS, "rounds": 2000, "target": "main", "era_stride": 1},
+        group_half_member("lgbm_deep_a", DEEP_PARAMS, 2000, 0),
+        group_half_member("lgbm_deep_b", DEEP_PARAMS, 2000, 1),
         {"name": "lgbm_aux20", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "aux_20", "era_stride": 2},
         {"name": "lgbm_aux60", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "aux_60", "era_stride": 2},
         MLP_MEMBER,
@@ -96,6 +117,8 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
         {"name": "lgbm_large", "params": LARGE_PARAMS, "rounds": 20_000, "target": "main", "era_stride": 4},
         {"name": "lgbm_deep", "params": DEEP_PARAMS, "rounds": 4000, "target": "main", "era_stride": 1},
         {"name": "lgbm_deep_2", "params": DEEP_PARAMS, "rounds": 4000, "target": "main", "era_stride": 1},
+        group_half_member("lgbm_deep_a", DEEP_PARAMS, 4000, 0),
+        group_half_member("lgbm_deep_b", DEEP_PARAMS, 4000, 1),
         {"name": "lgbm_aux20", "params": DEEP_PARAMS, "rounds": 4000, "target": "aux_20", "era_stride": 2},
         {"name": "lgbm_aux60", "params": DEEP_PARAMS, "rounds": 4000, "target": "aux_60", "era_stride": 2},
         MLP_MEMBER,
@@ -112,7 +135,8 @@ PROBE = {"params": faster(EXAMPLE_PARAMS, 5), "rounds": 300, "era_stride": 4}
 
 @dataclass
 class LGBMSpec:
-    """A LightGBM member: its estimator, the target column it learns and the eras it trains on.
+    """A LightGBM member: its estimator, the target column it learns, the eras it trains on and,
+    for a member over a feature subset, the raw features it sees (`features`; None: all).
     With a `trainer`, `fit` trains on a Dask cluster (CV stays in this process)."""
 
     name: str
@@ -120,12 +144,19 @@ class LGBMSpec:
     train_target: str
     era_stride: int
     engineered: bool = True
+    features: list[str] | None = None
     trainer: DaskLGBMTrainer | None = None
 
     def _pipeline(self, pipeline: FeaturePipeline) -> FeaturePipeline:
-        """The fitted pipeline, or its raw-features variant for a member that takes raw features
-        (Numerai's example model, so that its figures are the example's)."""
-        return pipeline if self.engineered else pipeline.variant(**RAW_FEATURES)
+        """The fitted pipeline, its raw-features variant for a member that takes raw features
+        (Numerai's example model, so that its figures are the example's), and the member's feature
+        subset of its raw columns (those of them the pipeline was fitted on: --drop-unstable may
+        have left some out)."""
+        changes: dict[str, Any] = {} if self.engineered else dict(RAW_FEATURES)
+        if self.features is not None:
+            fitted = set(pipeline.raw_names_)
+            changes["columns"] = [name for name in self.features if name in fitted]
+        return pipeline.variant(**changes) if changes else pipeline
 
     def cross_validate(self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]) -> CVResult:
         """Out-of-fold CV that also fixes the member's number of trees to the CV's choice."""
@@ -140,7 +171,7 @@ class LGBMSpec:
         (raw features: the workers read parquet themselves, see `build`)."""
         pipeline = self.pipeline_ = self._pipeline(pipeline)
         if self.trainer is not None:
-            self.estimator.booster_ = self.trainer.fit_member(self.estimator, splits, self.era_stride, pipeline.raw_names_, self.train_target)
+            self.estimator.booster_ = self.trainer.fit_member(self.estimator, splits, self.era_stride, pipeline.columns_, self.train_target)
             return
         self.estimator.fit_parts(
             [(pipeline.inputs(s), s.targets[self.train_target].to_numpy(), strided_rows(s, s.era_order, self.era_stride)) for s in splits],
@@ -330,10 +361,30 @@ def member_specs(
             estimator = estimator_class(**params, seed=seed + k, threads=1, progress=False)
             specs.append(NeuralSpec(entry["name"], estimator, target, aux, stride, n_valid_eras=entry["params"]["n_valid_eras"]))
             continue
+        subset = None
+        if "without" in entry:
+            subset = features_without(entry["without"], feature_sets or {}, frame.feature_names)
+            if subset is None:
+                logger.warning(
+                    "member %s left out: it leaves out the feature sets %s, which features.json lacks or which leave none or all of this build's %d features",
+                    entry["name"], ", ".join(entry["without"]), len(frame.feature_names),
+                )
+                continue
         rounds = min(entry["rounds"], num_boost_round or entry["rounds"])
         estimator = LGBMMember(dict(entry["params"]), rounds, seed=seed + k, num_threads=threads)
-        specs.append(LGBMSpec(entry["name"], estimator, target, stride, engineered=not entry.get("raw", False)))
+        specs.append(LGBMSpec(entry["name"], estimator, target, stride, engineered=not entry.get("raw", False), features=subset))
     return specs
+
+
+def features_without(set_names: Sequence[str], feature_sets: Mapping[str, Sequence[str]], features: Sequence[str]) -> list[str] | None:
+    """The build's `features` outside the named sets of features.json, in the build's order; None
+    when a set is not there, or when that leaves none or all of them (then the member would be
+    no member over a feature subset)."""
+    if any(name not in feature_sets for name in set_names):
+        return None
+    left_out = {feature for name in set_names for feature in feature_sets[name]}
+    subset = [feature for feature in features if feature not in left_out]
+    return subset if 0 < len(subset) < len(features) else None
 
 
 def member_targets(preset: str, available: list[str], main: str) -> list[str]:

@@ -38,7 +38,7 @@ MIXER_ERAS_PER_BATCH = 4
 # Correlations are measured on at most this many rows of the fit eras (evenly spread over them).
 CORR_SAMPLE_ROWS = 20_000
 # Constructor settings of a FeaturePipeline besides its groups.
-SETTINGS = ("missing", "clusters", "group_stats", "mixing", "targets", "cluster_distance", "seed")
+SETTINGS = ("missing", "clusters", "group_stats", "mixing", "targets", "cluster_distance", "seed", "columns")
 MIXER_ARRAYS = ("w1", "b1", "w2", "b2")
 
 
@@ -141,6 +141,9 @@ class FeaturePipeline:
         (the main target first, then auxiliary ones: labels only). Cross-fitted: rows of the first
         half of the fit eras get the mixer trained on the second half and vice versa, so the trees
         never see a mixer's output on rows it learned from; other rows (live) get the average.
+    columns: the raw features a member over a feature subset sees (None: all). Only the raw
+        columns are chosen: the era-wise features are still computed from every feature, and a
+        variant chooses columns without refitting.
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class FeaturePipeline:
         targets: Sequence[str] = (),
         cluster_distance: float = 0.8,
         seed: int = 0,
+        columns: Sequence[str] | None = None,
     ):
         self.groups = groups
         self.missing = missing
@@ -162,6 +166,7 @@ class FeaturePipeline:
         self.targets = targets
         self.cluster_distance = cluster_distance
         self.seed = seed
+        self.columns = columns
 
     def fit(self, parts: Sequence[tuple[EraFrame, Sequence[str]]]) -> FeaturePipeline:
         """Learn the transform from the given eras of each (frame, eras) part, nothing else."""
@@ -199,12 +204,22 @@ class FeaturePipeline:
 
     def _set_transform(self, transform: dict) -> None:
         extra = [name for part in ("clusters", "group_stats", "mixing") if getattr(self, part) for name in self.part_names_[part]]
-        self.transform_ = transform | {"extra_names": extra}
-        self.feature_names_ = self.raw_names_ + extra
+        index = None
+        if self.columns is not None:
+            position = {name: k for k, name in enumerate(self.raw_names_)}
+            unknown = [name for name in self.columns if name not in position]
+            if unknown or not self.columns:
+                raise ValueError(
+                    f"columns must name features the pipeline was fitted on; got {len(self.columns)}, unknown: {unknown[:5]}"
+                )
+            index = np.array(sorted({position[name] for name in self.columns}), dtype=np.int64)
+        self.columns_ = list(self.raw_names_) if index is None else [self.raw_names_[k] for k in index]
+        self.transform_ = transform | {"extra_names": extra, "columns": index}
+        self.feature_names_ = self.columns_ + extra
 
     def variant(self, **changes: object) -> FeaturePipeline:
-        """This fitted pipeline with transforms switched off or another missing policy, without
-        refitting (the ablation compares variants of one fit)."""
+        """This fitted pipeline with transforms switched off, another missing policy or other raw
+        `columns`, without refitting (the ablation compares variants of one fit)."""
         turned_on = [k for k in ("clusters", "group_stats", "mixing") if changes.get(k) and not getattr(self, k)]
         if turned_on:
             raise ValueError(f"a variant can only switch transforms off; {turned_on} were not fitted")
@@ -237,7 +252,7 @@ class FeaturePipeline:
     def from_state(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> FeaturePipeline:
         """The pipeline `state()` saved. Its cross-fitting halves are not kept: every era gets the
         average of the group mixers, as live eras do (a refresh only transforms eras it never saw)."""
-        pipeline = cls(dict(settings["groups"]), **{k: settings[k] for k in SETTINGS})
+        pipeline = cls(dict(settings["groups"]), **{k: settings[k] for k in SETTINGS if k in settings})
         pipeline.raw_names_, pipeline.part_names_, pipeline.mixer_halves_ = list(settings["raw_names"]), dict(settings["part_names"]), []
         mixer = None
         if "mixer_index" in arrays:
@@ -321,11 +336,13 @@ class TransformedFrame:
 
     def rows(self, index: np.ndarray | slice | int) -> np.ndarray:
         """Transformed float32 rows."""
-        codes = self.era_codes[index]
+        codes = np.atleast_1d(self.era_codes[index])
         block = np.atleast_2d(self.features[index])
-        extra = era_features(self.transform, block, self.era_group_means[np.atleast_1d(codes)])
-        x = block.astype(np.float32)
+        extra = era_features(self.transform, block, self.era_group_means[codes])
+        columns = self.transform.get("columns")
+        x = (block if columns is None else block[:, columns]).astype(np.float32)
         if self.missing is not None:
-            x[self.missing[np.atleast_1d(codes)]] = np.nan
+            missing = self.missing[codes]
+            x[missing if columns is None else missing[:, columns]] = np.nan
         out = np.hstack([x, extra, np.atleast_2d(self.mixed[index])])
         return out[0] if isinstance(index, (int, np.integer)) else out

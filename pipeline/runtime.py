@@ -94,21 +94,23 @@ def mixer_features(mixer: dict, x: np.ndarray, models: list[int] | None = None) 
 
 
 def model_matrix(transform: dict | None, x: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
-    """What the LightGBM members see: the raw features (NaN where missing in an era, under the
-    "nan" policy) followed by the era-wise features, as float32, built one era at a time.
-    No transform: the raw features."""
+    """What the LightGBM members see: the raw features (a member over a feature subset: its
+    `columns` only; NaN where missing in an era, under the "nan" policy) followed by the era-wise
+    features of all features, as float32, built one era at a time. No transform: the raw features."""
     if transform is None:
         return x.astype(np.float32)
-    out = np.empty((len(x), x.shape[1] + len(transform["extra_names"])), dtype=np.float32)
+    columns = transform.get("columns")
+    n_raw = x.shape[1] if columns is None else len(columns)
+    out = np.empty((len(x), n_raw + len(transform["extra_names"])), dtype=np.float32)
     for rows in era_row_groups(eras, len(x)):
         block = x[rows].astype(np.float32)
         extra = era_features(transform, block)
         if transform.get("mixer") is not None:
             extra = np.hstack([extra, mixer_features(transform["mixer"], block)])
-        out[rows, x.shape[1] :] = extra
+        out[rows, n_raw:] = extra
         if transform["missing"] == "nan":
             block[:, missing_columns(block)] = np.nan
-        out[rows, : x.shape[1]] = block
+        out[rows, :n_raw] = block if columns is None else block[:, columns]
     return out
 
 
@@ -125,6 +127,22 @@ def booster_predict(
     return out
 
 
+def shared_model_matrix(transform: dict | None, features: np.ndarray, eras: np.ndarray | None, matrices: dict) -> np.ndarray:
+    """`model_matrix` of `transform`, built once per feature pipeline and kept in `matrices`:
+    members over feature subsets, whose transforms differ from their pipeline's only in the raw
+    `columns`, take those columns from the matrix of every column rather than building their own."""
+    columns = None if transform is None else transform.get("columns")
+    every = transform if columns is None else {key: value for key, value in transform.items() if key != "columns"}
+    key = None if every is None else (
+        every["missing"], tuple(every["extra_names"]), *(id(every.get(part)) for part in ("cluster_avg", "group_avg", "mixer"))
+    )
+    if key not in matrices:
+        matrices[key] = model_matrix(every, features, eras)
+    if columns is None:
+        return matrices[key]
+    return matrices[key][:, np.concatenate([columns, np.arange(features.shape[1], matrices[key].shape[1])])]
+
+
 def member_scores(
     member: dict, features: np.ndarray, cache: dict, eras: np.ndarray | None = None, matrices: dict | None = None
 ) -> np.ndarray:
@@ -138,11 +156,8 @@ def member_scores(
     if kind == "lightgbm":
         if member["name"] not in cache:
             cache[member["name"]] = lgb.Booster(model_str=member["model_text"])
-        transform = member.get("transform")
-        matrices = {} if matrices is None else matrices
-        if id(transform) not in matrices:
-            matrices[id(transform)] = model_matrix(transform, features, eras)
-        return booster_predict(cache[member["name"]], matrices[id(transform)])
+        matrix = shared_model_matrix(member.get("transform"), features, eras, {} if matrices is None else matrices)
+        return booster_predict(cache[member["name"]], matrix)
     if kind in ("tsmixer", "mlp"):
         return neural_member_scores(member, features, eras)
     raise ValueError(f"unknown member kind {kind!r}")

@@ -35,6 +35,8 @@ def test_build_writes_a_verified_pickle_and_report(tiny_world: Path, tmp_path: P
     } and all(v["eras"] > 0 for v in ablation.values())
     assert set(report["feature_pipeline"]["chosen"]) == {"missing", "clusters", "group_stats", "mixing"}
     assert "Feature pipeline" in (tmp_path / "model_report" / "report.html").read_text()
+    halves = [int(report["models"][name]["chosen"]["raw_features"].split(" of ")[0]) for name in ("lgbm_deep_a", "lgbm_deep_b")]
+    assert sum(halves) == report["settings"]["features"], "members over the two halves of the feature groups"
 
 
 def test_build_on_a_foreign_layout_with_binary_targets(tmp_path: Path, capsys, monkeypatch) -> None:

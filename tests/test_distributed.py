@@ -64,6 +64,10 @@ def test_dask_lightgbm_scores_like_one_machine(splits: dict, cluster) -> None:
     with dask_trainer(scheduler=cluster.scheduler_address) as trainer:
         on_cluster = LGBMSpec("dask", LGBMMember(params, 120, seed=3, num_threads=1), nd.MAIN_TARGET, era_stride=2, trainer=trainer)
         on_cluster.fit([train], raw, "test")
+        half = splits["features"][::2]
+        subset = LGBMSpec("dask_half", LGBMMember(params, 5, seed=3), nd.MAIN_TARGET, era_stride=2, features=half, trainer=trainer)
+        subset.fit([train], raw, "test")
+    assert subset.estimator.booster_.feature_name() == half, "the workers read a member's feature subset"
     booster = on_cluster.estimator.booster_
     text = booster.model_to_string()
     assert "[num_machines: 2]" in text and "[tree_learner: data]" in text, "both workers trained"

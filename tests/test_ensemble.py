@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import data as nd
 from pipeline.cv import EraWalkForward
-from pipeline.ensemble import LGBMSpec, NeuralSpec, best_aux_target, member_specs, member_targets
+from pipeline.ensemble import GROUP_HALVES, LGBMSpec, NeuralSpec, best_aux_target, features_without, member_specs, member_targets
 from pipeline.models.lgbm import LGBMMember
 from pipeline import runtime
 from pipeline.features import FeaturePipeline
@@ -51,6 +51,45 @@ def test_lightgbm_member_protocol(frames, tiny_world: Path) -> None:
     assert spec.estimator.num_boost_round <= 20, "the CV's choice of trees is kept"
 
 
+def test_member_over_a_feature_subset_sees_only_its_raw_columns(frames, tiny_world: Path) -> None:
+    features, train, validation = frames
+    kept = features_without(GROUP_HALVES[1], nd.read_features_json(tiny_world)["feature_sets"], features)
+    spec = LGBMSpec("lgbm_half", LGBMMember(num_boost_round=20, num_threads=1), "target", era_stride=2, features=kept)
+    check_member(spec, features, train, validation, pd.read_parquet(tiny_world / "live.parquet"), nd.feature_groups(tiny_world, features))
+    groups = nd.feature_groups(tiny_world, features)
+    raw_inputs = set(spec.estimator.booster_.feature_name()) & set(features)
+    assert raw_inputs == set(kept) and {groups[f] for f in kept} == set(GROUP_HALVES[0])
+    assert spec.export(1.0)["transform"]["columns"] is not None
+
+
+def test_members_over_feature_subsets_share_their_pipelines_matrix(frames, tiny_world: Path, monkeypatch) -> None:
+    features, train, validation = frames
+    pipeline = FeaturePipeline(nd.feature_groups(tiny_world, features)).fit([(train, train.era_order)])
+    specs = [
+        LGBMSpec(name, LGBMMember(num_boost_round=10, num_threads=1), "target", 2, features=subset)
+        for name, subset in (("all", None), ("odd", features[1::2]), ("even", features[::2]))
+    ]
+    for spec in specs:
+        spec.fit([train], pipeline, "test")
+    built, model_matrix = [], runtime.model_matrix
+    monkeypatch.setattr(runtime, "model_matrix", lambda *args: built.append(args) or model_matrix(*args))
+    rows = validation.select_eras(validation.era_order[:2])
+    matrices: dict = {}
+    for spec in specs:
+        scores = runtime.member_scores(spec.export(1.0), validation.features[rows].astype(np.float32), {}, validation.eras[rows], matrices)
+        np.testing.assert_allclose(scores, spec.predict(validation.features[rows], validation.eras[rows]), rtol=1e-12)
+    assert len(built) == 1, "one matrix for the three members"
+
+
+def test_feature_subsets_leave_out_named_sets() -> None:
+    sets = {"medium": ["c", "a"], "wisdom": ["b", "z"], "all": ["a", "b", "c"]}
+    assert features_without(["wisdom"], sets, ["c", "b", "a"]) == ["c", "a"], "in the build's order"
+    assert features_without(["medium", "wisdom"], sets, ["a", "b", "c", "d"]) == ["d"], "features in no set stay"
+    assert features_without(["wisdom"], sets, ["a", "c"]) is None, "all of the build's features: not a subset"
+    assert features_without(["all"], sets, ["a", "c"]) is None, "none of them"
+    assert features_without(["strength"], sets, ["a", "b"]) is None, "a set features.json lacks"
+
+
 def test_neural_member_protocol(frames, tiny_world: Path) -> None:
     from pipeline.models.tsmixer import TSMixerExt
 
@@ -78,18 +117,23 @@ def test_auxiliary_target_is_chosen_on_signal_not_on_shared_noise() -> None:
     assert best_aux_target(frame, "target", "_20") == "target_signal_20"
 
 
-def test_presets_pick_members_the_data_supports(frames) -> None:
+def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> None:
     _, train, _ = frames
     aux = best_aux_target(train, "target", "_20")
     assert aux is not None and aux.endswith("_20") and aux != "target_ender_20"
-    specs = member_specs("demo", train, "target", num_boost_round=50, seed=3)
-    assert [s.name for s in specs] == ["lgbm_example", "lgbm_deep", "lgbm_deep_2", "lgbm_aux20", "mlp"]
-    assert [s.train_target for s in specs] == ["target", "target", "target", aux, "target"]
+    sets = nd.read_features_json(tiny_world)["feature_sets"]
+    specs = member_specs("demo", train, "target", num_boost_round=50, seed=3, feature_sets=sets)
+    assert [s.name for s in specs] == ["lgbm_example", "lgbm_deep", "lgbm_deep_2", "lgbm_deep_a", "lgbm_deep_b", "lgbm_aux20", "mlp"]
+    assert [s.train_target for s in specs] == ["target"] * 5 + [aux, "target"]
     assert specs[1].estimator.params == specs[2].estimator.params and specs[1].estimator.seed != specs[2].estimator.seed
     assert all(s.estimator.num_boost_round <= 50 for s in specs if isinstance(s, LGBMSpec))
+    assert [s.features for s in specs[:3]] == [None] * 3
+    assert sorted(specs[3].features + specs[4].features) == sorted(train.feature_names), "the two halves cover the features"
     assert "target_ender_20" not in specs[-1].aux_targets, "the main target is never its own auxiliary head"
     only_main = train.with_features(train.feature_names)
     only_main.targets = train.targets[["target"]]
-    assert [s.name for s in member_specs("demo", only_main, "target")] == ["lgbm_example", "lgbm_deep", "lgbm_deep_2", "mlp"]
+    assert [s.name for s in member_specs("demo", only_main, "target")] == ["lgbm_example", "lgbm_deep", "lgbm_deep_2", "mlp"], (
+        "no auxiliary target, no feature sets: those members are left out"
+    )
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         member_specs("huge", train, "target")

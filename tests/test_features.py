@@ -50,6 +50,26 @@ def test_training_batches_equal_the_pickles_transform(train: nd.EraFrame, groups
     assert not np.isnan(runtime_rows[:, frame.features.shape[1] :]).any()
 
 
+def test_a_feature_subset_chooses_raw_columns_in_training_and_in_the_pickle(train: nd.EraFrame, groups: dict[str, str]) -> None:
+    frame = with_missing_feature(train, 3, train.era_order[5])
+    full = FeaturePipeline(groups, missing="nan").fit([(frame, frame.era_order)])
+    chosen = [frame.feature_names[k] for k in (7, 3, 1)]
+    subset = full.variant(columns=chosen)
+    n_extra = len(full.transform_["extra_names"])
+    assert subset.feature_names_ == [frame.feature_names[k] for k in (1, 3, 7)] + full.transform_["extra_names"], "the data's order"
+    everything = model_matrix(full.transform_, frame.features, frame.eras)
+    runtime_rows = model_matrix(subset.transform_, frame.features, frame.eras)
+    np.testing.assert_array_equal(runtime_rows[:, :3], everything[:, [1, 3, 7]])
+    np.testing.assert_array_equal(runtime_rows[:, 3:], everything[:, -n_extra:])
+    assert np.isnan(runtime_rows[frame.select_eras([frame.era_order[5]]), 1]).all(), "missing policy on the chosen columns"
+    sequence = Int8RowSequence(subset.inputs(frame), rows=None, batch_size=97)
+    batches = np.vstack([sequence[i : i + 97] for i in range(0, len(sequence), 97)])
+    np.testing.assert_allclose(batches, runtime_rows, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sequence[11], runtime_rows[11], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="columns must name features the pipeline was fitted on.*feature_nope"):
+        full.variant(columns=["feature_nope"])
+
+
 def test_era_features_are_group_statistics_of_the_rows_era(train: nd.EraFrame, groups: dict[str, str]) -> None:
     pipeline = FeaturePipeline(groups, clusters=False).fit([(train, train.era_order)])
     rows = train.select_eras(train.era_order[:2])

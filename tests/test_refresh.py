@@ -16,8 +16,9 @@ from pipeline import data as nd
 from pipeline.artifacts import Artifacts, SavedMember, load_artifacts, save_artifacts
 from pipeline.build import BuildConfig
 from pipeline.cli import main
-from pipeline.ensemble import NeuralSpec, aux_targets
+from pipeline.ensemble import LGBMSpec, NeuralSpec, aux_targets
 from pipeline.features import RAW_FEATURES, FeaturePipeline
+from pipeline.models.lgbm import LGBMMember
 from pipeline.models.tsmixer import MLPBaseline, TSMixerExt
 from pipeline.refresh import continue_members
 from pipeline.synthetic import earlier_world, write_world
@@ -143,3 +144,16 @@ def test_neural_refresh_fine_tunes_from_the_saved_weights(estimator_class, tiny_
     assert torch.equal(start, _weights(estimator)), "the saved member itself is left as it was"
     fresh = _weights(estimator_class(**params | {"seed": 1}).fit(frame, eras[:24], aux_targets=aux))
     assert 0 < (tuned - start).norm() < 0.5 * (fresh - start).norm(), "fine-tuning moves the saved weights a little"
+
+
+def test_a_member_over_a_feature_subset_is_saved_with_its_subset(tiny_world: Path, tmp_path: Path) -> None:
+    features = nd.resolve_features(tiny_world, "all")
+    frame = nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train")
+    pipeline = FeaturePipeline(nd.feature_groups(tiny_world, features)).fit([(frame, frame.era_order)])
+    spec = LGBMSpec("lgbm_half", LGBMMember(num_boost_round=10, num_threads=1), "target", 1, features=features[::2])
+    spec.fit([frame], pipeline, "holdout")
+    saved = Artifacts({}, features, features, pipeline, [SavedMember(spec, 1.0, frame.era_order[-1], 10)], 0.0, 2, {e: "" for e in frame.era_order})
+    loaded = load_artifacts(save_artifacts(tmp_path / "artifacts", saved)).members[0].spec
+    assert loaded.features == features[::2] and loaded.pipeline_.feature_names_ == spec.pipeline_.feature_names_
+    rows = frame.select_eras(frame.era_order[-2:])
+    np.testing.assert_array_equal(loaded.predict(frame.features[rows], frame.eras[rows]), spec.predict(frame.features[rows], frame.eras[rows]))
