@@ -7,7 +7,6 @@ exactly what ships.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,29 +20,30 @@ NEUTRALIZATION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 MEAN_TOLERANCE = 0.02
 
 
-def simplex_grid(n: int, steps: int) -> np.ndarray:
-    """Every weight vector of `n` non-negative multiples of 1/steps that sum to 1."""
-    if n == 1:
-        return np.ones((1, 1))
-    points = [np.array(c) for c in itertools.combinations(range(steps + n - 1), n - 1)]
-    grid = [np.diff(np.concatenate([[-1], c, [steps + n - 1]])) - 1 for c in points]
-    return np.asarray(grid, dtype=np.float64) / steps
+def fit_weights(oof: np.ndarray, target: np.ndarray, eras: np.ndarray, steps: int = 10) -> np.ndarray:
+    """Non-negative weights summing to 1 that maximize the mean per-era CORR of the rank blend:
+    greedy ensemble selection with replacement (Caruana et al., 2004).
 
-
-def fit_weights(oof: np.ndarray, target: np.ndarray, eras: np.ndarray, steps: int | None = None) -> np.ndarray:
-    """Non-negative weights summing to 1 that maximize the mean per-era CORR of the rank blend.
-
-    Searches a grid on the simplex (all candidates scored in one numerai_corr call per era), so the
-    answer is the rank average itself whenever no other mix does better on the CV.
+    Each of `steps` rounds picks once more the member whose extra pick raises the CORR most (the
+    members' candidates scored in one numerai_corr call per era); weights are the picks' shares
+    after the best round. That is `steps` x
+    members candidates, where a grid on the simplex needs C(steps + members - 1, members - 1): 462
+    for 7 members at steps of 1/5, 31 s on 110k out-of-fold rows. The rank average (equal weights)
+    is kept unless a round beats it.
     """
     n = oof.shape[1]
-    steps = steps or (10 if n <= 4 else 5)
-    grid = simplex_grid(n, steps)
-    equal = np.full(n, 1.0 / n)
-    candidates = np.vstack([equal, grid])
     ranks = np.column_stack([rank_within_groups(column, eras) for column in np.asarray(oof, dtype=np.float64).T])
-    means = per_era_corr_columns(ranks @ candidates.T, target, eras).mean().to_numpy()
-    return candidates[int(np.argmax(means))]
+    best = np.full(n, 1.0 / n)
+    best_mean = per_era_corr(ranks @ best, target, eras).mean()
+    counts = np.zeros(n)
+    for _ in range(steps if n > 1 else 0):
+        candidates = (counts + np.eye(n)) / (counts.sum() + 1)
+        means = per_era_corr_columns(ranks @ candidates.T, target, eras).mean().to_numpy()
+        pick = int(np.argmax(means))
+        counts[pick] += 1
+        if means[pick] > best_mean:
+            best, best_mean = candidates[pick], means[pick]
+    return best
 
 
 def cross_fold_blend(

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
 from numerai_tools.scoring import neutralize
 
-from pipeline.blend import MEAN_TOLERANCE, choose_neutralization, cross_fold_blend, fit_weights, simplex_grid
-from pipeline.metrics import per_era_corr
+from pipeline.blend import MEAN_TOLERANCE, choose_neutralization, cross_fold_blend, fit_weights
+from pipeline.metrics import per_era_corr, per_era_corr_columns
 from pipeline.runtime import blend_ranks, neutralize_within_eras, rank_within_groups
 
 
@@ -50,10 +52,16 @@ def test_weights_are_a_convex_combination_that_prefers_the_better_member() -> No
     assert per_era_corr(blend_ranks(scores, weights, era), target, era).mean() >= equal
 
 
-def test_simplex_grid_covers_every_mix() -> None:
-    grid = simplex_grid(3, 4)
-    assert len(grid) == 15 and np.allclose(grid.sum(axis=1), 1) and grid.min() >= 0
-    assert {tuple(g) for g in grid} >= {(1.0, 0.0, 0.0), (0.25, 0.25, 0.5), (0.0, 0.0, 1.0)}
+def test_weights_are_found_as_well_as_by_the_full_simplex_grid() -> None:
+    era, _, target, scores = world(seed=1)
+    scores = np.column_stack([scores, scores[:, :2] + np.random.default_rng(2).normal(0, 2, (len(era), 2))])
+    ranks = np.column_stack([rank_within_groups(column, era) for column in scores.T])
+    grid = np.array([w for w in itertools.product(range(6), repeat=5) if sum(w) == 5]) / 5
+    best_on_grid = per_era_corr_columns(ranks @ grid.T, target, era).mean().max()
+    weights = fit_weights(scores, target, era)
+    assert weights.min() >= 0 and weights.sum() == pytest.approx(1.0)
+    assert per_era_corr(blend_ranks(scores, weights, era), target, era).mean() >= best_on_grid - 0.002
+    assert best_on_grid > per_era_corr(blend_ranks(scores, np.full(5, 0.2), era), target, era).mean() + 0.05
 
 
 def test_cross_fold_blend_scores_each_fold_with_weights_from_the_others() -> None:
