@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import itertools
 import math
 import os
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +30,7 @@ from pipeline.data import FEATURE_GROUPS, MAIN_TARGET, EraFrame, release_pages
 from pipeline.features import cluster_labels
 from pipeline.metrics import per_era_corr, summarize
 from pipeline.runtime import token_index
+from pipeline.tuning import random_search
 
 CLASS_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
 HEADS = ("ce", "regression")
@@ -884,9 +883,7 @@ DEFAULT_SPACE: dict[str, list[Any]] = {
     "ff": [32, 64, 128],
     "dropout": [0.0, 0.1, 0.2],
     "lr": [3e-3, 1e-2, 2e-2],
-    "cluster_tokens": [True, False],
     "era_context": [True, False],
-    "bin_embedding": [True, False],
     "head": ["ce", "regression"],
 }
 
@@ -907,43 +904,33 @@ def search(
     embargo: int | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Random search over `space` within `n_trials` and `budget_s` seconds, scored by walk-forward CV.
+    """Random search (`pipeline.tuning.random_search`) over `space` within `n_trials` and `budget_s`
+    seconds, scored by walk-forward CV on `eras` (default: all of the frame's).
 
-    Each trial trains one model per EraWalkForward fold of `fold_eras` validation eras (default:
+    Each trial trains one model per EraWalkForward fold of `fold_eras` scored eras (default:
     len(eras) // (2 * n_splits + 2)), early-stopping inside the fold's training eras, and scores the
-    fold's validation eras; the table holds the CV CORR mean and Sharpe over
-    all scored eras, best first. The first trial always runs; no later one starts once the budget is spent.
+    fold's eras; the table holds the CV CORR mean and Sharpe over all scored eras, best first.
+    `DEFAULT_SPACE` is the issue's list: blocks, width, feed-forward width, dropout, learning rate,
+    era context and head (the token layout was settled by bench.tsmixer's ablations).
     """
-    if n_trials < 1:
-        raise ValueError(f"n_trials must be at least 1, got {n_trials}")
     space = dict(DEFAULT_SPACE if space is None else space)
     valid = estimator().get_params()
     unknown = [k for k in [*space, *(base_params or {})] if k not in valid]
     if unknown:
         raise ValueError(f"unknown {estimator.__name__} parameter(s) {unknown} in space or base_params")
-    eras = list(frame.era_order if eras is None else eras)
+    eras = sorted(frame.era_order if eras is None else eras)
     embargo = default_embargo([target, *aux_targets]) if embargo is None else embargo
-    fold_eras = fold_eras or max(1, len(frame.era_order) // (2 * n_splits + 2))
-    folds = EraWalkForward(n_splits, embargo, validation_eras=fold_eras, min_train_eras=1).era_folds(frame.era_order)
-    eras_set = set(eras)
-    rng = np.random.default_rng(seed)
-    combos = [dict(zip(space, values)) for values in itertools.product(*space.values())]
-    picks = rng.choice(len(combos), size=min(n_trials, len(combos)), replace=False)
-    start, rows = time.perf_counter(), []
-    for trial, pick in enumerate(picks):
-        if budget_s is not None and trial > 0 and time.perf_counter() - start > budget_s:
-            break
-        params = dict(base_params or {}) | combos[pick]
-        t0, scores, epochs = time.perf_counter(), [], []
+    fold_eras = fold_eras or max(1, len(eras) // (2 * n_splits + 2))
+    folds = EraWalkForward(n_splits, embargo, validation_eras=fold_eras, min_train_eras=1).era_folds(eras)
+    y = frame.targets[target].to_numpy()
+
+    def evaluate(settings: dict[str, Any]) -> tuple[pd.Series, dict[str, Any]]:
+        scores, epochs = [], []
         for fit_eras, val_eras in folds:
-            model = estimator(**params).fit(
-                frame, [e for e in fit_eras if e in eras_set], target=target, aux_targets=aux_targets
-            )
-            rows_val = frame.select_eras(val_eras)
-            pred = model.predict(frame.features[rows_val], frame.eras[rows_val])
-            scores.append(per_era_corr(pred, frame.targets[target].to_numpy()[rows_val], frame.eras[rows_val]))
+            model = estimator(**dict(base_params or {}) | settings).fit(frame, list(fit_eras), target=target, aux_targets=aux_targets)
+            rows = frame.select_eras(val_eras)
+            scores.append(per_era_corr(model.predict(frame.features[rows], frame.eras[rows]), y[rows], frame.eras[rows]))
             epochs.append(model.best_epoch_)
-        summary = summarize(pd.concat(scores))
-        rows.append({"trial": trial, **combos[pick], "cv_corr_mean": summary["mean"], "cv_sharpe": summary["sharpe"],
-                     "cv_eras": summary["eras"], "best_epochs": epochs, "seconds": time.perf_counter() - t0})
-    return pd.DataFrame(rows).sort_values("cv_corr_mean", ascending=False, ignore_index=True)
+        return pd.concat(scores), {"best_epochs": epochs}
+
+    return random_search(evaluate, space, n_trials, budget_s, seed)
