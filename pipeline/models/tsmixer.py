@@ -141,8 +141,28 @@ class RMSNorm(nn.Module):
         return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + NORM_EPS) * self.weight
 
 
+class ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward hands on a contiguous copy of its gradient.
+
+    Token mixing works on [N, d, G] and its output is added to the [N, G, d] residual, so its
+    gradient arrives transposed; GELU's backward on such a strided gradient was 4x slower on CPU
+    (30 % of a fit) than on a contiguous one, and the copy costs far less."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
 class MixerBlock(nn.Module):
-    """Token mixing over the G axis, then feature mixing over channels conditioned on the era context."""
+    """Token mixing over the G axis, then feature mixing over channels conditioned on the era context.
+
+    The context enters the first feature-mixing layer as that layer applied to the concatenation of
+    each token and its era's context, computed as two products: the context part once per era, not
+    once per token of every row."""
 
     def __init__(self, n_tokens: int, d: int, ff: int, context_dim: int, dropout: float):
         super().__init__()
@@ -153,13 +173,16 @@ class MixerBlock(nn.Module):
         self.ff2 = nn.Linear(ff, d)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, context: torch.Tensor | None, row_era: torch.Tensor) -> torch.Tensor:
+        """`h` [N, G, d]; `context` [n_eras, context_dim] (or None); `row_era` each row's era number."""
         z = self.token_norm(h).transpose(1, 2)
-        h = h + self.dropout(F.gelu(self.token_mix(z), approximate="tanh")).transpose(1, 2)
-        z = self.feature_norm(h)
+        mixed = self.dropout(F.gelu(self.token_mix(z), approximate="tanh"))
+        h = h + ContiguousGrad.apply(mixed).transpose(1, 2)
+        d = h.shape[-1]
+        pre = F.linear(self.feature_norm(h), self.ff1.weight[:, :d], self.ff1.bias)
         if context is not None:
-            z = torch.cat([z, context[:, None, :].expand(-1, z.shape[1], -1)], dim=-1)
-        z = self.dropout(F.gelu(self.ff1(z), approximate="tanh"))
+            pre = pre + F.linear(context, self.ff1.weight[:, d:])[row_era, None, :]
+        z = self.dropout(F.gelu(pre, approximate="tanh"))
         return h + self.dropout(self.ff2(z))
 
 
@@ -218,10 +241,10 @@ class TSMixerNet(nn.Module):
             flat = tokens.reshape(len(x), -1)
             mean = era_mean(flat, row_era, n_eras)
             std = torch.sqrt(era_mean((flat - mean[row_era]) ** 2, row_era, n_eras) + CONTEXT_EPS)
-            context = F.gelu(self.context(torch.cat([mean, std], dim=1)), approximate="tanh")[row_era]
+            context = F.gelu(self.context(torch.cat([mean, std], dim=1)), approximate="tanh")
         h = tokens
         for block in self.blocks:
-            h = block(h, context)
+            h = block(h, context, row_era)
         out = self.target_proj(h.transpose(1, 2)).transpose(1, 2)
         return self.main_head(out[:, 0]), (out[:, 1:] * self.aux_w).sum(-1) + self.aux_b
 
