@@ -322,8 +322,8 @@ def build(config: BuildConfig) -> BuildResult:
         raise ValueError(f"--tsmixer-search must be a number of trials, at least 0 (0: no search), got {config.tsmixer_search}")
     if not config.tsmixer_search_budget > 0:
         raise ValueError(f"--tsmixer-search-budget must be a positive number of seconds, got {config.tsmixer_search_budget}")
-    if config.tsmixer_search and not any(entry.get("kind") == "tsmixer" for entry in PRESETS.get(config.preset, [])):
-        with_tsmixer = sorted(name for name, entries in PRESETS.items() if any(e.get("kind") == "tsmixer" for e in entries))
+    with_tsmixer = sorted(name for name, entries in PRESETS.items() if any(e.get("kind") == "tsmixer" for e in entries))
+    if config.tsmixer_search and config.preset not in with_tsmixer:
         raise ValueError(
             f"--tsmixer-search needs a preset with a TSMixer-Ext member ({', '.join(with_tsmixer)}); preset {config.preset!r} has none"
         )
