@@ -30,6 +30,7 @@ from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
 from pipeline.cv import EraWalkForward, default_embargo, holdout_eras
 from pipeline.distributed import DaskLGBMTrainer, dask_trainer
 from pipeline.ensemble import (
+    PRESETS,
     PROBE,
     LGBMSpec,
     MemberSpec,
@@ -43,8 +44,9 @@ from pipeline.evaluate import CVResult, cv_lgbm
 from pipeline.features import RAW_FEATURES, FeaturePipeline
 from pipeline.metrics import summarize
 from pipeline.models.lgbm import LGBMMember
-from pipeline.report import summary_table, write_report
+from pipeline.report import search_table, summary_table, write_report
 from pipeline.runtime import blend_ranks, ensemble_scores, make_predict
+from pipeline.tuning import best_settings
 from pipeline.verify import VerificationReport, write_verified_pickle
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ CACHE_ENV = "NUMERAI_PIPELINE_CACHE"
 # Feature stability is measured on at most about this many training eras, evenly spaced.
 TEMPORAL_ERAS = 120
 COMPLETE_MARKER = ".complete"
+# Forward-chained folds of the TSMixer-Ext search: each trial trains one network per fold.
+SEARCH_FOLDS = 2
 
 
 @dataclass
@@ -80,6 +84,9 @@ class BuildConfig:
     dask_local: int | None = None
     torch_processes: int = 1
     spill_dir: Path | None = None
+    # Hyperparameter search of the TSMixer-Ext member (0 trials: its preset settings, no search).
+    tsmixer_search: int = 0
+    tsmixer_search_budget: float = 3600.0
     # Weekly refresh (`pipeline.refresh`): continue the model saved in this artifacts directory.
     init_model: Path | None = None
     refresh_trees: float = 0.1
@@ -95,6 +102,7 @@ class BuildResult:
     verification: VerificationReport
     summary: dict[str, Any] = field(default_factory=dict)
     artifacts_path: Path | None = None
+    search: dict[str, Any] | None = None
 
 
 def cache_root() -> Path:
@@ -269,6 +277,39 @@ def walk_forward_folds(
     return splitter.era_folds(eras)
 
 
+def tsmixer_search(frame: nd.EraFrame, specs: list[MemberSpec], folds: list, embargo: int, config: BuildConfig) -> dict[str, Any]:
+    """--tsmixer-search: a bounded random search over TSMixer-Ext's `DEFAULT_SPACE`, each trial scored
+    by the member's own CV on SEARCH_FOLDS forward-chained, embargoed folds over the training eras of
+    the build's first CV fold. The build's CV then scores the chosen member only on later eras, so its
+    figures (which set the blend weights) are not flattered by the choice. Sets the member to the best
+    trial and returns the report's entry: the eras and folds searched and one row per trial."""
+    from pipeline.models.tsmixer import DEFAULT_SPACE
+
+    spec = next(s for s in specs if isinstance(s, NeuralSpec) and s.estimator.kind == "tsmixer")
+    eras = folds[0][0]
+    try:
+        search_folds = walk_forward_folds(eras, SEARCH_FOLDS, embargo)
+    except ValueError as err:
+        raise ValueError(f"--tsmixer-search searches the {len(eras)} training eras before the first CV fold's scored eras: {err}") from err
+    logger.info(
+        "%s: searching up to %d trials within %.0f s on eras %s..%s (%d folds, embargo %d)",
+        spec.name, config.tsmixer_search, config.tsmixer_search_budget, eras[0], eras[-1], len(search_folds), embargo,
+    )
+    table = spec.tune(frame, search_folds, config.target, DEFAULT_SPACE, config.tsmixer_search, config.tsmixer_search_budget, config.seed)
+    chosen = best_settings(table, DEFAULT_SPACE)
+    logger.info("%s: search ran %d trials in %.0f s; chosen %s (CV CORR %.4f)", spec.name, len(table), table["seconds"].sum(), chosen, table["cv_corr_mean"].iloc[0])
+    return {
+        "member": spec.name,
+        "eras": [str(eras[0]), str(eras[-1]), len(eras)],
+        "folds": fold_table(search_folds),
+        "space": DEFAULT_SPACE,
+        "trials_asked": config.tsmixer_search,
+        "budget_s": config.tsmixer_search_budget,
+        "trials": table.to_dict(orient="records"),
+        "chosen": chosen,
+    }
+
+
 def build(config: BuildConfig) -> BuildResult:
     """CV, held-out validation, blend, refit, export and verify; raises before writing anything unverified.
 
@@ -283,6 +324,15 @@ def build(config: BuildConfig) -> BuildResult:
         raise ValueError(f"--neutralization must be within 0..1, got {config.neutralization}")
     if config.spill_dir is not None and not Path(config.spill_dir).is_dir():
         raise ValueError(f"--spill-dir {config.spill_dir} is not a directory; expected one with room for the int8 feature matrix")
+    if config.tsmixer_search < 0:
+        raise ValueError(f"--tsmixer-search must be a number of trials, at least 0 (0: no search), got {config.tsmixer_search}")
+    if not config.tsmixer_search_budget > 0:
+        raise ValueError(f"--tsmixer-search-budget must be a positive number of seconds, got {config.tsmixer_search_budget}")
+    with_tsmixer = sorted(name for name, entries in PRESETS.items() if any(e.get("kind") == "tsmixer" for e in entries))
+    if config.tsmixer_search and config.preset not in with_tsmixer:
+        raise ValueError(
+            f"--tsmixer-search needs a preset with a TSMixer-Ext member ({', '.join(with_tsmixer)}); preset {config.preset!r} has none"
+        )
     with threadpool_limits(config.threads or None), dask_trainer(config.dask_scheduler, config.dask_local) as trainer:
         return _build(config, trainer)
 
@@ -311,6 +361,7 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
     folds = walk_forward_folds(train.era_order, config.cv_folds, embargo, config.cv_max_train_eras)
     scored_eras = holdout_eras(train.era_order, validation.era_order, embargo)
     logger.info("members: %s; %d CV folds, embargo %d eras", ", ".join(f"{s.name} ({s.train_target})" for s in specs), len(folds), embargo)
+    search = tsmixer_search(train, specs, folds, embargo, config) if config.tsmixer_search else None
 
     if any(isinstance(spec, LGBMSpec) and spec.engineered for spec in specs):
         mixer_targets = [config.target, *aux_targets(train, config.target, "_20")]
@@ -351,7 +402,8 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
         result = cv[spec.name]
         models[spec.name] = {
             "cv": summarize(result.per_era), "cv_per_era": result.per_era,
-            "chosen": result.chosen | {"target": spec.train_target, "era_stride": spec.era_stride} | member_features(spec, features),
+            "chosen": result.chosen | {"target": spec.train_target, "era_stride": spec.era_stride} | member_features(spec, features)
+            | ({"searched": search["chosen"]} if search and search["member"] == spec.name else {}),
             "cv_curve": result.curve, **figures,
         }
 
@@ -420,6 +472,7 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
             },
             "importance": importance,
             "feature_pipeline": feature_report,
+            **({"tsmixer_search": search} if search else {}),
             "temporal": temporal,
             "data": summary,
             "settings": asdict(config) | {"features": len(features), "embargo": embargo},
@@ -427,11 +480,11 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
             "verification": asdict(verification),
         },
     )
-    return BuildResult(config.out, report_path, models, verification, summary, artifacts_path)
+    return BuildResult(config.out, report_path, models, verification, summary, artifacts_path, search)
 
 
 def format_result(result: BuildResult) -> str:
     return "\n".join(
-        [summary_table(result.models), "", result.verification.summary(), f"report: {result.report_path}",
-         f"refresh artifacts: {result.artifacts_path}"]
+        [summary_table(result.models), *(["", search_table(result.search)] if result.search else []), "",
+         result.verification.summary(), f"report: {result.report_path}", f"refresh artifacts: {result.artifacts_path}"]
     )

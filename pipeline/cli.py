@@ -109,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
         "LightGBM's datasets read them in batches and give the pages back, so a build holds LightGBM's bins "
         "rather than both them and the matrix (for data near this machine's memory; DIR needs room for the matrix)",
     )
+    search_options = parser.add_argument_group("TSMixer-Ext hyperparameter search (presets standard and large)")
+    search_options.add_argument(
+        "--tsmixer-search", type=int, default=0, metavar="N",
+        help="random-search TSMixer-Ext's blocks, width, ff width, dropout, learning rate, era context and head over N "
+        "trials (trial 0: the preset's settings) on CV folds of the training eras before the build's CV scores; train "
+        "the member with the best and report the table (default 0: no search)",
+    )
+    search_options.add_argument(
+        "--tsmixer-search-budget", type=float, default=3600.0, metavar="SECONDS",
+        help="no further search trial starts when it would be expected to end past this many seconds (default 3600)",
+    )
     refresh_options = parser.add_argument_group("weekly refresh")
     refresh_options.add_argument(
         "--init-model", type=Path, default=None, metavar="DIR",
@@ -198,6 +209,8 @@ def run_build(argv: Sequence[str]) -> int:
         dask_local=args.dask_local,
         torch_processes=args.torch_processes,
         spill_dir=args.spill_dir,
+        tsmixer_search=args.tsmixer_search,
+        tsmixer_search_budget=args.tsmixer_search_budget,
         init_model=args.init_model,
         refresh_trees=args.refresh_trees,
         refresh_epochs=args.refresh_epochs,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from pipeline.features import RAW_FEATURES, FeaturePipeline, spread_rows
 from pipeline.metrics import per_era_corr, per_era_corr_columns
 from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember, TqdmCallback
 from pipeline.runtime import scaled_bins
+from pipeline.tuning import best_settings, random_search
 
 if TYPE_CHECKING:
     from pipeline.distributed import DaskLGBMTrainer
@@ -240,6 +241,24 @@ class NeuralSpec:
         scored = ~np.isnan(oof)
         per_era = per_era_corr(oof[scored], y[scored], frame.eras[scored])
         return CVResult(self.name, per_era, oof, {"best_epochs": epochs}, pd.Series(dtype=np.float64))
+
+    def tune(
+        self, frame: EraFrame, folds: list, score_target: str, space: Mapping[str, Sequence[Any]],
+        n_trials: int, budget_s: float, seed: int = 0,
+    ) -> pd.DataFrame:
+        """Random search over `space` (`pipeline.tuning`), each trial scored by this member's own CV
+        on `folds`; trial 0 is the member's current settings. Sets the estimator to the best trial's
+        settings and returns the table of trials."""
+        params = self.estimator.get_params()
+
+        def evaluate(settings: dict[str, Any]) -> tuple[pd.Series, dict[str, Any]]:
+            trial = replace(self, estimator=type(self.estimator)(**params | settings))
+            result = trial.cross_validate(frame, folds, score_target, [])
+            return result.per_era, result.chosen
+
+        table = random_search(evaluate, space, n_trials, budget_s, seed, first=params)
+        self.estimator.set_params(**best_settings(table, space))
+        return table
 
     def fit(self, splits: list[EraFrame], pipeline: FeaturePipeline, stage: str) -> None:
         """Raw features: the neural members learn their own representation of each group."""

@@ -167,7 +167,12 @@ def _chosen_section(report: dict[str, Any]) -> str:
 
 def _folds_section(report: dict[str, Any]) -> str:
     """The forward-chained CV folds: which eras each fold trained and scored on."""
-    folds = [f for f in as_list(report.get("folds")) if isinstance(f, dict)]
+    return _folds_table(as_list(report.get("folds")))
+
+
+def _folds_table(folds: list[Any]) -> str:
+    """One row per fold: the first, last and number of eras it trained and scored on."""
+    folds = [f for f in folds if isinstance(f, dict)]
     if not folds:
         return ""
     keys = ("train_first", "train_last", "train_eras", "validation_first", "validation_last", "validation_eras")
@@ -256,6 +261,37 @@ def _feature_pipeline_section(report: dict[str, Any]) -> str:
     return f'<div class="grid"><div><h3>Ablation</h3>{table}{note}</div><div><h3>Chosen</h3>{chosen}</div></div>'
 
 
+def _seconds(value: Any) -> Any:
+    """Whole seconds of a number, anything else as it is."""
+    return f"{value:,.0f}" if isinstance(value, (int, float)) else value
+
+
+def _search_section(report: dict[str, Any]) -> str:
+    """The TSMixer-Ext hyperparameter search: one row per trial (its settings, CV CORR, seconds), the
+    chosen one highlighted, and the training eras and folds it was scored on."""
+    search = as_dict(report.get("tsmixer_search"))
+    trials = [t for t in as_list(search.get("trials")) if isinstance(t, dict)]
+    if not trials:
+        return ""
+    names = list(as_dict(search.get("space")))
+    keys = [("cv_corr_mean", 4), ("cv_sharpe", 2), ("cv_eras", 0), ("best_epochs", None), ("seconds", 1)]
+    rows = [
+        [_cell(t.get("trial")), _cell("chosen" if t.get("best") else "")] + [_cell(t.get(n), None) for n in names]
+        + [_cell(t.get(k), d) for k, d in keys]
+        for t in trials
+    ]
+    headers = ["trial", "", *names, "CV mean", "CV Sharpe", "CV eras", "best epochs", "seconds"]
+    table = _table(headers, rows, ["ensemble" if t.get("best") else "" for t in trials])
+    note = (
+        f'<p class="note">Random search for {_esc(search.get("member"))}: {len(trials)} of {_esc(search.get("trials_asked"))} trials '
+        f'within {_esc(_seconds(search.get("budget_s")))} s, trial 0 being the preset\'s settings. Each trial is scored by per-era CORR of the '
+        f"member's own CV on forward-chained, embargoed folds over the training eras {_esc(_era_span(search.get('eras')))} "
+        "(those of the build's first CV fold, so the CV figures above score the chosen settings on later eras); "
+        "validation eras are never used. The member then trains with the chosen settings.</p>"
+    )
+    return table + note + _folds_table(as_list(search.get("folds")))
+
+
 def _verification_section(report: dict[str, Any]) -> str:
     """The pickle's size, load and predict times, peak memory, and any problems found."""
     verification = as_dict(report.get("verification"))
@@ -342,6 +378,7 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
         ("models", "Models: CORR per era", _models_section(report)),
         ("extra", "Auxiliary targets, FNC, exposure, BMC", _extra_metrics_section(report)),
         ("chosen", "Settings chosen by CV", _chosen_section(report)),
+        ("search", "TSMixer-Ext hyperparameter search", _search_section(report)),
         ("folds", "CV folds", _folds_section(report)),
         ("plots", "Figures", _plots_section(plots)),
         ("worst", "Worst validation eras", _worst_eras_section(report)),

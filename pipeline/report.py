@@ -80,6 +80,21 @@ def summary_table(models: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def search_table(search: dict[str, Any]) -> str:
+    """The TSMixer-Ext search (`pipeline.build.tsmixer_search`): one line per trial, best first and marked."""
+    first, last, count = search["eras"]
+    names = list(search["space"])
+    header = " ".join(f"{name:>11}" for name in ["trial", *names, "CV mean", "CV Shrp", "seconds"])
+    lines = [
+        f"{search['member']} search: {len(search['trials'])} of {search['trials_asked']} trials within {search['budget_s']:.0f} s, "
+        f"CV on training eras {first}..{last} ({count}); * = chosen", header, "-" * len(header),
+    ]
+    for row in search["trials"]:
+        cells = [f"{row['trial']:>10}" + ("*" if row["best"] else " "), *(f"{row[n]!s:>11}" for n in names)]
+        lines.append(" ".join([*cells, f"{row['cv_corr_mean']:>11.4f}", f"{row['cv_sharpe']:>11.2f}", f"{row['seconds']:>11.1f}"]))
+    return "\n".join(lines)
+
+
 COMPARED = {"previous": "previous, unchanged", "refreshed": "refreshed", "full_retrain": "full retrain"}
 
 

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
+from pipeline.ensemble import EXAMPLE_MEMBER, PRESETS, TSMIXER_MEMBER, NeuralSpec
+from pipeline.models.tsmixer import TSMixerExt
 from pipeline.verify import verify_pickle
 from tests.conftest import write_foreign_layout
 
@@ -64,7 +66,7 @@ def test_help_explains_every_option() -> None:
     for option in ("--data-dir", "--download", "--out", "--report-dir", "--feature-set", "--features", "--target",
                    "--preset", "--embargo", "--cv-folds", "--cv-max-train-eras", "--drop-unstable", "--no-refit",
                    "--era-stride", "--trees", "--seed", "--threads", "--init-model", "--refresh-trees", "--refresh-epochs",
-                   "--refresh-test-eras", "--spill-dir"):
+                   "--refresh-test-eras", "--spill-dir", "--tsmixer-search", "--tsmixer-search-budget"):
         assert option in proc.stdout
 
 
@@ -110,3 +112,47 @@ def test_bad_options_fail_before_any_data_is_read(tmp_path: Path) -> None:
         build(BuildConfig(data_dir=absent, era_stride=0))
     with pytest.raises(ValueError, match="--spill-dir .*no_data_here is not a directory"):
         build(BuildConfig(data_dir=absent, spill_dir=absent))
+    with pytest.raises(ValueError, match="--tsmixer-search must be a number of trials, at least 0 .*got -1"):
+        build(BuildConfig(data_dir=absent, preset="standard", tsmixer_search=-1))
+    with pytest.raises(ValueError, match="--tsmixer-search-budget must be a positive number of seconds, got 0"):
+        build(BuildConfig(data_dir=absent, preset="standard", tsmixer_search=2, tsmixer_search_budget=0))
+    with pytest.raises(ValueError, match="--tsmixer-search needs a preset with a TSMixer-Ext member .*preset 'demo' has none"):
+        build(BuildConfig(data_dir=absent, preset="demo", tsmixer_search=2))
+
+
+def test_tsmixer_search_table_reaches_the_report_and_its_choice_is_trained(
+    tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A preset cut down to the example model and a TSMixer-Ext of 2 epochs keeps the build to seconds."""
+    monkeypatch.setitem(PRESETS, "standard", [
+        EXAMPLE_MEMBER, TSMIXER_MEMBER | {"params": TSMIXER_MEMBER["params"] | {"max_epochs": 2, "patience": 1}},
+    ])
+    fits = []
+    neural_fit = NeuralSpec._fit
+
+    def recording_fit(spec: NeuralSpec, frame, eras) -> None:
+        fits.append((frame.data_type, list(eras), spec.estimator.get_params()))
+        neural_fit(spec, frame, eras)
+
+    monkeypatch.setattr(NeuralSpec, "_fit", recording_fit)
+    out = tmp_path / "searched.pkl"
+    args = ["--data-dir", str(tiny_world), "--out", str(out), "--preset", "standard", "--trees", "20", "--threads", "1",
+            "--embargo", "2", "--no-refit", "--tsmixer-search", "2"]
+    assert main(args) == 0
+    assert "tsmixer_ext search: 2 of 2 trials" in capsys.readouterr().out
+    report = json.loads((tmp_path / "searched_report" / "report.json").read_text())
+    search = report["tsmixer_search"]
+    assert search["member"] == "tsmixer_ext" and len(search["trials"]) == 2
+    assert sum(trial["best"] for trial in search["trials"]) == 1 and search["trials"][0]["best"]
+    assert {"n_block", "d", "ff", "dropout", "lr", "era_context", "head", "cv_corr_mean", "seconds"} <= set(search["trials"][0])
+    preset = TSMixerExt(**TSMIXER_MEMBER["params"]).get_params()
+    trial_0 = next(trial for trial in search["trials"] if trial["trial"] == 0)
+    assert all(trial_0[name] == preset[name] for name in search["space"]), "trial 0 is the preset's settings"
+    first_cv_train_last = report["folds"][0]["train_last"]
+    assert search["eras"][1] == first_cv_train_last, "the search only sees the first CV fold's training eras"
+    searched_eras = [eras for _, eras, _ in fits[: 2 * len(search["folds"])]]
+    assert max(max(eras) for eras in searched_eras) < report["folds"][0]["validation_first"]
+    assert report["models"]["tsmixer_ext"]["chosen"]["searched"] == search["chosen"]
+    *_, (split, _, holdout_params) = fits
+    assert split == "train" and {name: holdout_params[name] for name in search["chosen"]} == search["chosen"]
+    assert "TSMixer-Ext hyperparameter search" in (tmp_path / "searched_report" / "report.html").read_text()

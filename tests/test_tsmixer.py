@@ -252,6 +252,12 @@ def test_numpy_forward_matches_torch(world: dict, params: dict) -> None:
     _compare(model.fit(world["train"], aux_targets=world["aux"][:3]), world["train"])
 
 
+def test_numpy_forward_in_row_chunks_matches_torch(world: dict, fitted: TSMixerExt, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blocks run on chunks of rows after the whole era's context: 7-row chunks, the last one short."""
+    monkeypatch.setattr(runtime, "MIXER_ROWS", 7)
+    _compare(fitted, world["train"])
+
+
 @pytest.mark.parametrize(("head", "one_hot"), [("ce", False), ("regression", False), ("ce", True)])
 def test_numpy_mlp_matches_torch(world: dict, head: str, one_hot: bool) -> None:
     model = MLPBaseline(**MLP_SMALL | {"max_epochs": 2}, head=head, one_hot=one_hot)
