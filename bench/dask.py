@@ -14,14 +14,12 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from pipeline import data as nd
 from pipeline.build import default_data_dir
 from pipeline.cv import holdout_eras
 from pipeline.distributed import dask_trainer
 from pipeline.ensemble import LGBMSpec, faster
-from pipeline.metrics import per_era_corr, summarize
+from pipeline.metrics import paired_difference, per_era_corr, summarize
 from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMMember
 
 
@@ -64,8 +62,8 @@ def main() -> None:
     for name, scores in per_era.items():
         s = summarize(scores)
         print(f"{name:<22} {s['mean']:>9.4f} {s['std']:>7.4f} {s['sharpe']:>7.2f} {s['eras']:>5} {seconds[name]:>7.1f}")
-    diff = per_era[f"dask, {args.workers} workers"] - per_era["single machine"]
-    print(f"difference (dask - single): {diff.mean():+.4f}, standard error {diff.std(ddof=1) / np.sqrt(len(diff)):.4f}; "
+    mean, se = paired_difference(per_era[f"dask, {args.workers} workers"], per_era["single machine"])
+    print(f"difference (dask - single): {mean:+.4f}, standard error {se:.4f}; "
           f"cluster start {started:.1f} s of the Dask wall time")
 
 

@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from pipeline import data as nd  # noqa: E402
 from pipeline.build import default_data_dir  # noqa: E402
 from pipeline.cv import EMBARGO_20D, holdout_eras  # noqa: E402
-from pipeline.metrics import per_era_corr, summarize  # noqa: E402
+from pipeline.metrics import paired_difference, per_era_corr, summarize  # noqa: E402
 from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember  # noqa: E402
 from pipeline.models.tsmixer import MLPBaseline, TSMixerExt, n_parameters, search  # noqa: E402
 from pipeline.synthetic import FEATURE_GROUPS  # noqa: E402
@@ -101,13 +101,6 @@ def time_numpy_forward(member: dict) -> tuple[float, float, bool]:
             env=env, capture_output=True, text=True, check=True,
         ).stdout.split()
     return float(out[0]), float(out[1]), out[2] == "True"
-
-
-def paired_difference(a: pd.Series, b: pd.Series) -> tuple[float, float]:
-    """Mean and standard error of the per-era difference a - b: the two models score the same eras,
-    so the era-to-era swings they share cancel and the test is much sharper than comparing means."""
-    diff = (a - b).dropna()
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 def main() -> None:

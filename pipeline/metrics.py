@@ -104,6 +104,13 @@ def per_era_benchmark_corr(predictions: np.ndarray, benchmark: np.ndarray, eras:
     ).rename("benchmark_corr")
 
 
+def paired_difference(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """Mean and standard error of the per-era difference a - b of two models scored on the same
+    eras: the era-to-era swings they share cancel, so the test is much sharper than comparing means."""
+    diff = (a - b).dropna()
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
 def max_drawdown(per_era_scores: pd.Series) -> float:
     """Largest fall of the cumulative per-era score from its running peak (a positive number)."""
     cumulative = per_era_scores.cumsum()

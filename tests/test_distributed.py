@@ -19,7 +19,7 @@ from pipeline.cli import main
 from pipeline.distributed import ClusterError, dask_client, dask_trainer, free_port
 from pipeline.ensemble import LGBMSpec
 from pipeline.features import FeaturePipeline
-from pipeline.metrics import per_era_corr
+from pipeline.metrics import paired_difference, per_era_corr
 from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMMember
 from pipeline.models.tsmixer import TSMixerExt
 from pipeline.runtime import booster_predict
@@ -51,8 +51,7 @@ def cluster():
 def within_noise(a: np.ndarray, b: np.ndarray, validation: nd.EraFrame) -> tuple[float, float]:
     """(mean difference, standard error) of the per-era validation CORR of two predictions."""
     y = validation.targets[nd.MAIN_TARGET].to_numpy()
-    diff = per_era_corr(a, y, validation.eras) - per_era_corr(b, y, validation.eras)
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    return paired_difference(per_era_corr(a, y, validation.eras), per_era_corr(b, y, validation.eras))
 
 
 def test_dask_lightgbm_scores_like_one_machine(splits: dict, cluster) -> None:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from numerai_tools.scoring import numerai_corr
 
-from pipeline.metrics import max_drawdown, per_era_corr, summarize
+from pipeline.metrics import max_drawdown, paired_difference, per_era_corr, summarize
 
 
 def test_per_era_corr_equals_numerai_tools_on_each_era() -> None:
@@ -67,3 +67,10 @@ def test_other_per_era_metrics_equal_numerai_tools() -> None:
         tie_broken_rank_correlation(b, p["prediction"])
     )
     assert per_era_feature_exposure(prediction, eras, features)["0001"] > 0.3, "prediction is built on feature 0"
+
+
+def test_paired_difference_is_the_mean_and_standard_error_of_per_era_differences() -> None:
+    a = pd.Series([0.03, 0.01, 0.05, np.nan], index=["e1", "e2", "e3", "e4"])
+    b = pd.Series([0.02, 0.02, 0.01, 0.04], index=["e1", "e2", "e3", "e4"])
+    mean, se = paired_difference(a, b)
+    assert mean == pytest.approx(0.04 / 3) and se == pytest.approx(np.std([0.01, -0.01, 0.04], ddof=1) / np.sqrt(3))
