@@ -11,9 +11,12 @@
 2. The MLP on scaled features (the plain baseline) and on per-bin one-hot inputs; the ablations of
    TSMixer-Ext without era context and with a regression head instead of the 5-class CE head; with
    `--ablations`, also contiguous-chunk tokens instead of correlation clusters, and bin embeddings.
-   The TSMixer-Ext variant compared is the one with the best early-stopping CORR; the verdict is
-   the per-era paired difference of validation CORR (mean +- one standard error): "beats" needs
-   more than 2 standard errors.
+   The TSMixer-Ext variant compared is the one with the best early-stopping CORR. It and the plain
+   MLP are refitted on `--seeds` seeds in all (default 3) and the verdict is the per-era paired
+   difference of their seed rank averages' validation CORR (mean +- one standard error): "beats"
+   needs more than 2 standard errors. On a synthetic world, every model is also scored by its rank
+   correlation with the truth (oracle.parquet, E[target | features]), which the target's noise
+   does not blur.
 3. Optionally (`--search-trials N`), a bounded `search` (walk-forward CV inside train).
 4. The numpy forward pass of an exported TSMixer-Ext at Numerai's width (6,720 rows x 2,748
    features), timed in a separate process with one BLAS/OpenMP thread.
@@ -21,7 +24,8 @@
 `--threads` defaults to 1: on a busy 2-core machine two torch threads were measured 10x slower per
 step than one (OpenMP oversubscription).
 
-Run: `python -m bench.tsmixer [--threads 1] [--epochs 8] [--era-stride 1] [--ablations] [--search-trials 0]`.
+Run: `python -m bench.tsmixer [--data DIR] [--seeds 3] [--threads 1] [--epochs 8] [--era-stride 1] [--ablations]
+[--search-trials 0]`.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ sys.path.insert(0, str(REPO))
 from pipeline import data as nd  # noqa: E402
 from pipeline.build import default_data_dir  # noqa: E402
 from pipeline.cv import EMBARGO_20D, holdout_eras  # noqa: E402
-from pipeline.metrics import paired_difference, per_era_corr, summarize  # noqa: E402
+from pipeline.metrics import paired_difference, per_era_benchmark_corr, per_era_corr, summarize  # noqa: E402
 from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember  # noqa: E402
-from pipeline.models.tsmixer import MLPBaseline, TSMixerExt, n_parameters, search  # noqa: E402
+from pipeline.models.tsmixer import EraNetEstimator, MLPBaseline, TSMixerExt, n_parameters, search  # noqa: E402
+from pipeline.runtime import blend_ranks  # noqa: E402
 from pipeline.synthetic import FEATURE_GROUPS  # noqa: E402
 from pipeline.verify import ONE_THREAD_ENV  # noqa: E402
 
@@ -103,8 +108,28 @@ def time_numpy_forward(member: dict) -> tuple[float, float, bool]:
     return float(out[0]), float(out[1]), out[2] == "True"
 
 
+def read_truth(data_dir: Path, ids: np.ndarray) -> np.ndarray | None:
+    """E[target | features] of the given rows from a synthetic world's oracle.parquet; None for
+    real data. Scored against it, the target's noise (most of per-era CORR's variance) drops out."""
+    path = data_dir / "oracle.parquet"
+    return pd.read_parquet(path).loc[ids, "oracle"].to_numpy() if path.is_file() else None
+
+
+def verdict(a: pd.Series, b: pd.Series, what: str) -> str:
+    """'beats' when the per-era paired difference a - b is above 2 standard errors."""
+    mean, se = paired_difference(a, b)
+    word = "beats" if mean > 2 * se else "does NOT beat" if mean <= 0 else "is ahead within noise (< 2 SE)"
+    return f"{word} on {what}, {mean:+.4f} +- {se:.4f} ({mean / se:+.1f} SE)"
+
+
+def copy_with(model: EraNetEstimator, **params: object) -> EraNetEstimator:
+    """An unfitted copy of `model` with some parameters changed."""
+    return type(model)(**model.get_params() | params)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="a data directory (default: the default synthetic world)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--patience", type=int, default=3)
@@ -120,10 +145,11 @@ def main() -> None:
     parser.add_argument("--search-budget", type=float, default=240.0)
     parser.add_argument("--search-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the chosen TSMixer-Ext variant and the MLP")
     args = parser.parse_args()
     started = time.perf_counter()
 
-    data_dir = default_data_dir()
+    data_dir = args.data or default_data_dir()
     features = nd.resolve_features(data_dir, "all")
     targets = nd.target_names(data_dir)
     aux = [t for t in targets if t.endswith("_20") and t != "target_ender_20"]
@@ -156,38 +182,58 @@ def main() -> None:
     if args.ablations:
         runs["tsmixer_ext_contiguous_tokens"] = TSMixerExt(**tsm_params | {"cluster_tokens": False}, feature_sets=sets)
         runs["tsmixer_ext_bins"] = TSMixerExt(**tsm_params | {"bin_embedding": True}, feature_sets=sets)
-    rows, preds, scores = [], {}, {}
-    for name, model in runs.items():
+    truth = read_truth(data_dir, validation.ids[val_rows])
+    rows, preds, scores, truth_scores = [], {}, {}, {}
+
+    def record(name: str, prediction: np.ndarray, extra: dict) -> None:
+        preds[name] = prediction
+        scores[name] = per_era_corr(prediction, y_val, eras_val)
+        summary = summarize(scores[name])
+        row = {"model": name, "corr_mean": summary["mean"], "sharpe": summary["sharpe"], "max_dd": summary["max_drawdown"]}
+        if truth is not None:
+            truth_scores[name] = per_era_benchmark_corr(prediction, truth, eras_val)
+            row["corr_with_truth"] = float(truth_scores[name].mean())
+        rows.append(row | extra)
+        print(rows[-1], flush=True)
+
+    def fit_net(name: str, model: EraNetEstimator) -> None:
         t0 = time.perf_counter()
         model.fit(train, fit_eras, aux_targets=aux)
-        preds[name] = model.predict(validation.features[val_rows], eras_val)
-        scores[name] = per_era_corr(preds[name], y_val, eras_val)
-        summary = summarize(scores[name])
-        rows.append({"model": name, "corr_mean": summary["mean"], "sharpe": summary["sharpe"],
-                     "max_dd": summary["max_drawdown"], "params": n_parameters(model), "best_epoch": model.best_epoch_,
-                     "epochs_run": len(model.history_), "early_stop_corr": model.best_valid_corr_,
-                     "seconds": time.perf_counter() - t0})
-        print(rows[-1], flush=True)
+        record(name, model.predict(validation.features[val_rows], eras_val),
+               {"params": n_parameters(model), "best_epoch": model.best_epoch_, "epochs_run": len(model.history_),
+                "early_stop_corr": model.best_valid_corr_, "seconds": time.perf_counter() - t0})
+
+    for name, model in runs.items():
+        fit_net(name, model)
 
     t0 = time.perf_counter()
     lgbm = LGBMMember(EXAMPLE_PARAMS, EXAMPLE_ROUNDS, seed=args.seed, num_threads=args.threads)
     lgbm_rows = train.select_eras(list(train.era_order[::4]))
     lgbm.fit(train.features, train.targets["target"].to_numpy(), rows=lgbm_rows, feature_names=features)
-    preds["lgbm_example"] = lgbm.predict(validation.features[val_rows])
-    scores["lgbm_example"] = per_era_corr(preds["lgbm_example"], y_val, eras_val)
-    summary = summarize(scores["lgbm_example"])
-    rows.append({"model": "lgbm_example", "corr_mean": summary["mean"], "sharpe": summary["sharpe"],
-                 "max_dd": summary["max_drawdown"], "params": np.nan, "best_epoch": np.nan, "epochs_run": np.nan,
-                 "early_stop_corr": np.nan, "seconds": time.perf_counter() - t0})
-    table = pd.DataFrame(rows).set_index("model")
-    table[["params", "best_epoch", "epochs_run"]] = table[["params", "best_epoch", "epochs_run"]].astype("Int64")
+    record("lgbm_example", lgbm.predict(validation.features[val_rows]), {"seconds": time.perf_counter() - t0})
 
+    # The TSMixer-Ext variant compared is chosen on the early-stopping CORR (newest train eras), never
+    # on the validation eras. It and the plain MLP are then refitted on more seeds and the verdict is
+    # on each one's rank average over seeds: a single seed's luck moves a net's score by about as
+    # much as the difference being judged.
+    es_corr = {row["model"]: row["early_stop_corr"] for row in rows if "early_stop_corr" in row}
+    chosen = max((name for name in runs if name.startswith("tsmixer")), key=es_corr.__getitem__)
+    seeds = [args.seed + k for k in range(args.seeds)]
+    for name in (chosen, "mlp"):
+        for seed in seeds[1:]:
+            fit_net(f"{name}_seed{seed}", copy_with(runs[name], seed=seed))
+        if len(seeds) > 1:
+            members = [name] + [f"{name}_seed{seed}" for seed in seeds[1:]]
+            blended = blend_ranks(np.column_stack([preds[m] for m in members]), np.ones(len(members)), eras_val)
+            record(f"{name}_x{len(seeds)}_seeds", blended, {})
+    table = pd.DataFrame(rows).set_index("model")
+    counts = [c for c in ("params", "best_epoch", "epochs_run") if c in table]
+    table[counts] = table[counts].astype("Int64")
     ranks = pd.DataFrame(preds).groupby(eras_val).rank(pct=True)
-    corr_with_lgbm = {
+    table["rank_corr_with_lgbm"] = pd.Series({
         name: float(ranks.groupby(eras_val).apply(lambda g, n=name: g[n].corr(g["lgbm_example"])).mean())
-        for name in runs
-    }
-    table["rank_corr_with_lgbm"] = pd.Series(corr_with_lgbm)
+        for name in preds if name != "lgbm_example"
+    })
 
     t0 = time.perf_counter()
     search_table = None
@@ -208,15 +254,17 @@ def main() -> None:
     pd.set_option("display.max_columns", 20)
     print("\nValidation (per-era numerai_corr on scored eras):")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
-    # The TSMixer-Ext variant compared is chosen on the early-stopping CORR (newest train eras), never
-    # on the validation eras.
-    chosen = table.loc[[name for name in runs if name.startswith("tsmixer")], "early_stop_corr"].idxmax()
-    print(f"\nTSMixer-Ext variant chosen on train-era early-stopping CORR: {chosen}. Per-era paired "
-          f"difference of validation CORR ({chosen} minus the other), mean +- one standard error:")
-    for other in ("mlp", "mlp_one_hot", "lgbm_example"):
-        mean, se = paired_difference(scores[chosen], scores[other])
-        verdict = "beats" if mean > 2 * se else "does NOT beat" if mean <= 0 else "is ahead within noise (< 2 SE) of"
-        print(f"  {chosen} {verdict} {other}: {mean:+.4f} +- {se:.4f} ({mean / se:+.1f} SE)")
+    pair = (f"{chosen}_x{len(seeds)}_seeds", f"mlp_x{len(seeds)}_seeds") if len(seeds) > 1 else (chosen, "mlp")
+    print(f"\nTSMixer-Ext variant chosen on train-era early-stopping CORR: {chosen}. Per-era paired difference "
+          f"(first minus second), mean +- one standard error; 'beats' needs more than 2 standard errors:")
+    for first, other in [pair, (chosen, "mlp"), (chosen, "mlp_one_hot"), (chosen, "lgbm_example")]:
+        line = verdict(scores[first], scores[other], "validation CORR")
+        if truth is not None:
+            line += "; " + verdict(truth_scores[first], truth_scores[other], "rank correlation with the truth")
+        print(f"  {first} vs {other}: {line}")
+    for seed in seeds[1:]:
+        mean, se = paired_difference(scores[f"{chosen}_seed{seed}"], scores[f"mlp_seed{seed}"])
+        print(f"  seed {seed} alone: {mean:+.4f} +- {se:.4f} validation CORR")
     if search_table is not None:
         print(f"\nSearch ({len(search_table)} trials, walk-forward CV inside train, {search_seconds:.0f} s):")
         print(search_table.drop(columns=["trial"]).to_string(float_format=lambda v: f"{v:.4f}"))
