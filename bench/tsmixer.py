@@ -147,6 +147,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the chosen TSMixer-Ext variant and the MLP")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     started = time.perf_counter()
 
     data_dir = args.data or default_data_dir()
@@ -229,10 +231,9 @@ def main() -> None:
     table = pd.DataFrame(rows).set_index("model")
     counts = [c for c in ("params", "best_epoch", "epochs_run") if c in table]
     table[counts] = table[counts].astype("Int64")
-    ranks = pd.DataFrame(preds).groupby(eras_val).rank(pct=True)
     table["rank_corr_with_lgbm"] = pd.Series({
-        name: float(ranks.groupby(eras_val).apply(lambda g, n=name: g[n].corr(g["lgbm_example"])).mean())
-        for name in preds if name != "lgbm_example"
+        name: float(per_era_benchmark_corr(prediction, preds["lgbm_example"], eras_val).mean())
+        for name, prediction in preds.items() if name != "lgbm_example"
     })
 
     t0 = time.perf_counter()
@@ -257,7 +258,7 @@ def main() -> None:
     pair = (f"{chosen}_x{len(seeds)}_seeds", f"mlp_x{len(seeds)}_seeds") if len(seeds) > 1 else (chosen, "mlp")
     print(f"\nTSMixer-Ext variant chosen on train-era early-stopping CORR: {chosen}. Per-era paired difference "
           f"(first minus second), mean +- one standard error; 'beats' needs more than 2 standard errors:")
-    for first, other in [pair, (chosen, "mlp"), (chosen, "mlp_one_hot"), (chosen, "lgbm_example")]:
+    for first, other in dict.fromkeys([pair, (chosen, "mlp"), (chosen, "mlp_one_hot"), (chosen, "lgbm_example")]):
         line = verdict(scores[first], scores[other], "validation CORR")
         if truth is not None:
             line += "; " + verdict(truth_scores[first], truth_scores[other], "rank correlation with the truth")
