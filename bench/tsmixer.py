@@ -4,8 +4,8 @@
    budget, learning-rate schedule, loss (cross-entropy, auxiliary MSE and a weight times the era-wise
    correlation) and early stopping (the newest `--valid-eras` of those eras after an 8-era
    embargo); TSMixer-Ext at `--tsmixer-lr` and `--tsmixer-corr-weight`, the MLPs at `--lr` and
-   `--corr-weight`, all with dropout 0.1 (each net's settings chosen on its own train-era
-   early-stopping CORR). The example LightGBM trains on every 4th era, as build.py trains it. All
+   `--corr-weight`, all with dropout 0.1 and an `--ema-decay` moving average of the weights (each
+   net's settings chosen on its own train-era early-stopping CORR). The example LightGBM trains on every 4th era, as build.py trains it. All
    are scored once with per-era numerai_corr on the validation eras more than 8 eras after the
    last train era; nothing is chosen on them.
 2. The MLP on scaled features (the plain baseline) and on per-bin one-hot inputs; the ablations of
@@ -24,7 +24,7 @@
 `--threads` defaults to 1: on a busy 2-core machine two torch threads were measured 10x slower per
 step than one (OpenMP oversubscription).
 
-Run: `python -m bench.tsmixer [--data DIR] [--seeds 3] [--threads 1] [--epochs 8] [--era-stride 1] [--ablations]
+Run: `python -m bench.tsmixer [--data DIR] [--seeds 3] [--threads 1] [--epochs 8] [--ema-decay 0.99] [--era-stride 1] [--ablations]
 [--search-trials 0]`.
 """
 
@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--tsmixer-lr", type=float, default=2e-2)
     parser.add_argument("--corr-weight", type=float, default=3.0, help="the MLPs' era-wise correlation loss weight")
     parser.add_argument("--tsmixer-corr-weight", type=float, default=1.0)
+    parser.add_argument("--ema-decay", type=float, default=0.99, help="every net's weight average per step (0: none)")
     parser.add_argument("--era-stride", type=int, default=1)
     parser.add_argument("--valid-eras", type=int, default=40)
     parser.add_argument("--eras-per-batch", type=int, default=2)
@@ -169,7 +170,7 @@ def main() -> None:
     )
 
     common = {"max_epochs": args.epochs, "patience": args.patience, "threads": args.threads, "seed": args.seed,
-              "n_valid_eras": args.valid_eras, "eras_per_batch": args.eras_per_batch, "dropout": 0.1,
+              "n_valid_eras": args.valid_eras, "eras_per_batch": args.eras_per_batch, "dropout": 0.1, "ema_decay": args.ema_decay,
               "progress": False}
     trained = common | {"lr": args.lr, "corr_weight": args.corr_weight}
     tsm_params = {"d": 32, "ff": 64, "context_dim": 8, "n_block": 2, "token_size": 10} | common | {

@@ -19,6 +19,7 @@ from pipeline.models.tsmixer import (
     MLPNet,
     TSMixerExt,
     TSMixerNet,
+    bias_corrected_ema,
     bin_one_hot,
     feature_bins,
     lr_factor,
@@ -205,9 +206,22 @@ def test_same_seed_same_predictions(world: dict, fitted: TSMixerExt) -> None:
     assert not np.allclose(first, other.predict(train.features, train.eras))
 
 
-def test_early_stopping_keeps_the_best_validation_epoch(world: dict) -> None:
+def test_bias_corrected_ema_weighs_the_steps_seen_exponentially() -> None:
+    layer = torch.nn.Linear(1, 1, bias=False)
+    averaged = torch.optim.swa_utils.AveragedModel(layer, multi_avg_fn=bias_corrected_ema(0.5))
+    steps = [1.0, 3.0, 7.0]
+    for value in steps:
+        layer.weight.data.fill_(value)
+        averaged.update_parameters(layer)
+    weights = 0.5 ** np.arange(len(steps))[::-1]
+    assert averaged.module.weight.item() == pytest.approx(float(np.dot(weights, steps) / weights.sum()))
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_early_stopping_keeps_the_best_validation_epoch(world: dict, ema_decay: float) -> None:
+    """With a weight average, the averaged weights are the ones scored and kept."""
     train = world["train"]
-    model = MLPBaseline(hidden=(16,), lr=3e-2, max_epochs=12, patience=3, progress=False).fit(train)
+    model = MLPBaseline(hidden=(16,), lr=3e-2, max_epochs=12, patience=3, ema_decay=ema_decay, progress=False).fit(train)
     history = model.history_
     assert model.best_epoch_ == int(history.loc[history["valid_corr"].idxmax(), "epoch"])
     assert len(history) == min(model.max_epochs, model.best_epoch_ + model.patience)
@@ -216,6 +230,9 @@ def test_early_stopping_keeps_the_best_validation_epoch(world: dict) -> None:
     assert max(model.fit_eras_) < min(model.valid_eras_)
     gap = list(train.era_order).index(min(model.valid_eras_)) - list(train.era_order).index(max(model.fit_eras_)) - 1
     assert gap == 8
+    if ema_decay:
+        plain = MLPBaseline(**model.get_params() | {"ema_decay": 0.0}).fit(train)
+        assert not np.allclose(plain.predict(train.features), model.predict(train.features))
 
 
 def _compare(model, train: nd.EraFrame) -> None:
@@ -283,6 +300,8 @@ def test_bad_options_raise_value_errors(world: dict) -> None:
         TSMixerExt(head="softmax").fit(world["train"])
     with pytest.raises(ValueError, match="aux_targets|target"):
         TSMixerExt(**SMALL).fit(world["train"], aux_targets=["target_nope_20"])
+    with pytest.raises(ValueError, match="ema_decay"):
+        MLPBaseline(**MLP_SMALL, ema_decay=1.0).fit(world["train"])
     with pytest.raises(ValueError, match="not fitted"):
         TSMixerExt().predict(world["train"].features)
     with pytest.raises(ValueError, match="unknown"):

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from pipeline.cv import EraWalkForward, default_embargo
 from pipeline.data import FEATURE_GROUPS, MAIN_TARGET, EraFrame, release_pages
@@ -293,6 +294,19 @@ def era_corr(pred: torch.Tensor, target: torch.Tensor, row_era: torch.Tensor, n_
     return (cov / torch.sqrt(var[:, 0] * var[:, 1] + 1e-12)).mean()
 
 
+def bias_corrected_ema(decay: float) -> Any:
+    """An `AveragedModel` update: the exponential moving average of the weights over the steps
+    seen so far, bias-corrected as Adam corrects its moments, so that the first steps' weights (or
+    a fine-tune's starting weights) do not dominate the average of a short run."""
+
+    def update(averaged: Sequence[torch.Tensor], current: Sequence[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        weight = (1 - decay) / (1 - decay ** (float(n_averaged) + 1))
+        for a, c in zip(averaged, current):
+            a.lerp_(c, weight)
+
+    return update
+
+
 def lr_factor(step: int, warmup_steps: int, total_steps: int, floor: float = 0.05) -> float:
     """Multiplier of the learning rate at optimizer step `step`: linear warmup, then cosine to `floor`."""
     if step < warmup_steps:
@@ -461,6 +475,8 @@ class EraNetEstimator:
             raise ValueError(f"aux_weight must be in [0, 1], got {self.aux_weight}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     def split_eras(self, frame: EraFrame, eras: Sequence[str], embargo: int) -> tuple[list[str], list[str]]:
         """(fit eras, early-stopping eras): the newest eras held out after an embargo counted on the
@@ -561,8 +577,11 @@ class EraNetEstimator:
     ) -> None:
         """AdamW over eras shuffled by a seeded Generator, with a linear warmup over the first epoch
         (Adam's early steps on one noisy era are otherwise large) then a per-step cosine decay to 5 %
-        of `lr` at `max_epochs`; keeps the best epoch. `replicas` shares each step's eras between
-        processes (default: this process alone); only the leader scores and decides when to stop.
+        of `lr` at `max_epochs`; keeps the best epoch. With `ema_decay` > 0 the weights scored and
+        kept are the moving average of each step's weights (`torch.optim.swa_utils.AveragedModel`):
+        on Numerai's noisy targets one step's weights carry the last few eras' noise. `replicas`
+        shares each step's eras between processes (default: this process alone); only the leader
+        scores and decides when to stop.
         Without `valid_data` every epoch runs and the last one is kept (fine-tuning on a few eras,
         where none can be spared to early-stop on); `lr` and `max_epochs` override the estimator's."""
         from tqdm.auto import tqdm
@@ -575,6 +594,10 @@ class EraNetEstimator:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, steps_per_epoch, steps_per_epoch * max_epochs)
         )
+        averaged = (
+            AveragedModel(network, multi_avg_fn=bias_corrected_ema(self.ema_decay)) if self.ema_decay > 0 else None
+        )
+        kept = averaged.module if averaged is not None else network
         best_corr, best_state, best_epoch, history = -np.inf, None, 0, []
         bar = tqdm(
             range(1, max_epochs + 1), desc=type(self).__name__, unit="epoch",
@@ -598,22 +621,26 @@ class EraNetEstimator:
                 replicas.average_gradients(network, rows)
                 optimizer.step()
                 scheduler.step()
+                if averaged is not None:
+                    averaged.update_parameters(network)
             stop = False
             if valid_data is None:
                 history.append({"epoch": epoch, "train_loss": float(np.mean(losses))})
                 best_epoch = epoch
             elif replicas.leader:
-                per_era = self._score(network, valid_data, device)
+                per_era = self._score(kept, valid_data, device)
                 corr = float(per_era.mean())
                 history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_corr": corr, "valid_sharpe": summarize(per_era)["sharpe"]})
                 bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}", val_corr=f"{corr:.4f}")
                 if corr > best_corr:
-                    best_corr, best_epoch, best_state = corr, epoch, copy.deepcopy(network.state_dict())
+                    best_corr, best_epoch, best_state = corr, epoch, copy.deepcopy(kept.state_dict())
                 else:
                     stop = epoch - best_epoch >= self.patience
             if replicas.agree(stop):
                 break
         bar.close()
+        if valid_data is None:
+            best_state = kept.state_dict()
         if replicas.leader and best_state is not None:
             network.load_state_dict(best_state)
         network.eval()
@@ -765,6 +792,7 @@ class TSMixerExt(EraNetEstimator):
         aux_weight: float = 0.0,
         lr: float = 2e-2,
         weight_decay: float = 1e-4,
+        ema_decay: float = 0.0,
         max_epochs: int = 30,
         patience: int = 5,
         eras_per_batch: int = 1,
@@ -791,6 +819,7 @@ class TSMixerExt(EraNetEstimator):
         self.aux_weight = aux_weight
         self.lr = lr
         self.weight_decay = weight_decay
+        self.ema_decay = ema_decay
         self.max_epochs = max_epochs
         self.patience = patience
         self.eras_per_batch = eras_per_batch
@@ -849,6 +878,7 @@ class MLPBaseline(EraNetEstimator):
         aux_weight: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
+        ema_decay: float = 0.0,
         max_epochs: int = 30,
         patience: int = 5,
         eras_per_batch: int = 1,
@@ -868,6 +898,7 @@ class MLPBaseline(EraNetEstimator):
         self.aux_weight = aux_weight
         self.lr = lr
         self.weight_decay = weight_decay
+        self.ema_decay = ema_decay
         self.max_epochs = max_epochs
         self.patience = patience
         self.eras_per_batch = eras_per_batch
