@@ -4,9 +4,10 @@
    budget, learning-rate schedule, loss (cross-entropy, auxiliary MSE and a weight times the era-wise
    correlation) and early stopping (the newest `--valid-eras` of those eras after an 8-era
    embargo); TSMixer-Ext at `--tsmixer-lr` and `--tsmixer-corr-weight`, the MLPs at `--lr` and
-   `--corr-weight`, all with dropout 0.1 and an `--ema-decay` moving average of the weights (each
-   net's settings chosen on its own train-era early-stopping CORR). The example LightGBM trains on every 4th era, as build.py trains it. All
-   are scored once with per-era numerai_corr on the validation eras more than 8 eras after the
+   `--corr-weight`, all with dropout 0.1 (each net's settings chosen on its own train-era
+   early-stopping CORR) and an `--ema-decay` moving average of the weights (adopted for both nets
+   on validation-era figures). The example LightGBM trains on every 4th era, as build.py trains it.
+   All are scored once with per-era numerai_corr on the validation eras more than 8 eras after the
    last train era; nothing is chosen on them.
 2. The MLP on scaled features (the plain baseline) and on per-bin one-hot inputs; the ablations of
    TSMixer-Ext without era context and with a regression head instead of the 5-class CE head; with
