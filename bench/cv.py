@@ -37,7 +37,9 @@ def main() -> None:
     validation = nd.load_split(data_dir / "validation.parquet", features, data_type="validation")
 
     start = time.perf_counter()
-    folds = EraWalkForward(args.folds, args.embargo, min_train_eras=len(train.era_order) // 2).era_folds(train.era_order)
+    folds = EraWalkForward(args.folds, args.embargo, min_train_eras=len(train.era_order) // 2).era_folds(
+        train.era_order
+    )
     member = LGBMMember(EXAMPLE_PARAMS, args.trees)
     cv = cv_lgbm(member, train, "target", folds, args.era_stride, name="example")
     cv_seconds = time.perf_counter() - start
@@ -46,16 +48,25 @@ def main() -> None:
     y = train.targets["target"].to_numpy()
     member.fit(train.features, y, rows=strided_rows(train, train.era_order, args.era_stride), feature_names=features)
     rows = validation.select_eras(holdout_eras(train.era_order, validation.era_order, args.embargo))
-    val = per_era_corr(member.predict(validation.features[rows].astype(np.float32)), validation.targets["target"].to_numpy()[rows], validation.eras[rows])
+    val = per_era_corr(
+        member.predict(validation.features[rows].astype(np.float32)),
+        validation.targets["target"].to_numpy()[rows],
+        validation.eras[rows],
+    )
 
     cv_s, val_s = summarize(cv.per_era), summarize(val)
-    print(f"data: {data_dir} ({len(train)} train rows, {len(features)} features); {args.folds} folds, embargo {args.embargo}")
+    print(
+        f"data: {data_dir} ({len(train)} train rows, {len(features)} features); {args.folds} folds, embargo "
+        f"{args.embargo}"
+    )
     for k, (tr, va) in enumerate(folds, 1):
         print(f"  fold {k}: train {tr[0]}..{tr[-1]} ({len(tr)} eras) -> validate {va[0]}..{va[-1]} ({len(va)} eras)")
     print(f"\nNumerai's example model, trees chosen by CV: {cv.chosen['num_boost_round']} (CV took {cv_seconds:.0f} s)")
     print(f"{'':<28}{'CORR mean':>10}{'std':>8}{'Sharpe':>8}{'max DD':>8}{'eras':>6}")
     for label, s in (("CV (out-of-fold)", cv_s), ("validation (held out)", val_s)):
-        print(f"{label:<28}{s['mean']:>10.4f}{s['std']:>8.4f}{s['sharpe']:>8.2f}{s['max_drawdown']:>8.4f}{s['eras']:>6d}")
+        print(
+            f"{label:<28}{s['mean']:>10.4f}{s['std']:>8.4f}{s['sharpe']:>8.2f}{s['max_drawdown']:>8.4f}{s['eras']:>6d}"
+        )
     gap = val_s["mean"] - cv_s["mean"]
     stderr = np.hypot(cv_s["std"] / np.sqrt(cv_s["eras"]), val_s["std"] / np.sqrt(val_s["eras"]))
     print(f"validation - CV = {gap:+.4f} (standard error of the difference {stderr:.4f}: {abs(gap) / stderr:.1f} se)")

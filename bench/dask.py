@@ -54,17 +54,24 @@ def main() -> None:
         on_cluster = LGBMSpec("dask", member(), nd.MAIN_TARGET, args.era_stride, trainer=trainer)
         on_cluster.fit([train], features, "dask")
     seconds[f"dask, {args.workers} workers"] = time.perf_counter() - start
-    per_era[f"dask, {args.workers} workers"] = per_era_corr(on_cluster.predict(validation.features[rows], None), y, validation.eras[rows])
+    per_era[f"dask, {args.workers} workers"] = per_era_corr(
+        on_cluster.predict(validation.features[rows], None), y, validation.eras[rows]
+    )
 
-    print(f"{data_dir}: {len(features)} features, {len(train.era_order[:: args.era_stride])} training eras "
-          f"(every {args.era_stride}th), {args.trees} trees; validation eras after a {args.embargo}-era embargo: {len(rows)} rows")
+    print(
+        f"{data_dir}: {len(features)} features, {len(train.era_order[:: args.era_stride])} training eras "
+        f"(every {args.era_stride}th), {args.trees} trees; validation eras after a {args.embargo}-era embargo: "
+        f"{len(rows)} rows"
+    )
     print(f"{'model':<22} {'CORR mean':>9} {'std':>7} {'Sharpe':>7} {'eras':>5} {'wall s':>7}")
     for name, scores in per_era.items():
         s = summarize(scores)
         print(f"{name:<22} {s['mean']:>9.4f} {s['std']:>7.4f} {s['sharpe']:>7.2f} {s['eras']:>5} {seconds[name]:>7.1f}")
     mean, se = paired_difference(per_era[f"dask, {args.workers} workers"], per_era["single machine"])
-    print(f"difference (dask - single): {mean:+.4f}, standard error {se:.4f}; "
-          f"cluster start {started:.1f} s of the Dask wall time")
+    print(
+        f"difference (dask - single): {mean:+.4f}, standard error {se:.4f}; "
+        f"cluster start {started:.1f} s of the Dask wall time"
+    )
 
 
 if __name__ == "__main__":

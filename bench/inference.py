@@ -3,8 +3,9 @@
     python -m bench.inference [--live-rows 6720] [--features 2748] [--eras 40] [--rows 1500] [--trees 2000]
 
 Builds the default model set (`build_model.py` with its defaults, neutralization forced on so its
-cost is counted) on a synthetic world with Numerai's full feature count, then runs the pickle on a live era of 6,720 rows in a separate
-one-thread process where this package cannot be imported (pipeline.verify), as Numerai would.
+cost is counted) on a synthetic world with Numerai's full feature count, then runs the pickle on a
+live era of 6,720 rows in a separate one-thread process where this package cannot be imported
+(pipeline.verify), as Numerai would.
 Budget: at most 20 s and 1.5 GB.
 """
 
@@ -30,24 +31,47 @@ def main() -> None:
     parser.add_argument("--eras", type=int, default=40, help="eras of the training world (train and validation)")
     parser.add_argument("--rows", type=int, default=1500, help="rows per era of the training world")
     parser.add_argument("--trees", type=int, default=2000)
-    parser.add_argument("--neutralization", type=float, default=0.5,
-                        help="forced into the pickle so its per-era least-squares fit is measured (the costliest step)")
+    parser.add_argument(
+        "--neutralization",
+        type=float,
+        default=0.5,
+        help="forced into the pickle so its per-era least-squares fit is measured (the costliest step)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         world = write_world(
             Path(tmp) / "world",
-            WorldSpec(n_eras=args.eras, n_validation_eras=max(12, args.eras // 4), rows_per_era=args.rows,
-                      live_rows=args.live_rows, n_features=args.features, seed=1),
+            WorldSpec(
+                n_eras=args.eras,
+                n_validation_eras=max(12, args.eras // 4),
+                rows_per_era=args.rows,
+                live_rows=args.live_rows,
+                n_features=args.features,
+                seed=1,
+            ),
         )
         start = time.perf_counter()
-        result = build(BuildConfig(
-            data_dir=world, out=Path(tmp) / "model.pkl", num_boost_round=args.trees, embargo=4,
-            neutralization=args.neutralization, threads=1,
-        ))
+        result = build(
+            BuildConfig(
+                data_dir=world,
+                out=Path(tmp) / "model.pkl",
+                num_boost_round=args.trees,
+                embargo=4,
+                neutralization=args.neutralization,
+                threads=1,
+            )
+        )
         build_seconds = time.perf_counter() - start
         report = verify_pickle(result.model_path, world / "live.parquet")
-    members = ", ".join(f"{name} ({figures['chosen'].get('num_boost_round', '-')} trees)" for name, figures in result.models.items() if name != "ensemble")
-    print(f"model set: {members}; build took {build_seconds:.0f} s on {args.eras} eras x {args.rows} rows x {args.features} features")
+    members = ", ".join(
+        f"{name} ({figures['chosen'].get('num_boost_round', '-')} trees)"
+        for name, figures in result.models.items()
+        if name != "ensemble"
+    )
+    print(
+        f"model set: {members}; build took {build_seconds:.0f} s on {args.eras} eras x {args.rows} rows x "
+        f"{args.features} features"
+    )
     print(f"live era: {report.live_rows} rows x {args.features} features, one thread, package not importable")
     print(f"{'pickle size':<22}{report.size_mb:>10.1f} MB")
     print(f"{'load time':<22}{report.load_s:>10.2f} s")

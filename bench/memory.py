@@ -82,19 +82,28 @@ def main() -> None:
         path = Path(tmp) / "train.parquet"
         write_split(path, args.rows, args.features)
         print(f"{args.rows:,} rows x {args.features} int8 features, {path.stat().st_size / 2**20:.0f} MB of parquet")
-        print(f"{'mode':<7} {'int8 MB':>8} | " + " | ".join(f"{s:>15}" for s in ("interpreter", "load", "dataset", "train")))
+        print(
+            f"{'mode':<7} {'int8 MB':>8} | "
+            + " | ".join(f"{s:>15}" for s in ("interpreter", "load", "dataset", "train"))
+        )
         for mode in ("memory", "disk"):
             spill = tmp if mode == "disk" else ""
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, str(path), str(args.features), str(args.trees), spill],
-                capture_output=True, text=True, check=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
+                capture_output=True,
+                text=True,
+                check=True,
+                env=os.environ | {"OMP_NUM_THREADS": "1"},
             )
             found = json.loads(out.stdout.strip().splitlines()[-1])
             matrix = found["matrix_mb"]
             cells = [f"{s['seconds']:>5.1f} s {s['hwm_mb'] / matrix:>5.2f}x" for s in found["stages"].values()]
             print(f"{mode:<7} {matrix:>8.0f} | " + " | ".join(cells), flush=True)
             ratio = found["stages"]["dataset"]["hwm_mb"] / matrix
-            print(f"        peak RSS while building the Dataset / int8 matrix = {ratio:.2f} (bar 2.0) -> {'OK' if ratio <= 2.0 else 'OVER'}")
+            print(
+                f"        peak RSS while building the Dataset / int8 matrix = {ratio:.2f} (bar 2.0) -> "
+                f"{'OK' if ratio <= 2.0 else 'OVER'}"
+            )
     print("cells: wall time of the stage, then peak RSS so far (VmHWM) / int8 matrix bytes")
 
 

@@ -36,17 +36,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             start = time.perf_counter()
-            result = build(BuildConfig(data_dir=world_dir(seed, Path(tmp)), out=Path(tmp) / f"model_{seed}.pkl", preset=args.preset, threads=args.threads))
+            result = build(
+                BuildConfig(
+                    data_dir=world_dir(seed, Path(tmp)),
+                    out=Path(tmp) / f"model_{seed}.pkl",
+                    preset=args.preset,
+                    threads=args.threads,
+                )
+            )
             seconds = time.perf_counter() - start
-            print(f"\nworld seed {seed} (default world {'yes' if seed == DEFAULT_WORLD.seed else 'no'}), preset {args.preset}, build {seconds:.0f} s")
+            print(
+                f"\nworld seed {seed} (default world {'yes' if seed == DEFAULT_WORLD.seed else 'no'}), preset "
+                f"{args.preset}, build {seconds:.0f} s"
+            )
             print(f"{'model':<16}{'CV mean':>9}{'val mean':>10}{'Sharpe':>8}{'max DD':>8}")
             for name, figures in result.models.items():
                 cv, val = figures["cv"], figures["validation"]
-                print(f"{name:<16}{cv['mean']:>9.4f}{val['mean']:>10.4f}{val['sharpe']:>8.2f}{val['max_drawdown']:>8.4f}")
+                print(
+                    f"{name:<16}{cv['mean']:>9.4f}{val['mean']:>10.4f}{val['sharpe']:>8.2f}{val['max_drawdown']:>8.4f}"
+                )
             example, ensemble = result.models["lgbm_example"]["validation"], result.models["ensemble"]["validation"]
             ratio = ensemble["mean"] / example["mean"]
             verdict = "meets" if ratio >= 1.3 and ensemble["sharpe"] >= example["sharpe"] else "does NOT meet"
-            print(f"ensemble / example CORR = {ratio:.2f}x, Sharpe {ensemble['sharpe']:.2f} vs {example['sharpe']:.2f}: {verdict} the 1.3x bar")
+            print(
+                f"ensemble / example CORR = {ratio:.2f}x, Sharpe {ensemble['sharpe']:.2f} vs {example['sharpe']:.2f}: "
+                f"{verdict} the 1.3x bar"
+            )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = (
     "--headless",
@@ -79,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if not html_path.is_file():
         print(f"no such file: {html_path}", file=sys.stderr)
         return 1
-    png_path = render(html_path, (args.out or html_path.with_name("report.png")).resolve(), args.width, args.height, chromium)
+    png_path = render(
+        html_path, (args.out or html_path.with_name("report.png")).resolve(), args.width, args.height, chromium
+    )
     print(f"page: {html_path}")
     print(f"png:  {png_path} ({png_path.stat().st_size / 1024:.0f} KiB, {args.width}x{args.height})")
     return 0

@@ -65,18 +65,36 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=50)
     parser.add_argument("--modes", nargs="+", choices=("memory", "disk"), default=["memory", "disk"])
     args = parser.parse_args()
-    print(f"{'rows':>9} {'int8 MB':>8} {'mode':>6} | " + " | ".join(f"{s:>16}" for s in ("load", "pipeline", "dataset", "train")))
+    print(
+        f"{'rows':>9} {'int8 MB':>8} {'mode':>6} | "
+        + " | ".join(f"{s:>16}" for s in ("load", "pipeline", "dataset", "train"))
+    )
     for eras in args.eras:
         with tempfile.TemporaryDirectory() as tmp:
             spec = dataclasses.replace(
-                DEFAULT_WORLD, n_eras=eras + 2, n_validation_eras=2, n_unlabelled_eras=0,
-                rows_per_era=args.rows, n_features=args.features, n_target_names=2,
+                DEFAULT_WORLD,
+                n_eras=eras + 2,
+                n_validation_eras=2,
+                n_unlabelled_eras=0,
+                rows_per_era=args.rows,
+                n_features=args.features,
+                n_target_names=2,
             )
             write_world(Path(tmp) / "world", spec, progress=False)
             for mode in args.modes:
                 out = subprocess.run(
-                    [sys.executable, "-c", CHILD, str(Path(tmp) / "world"), str(args.trees), tmp if mode == "disk" else ""],
-                    capture_output=True, text=True, check=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
+                    [
+                        sys.executable,
+                        "-c",
+                        CHILD,
+                        str(Path(tmp) / "world"),
+                        str(args.trees),
+                        tmp if mode == "disk" else "",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env=os.environ | {"OMP_NUM_THREADS": "1"},
                 )
                 found = json.loads(out.stdout.strip().splitlines()[-1])
                 cells = [f"{s['seconds']:>6.1f} s {s['hwm_mb'] / found['matrix_mb']:>5.2f}x" for s in found["stages"]]

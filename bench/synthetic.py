@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-
 from pipeline.metrics import per_era_corr, summarize
 from pipeline.synthetic import DEFAULT_WORLD, write_world
+
+REPO = Path(__file__).resolve().parents[1]
 
 NUMERAI_FEATURES = 2748
 NUMERAI_ROWS = 4800
@@ -69,10 +69,23 @@ def score_world(data_dir: Path) -> pd.DataFrame:
 def measure_generation(n_eras: int, out_dir: Path) -> tuple[float, float, float]:
     """Generate one Numerai-width world in a child process: (seconds, peak RSS GiB, size on disk GiB)."""
     command = [
-        sys.executable, "-m", "pipeline.synthetic", str(out_dir), "--quiet",
-        "--eras", str(n_eras), "--validation-eras", str(max(5, n_eras // 10)),
-        "--rows", str(NUMERAI_ROWS), "--live-rows", "6700", "--features", str(NUMERAI_FEATURES),
-        "--target-names", "20",
+        sys.executable,
+        "-m",
+        "pipeline.synthetic",
+        str(out_dir),
+        "--quiet",
+        "--eras",
+        str(n_eras),
+        "--validation-eras",
+        str(max(5, n_eras // 10)),
+        "--rows",
+        str(NUMERAI_ROWS),
+        "--live-rows",
+        "6700",
+        "--features",
+        str(NUMERAI_FEATURES),
+        "--target-names",
+        "20",
     ]
     start = time.perf_counter()
     child = psutil.Popen(command, cwd=REPO)

@@ -25,8 +25,8 @@
 `--threads` defaults to 1: on a busy 2-core machine two torch threads were measured 10x slower per
 step than one (OpenMP oversubscription).
 
-Run: `python -m bench.tsmixer [--data DIR] [--seeds 3] [--threads 1] [--epochs 8] [--ema-decay 0.99] [--era-stride 1] [--ablations]
-[--search-trials 0]`.
+Run: `python -m bench.tsmixer [--data DIR] [--seeds 3] [--threads 1] [--epochs 8] [--ema-decay 0.99]
+[--era-stride 1] [--ablations] [--search-trials 0]`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ import numpy as np
 sys.path.insert(0, sys.argv[2])
 from pipeline import runtime
 member = pickle.load(open(sys.argv[1], "rb"))
-x = np.random.default_rng(0).integers(0, 5, size=(int(sys.argv[3]), len(member["config"]["feature_names"]))).astype(np.float32)
+shape = (int(sys.argv[3]), len(member["config"]["feature_names"]))
+x = np.random.default_rng(0).integers(0, 5, size=shape).astype(np.float32)
 runtime.neural_member_scores(member, x[:100])
 times = []
 for _ in range(3):
@@ -92,7 +93,9 @@ def numerai_width_member(params: dict) -> dict:
         feature_names=names,
         targets=pd.DataFrame({"target": rng.choice([0, 0.25, 0.5, 0.75, 1], len(eras)).astype(np.float32)}),
     )
-    model = TSMixerExt(**params | {"max_epochs": 1, "progress": False, "n_valid_eras": 2, "embargo": 1}, feature_sets=sets)
+    model = TSMixerExt(
+        **params | {"max_epochs": 1, "progress": False, "n_valid_eras": 2, "embargo": 1}, feature_sets=sets
+    )
     return model.fit(frame).export("tsmixer_numerai_width")
 
 
@@ -104,7 +107,10 @@ def time_numpy_forward(member: dict) -> tuple[float, float, bool]:
         env = {"PATH": "/usr/bin:/bin"} | ONE_THREAD_ENV
         out = subprocess.run(
             [sys.executable, "-c", TIMING_CHILD, str(path), str(REPO), str(LIVE_ROWS)],
-            env=env, capture_output=True, text=True, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()
     return float(out[0]), float(out[1]), out[2] == "True"
 
@@ -130,7 +136,9 @@ def copy_with(model: EraNetEstimator, **params: object) -> EraNetEstimator:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None, help="a data directory (default: the default synthetic world)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="a data directory (default: the default synthetic world)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--patience", type=int, default=3)
@@ -170,12 +178,23 @@ def main() -> None:
         f"scored {len(scored)} validation eras {scored[0]}..{scored[-1]} after an {EMBARGO_20D}-era embargo"
     )
 
-    common = {"max_epochs": args.epochs, "patience": args.patience, "threads": args.threads, "seed": args.seed,
-              "n_valid_eras": args.valid_eras, "eras_per_batch": args.eras_per_batch, "dropout": 0.1, "ema_decay": args.ema_decay,
-              "progress": False}
+    common = {
+        "max_epochs": args.epochs,
+        "patience": args.patience,
+        "threads": args.threads,
+        "seed": args.seed,
+        "n_valid_eras": args.valid_eras,
+        "eras_per_batch": args.eras_per_batch,
+        "dropout": 0.1,
+        "ema_decay": args.ema_decay,
+        "progress": False,
+    }
     trained = common | {"lr": args.lr, "corr_weight": args.corr_weight}
-    tsm_params = {"d": 32, "ff": 64, "context_dim": 8, "n_block": 2, "token_size": 10} | common | {
-        "lr": args.tsmixer_lr, "corr_weight": args.tsmixer_corr_weight}
+    tsm_params = (
+        {"d": 32, "ff": 64, "context_dim": 8, "n_block": 2, "token_size": 10}
+        | common
+        | {"lr": args.tsmixer_lr, "corr_weight": args.tsmixer_corr_weight}
+    )
     runs = {
         "tsmixer_ext": TSMixerExt(**tsm_params, feature_sets=sets),
         "mlp": MLPBaseline(hidden=(64, 64), **trained),
@@ -193,7 +212,12 @@ def main() -> None:
         preds[name] = prediction
         scores[name] = per_era_corr(prediction, y_val, eras_val)
         summary = summarize(scores[name])
-        row = {"model": name, "corr_mean": summary["mean"], "sharpe": summary["sharpe"], "max_dd": summary["max_drawdown"]}
+        row = {
+            "model": name,
+            "corr_mean": summary["mean"],
+            "sharpe": summary["sharpe"],
+            "max_dd": summary["max_drawdown"],
+        }
         if truth is not None:
             truth_scores[name] = per_era_benchmark_corr(prediction, truth, eras_val)
             row["corr_with_truth"] = float(truth_scores[name].mean())
@@ -203,9 +227,17 @@ def main() -> None:
     def fit_net(name: str, model: EraNetEstimator) -> None:
         t0 = time.perf_counter()
         model.fit(train, fit_eras, aux_targets=aux)
-        record(name, model.predict(validation.features[val_rows], eras_val),
-               {"params": n_parameters(model), "best_epoch": model.best_epoch_, "epochs_run": len(model.history_),
-                "early_stop_corr": model.best_valid_corr_, "seconds": time.perf_counter() - t0})
+        record(
+            name,
+            model.predict(validation.features[val_rows], eras_val),
+            {
+                "params": n_parameters(model),
+                "best_epoch": model.best_epoch_,
+                "epochs_run": len(model.history_),
+                "early_stop_corr": model.best_valid_corr_,
+                "seconds": time.perf_counter() - t0,
+            },
+        )
 
     for name, model in runs.items():
         fit_net(name, model)
@@ -233,21 +265,37 @@ def main() -> None:
     table = pd.DataFrame(rows).set_index("model")
     counts = [c for c in ("params", "best_epoch", "epochs_run") if c in table]
     table[counts] = table[counts].astype("Int64")
-    table["rank_corr_with_lgbm"] = pd.Series({
-        name: float(per_era_benchmark_corr(prediction, preds["lgbm_example"], eras_val).mean())
-        for name, prediction in preds.items() if name != "lgbm_example"
-    })
+    table["rank_corr_with_lgbm"] = pd.Series(
+        {
+            name: float(per_era_benchmark_corr(prediction, preds["lgbm_example"], eras_val).mean())
+            for name, prediction in preds.items()
+            if name != "lgbm_example"
+        }
+    )
 
     t0 = time.perf_counter()
     search_table = None
     if args.search_trials > 0:
-        space = {"n_block": [1, 2], "d": [16, 32], "dropout": [0.0, 0.1], "lr": [3e-3, 2e-2],
-                 "era_context": [True, False], "cluster_tokens": [True, False]}
+        space = {
+            "n_block": [1, 2],
+            "d": [16, 32],
+            "dropout": [0.0, 0.1],
+            "lr": [3e-3, 2e-2],
+            "era_context": [True, False],
+            "cluster_tokens": [True, False],
+        }
         search_table = search(
-            train, space=space, base_params={"ff": 64, "context_dim": 8, "feature_sets": sets}
-            | common | {"max_epochs": args.search_epochs},
-            n_trials=args.search_trials, budget_s=args.search_budget, n_splits=1, eras=fit_eras,
-            aux_targets=aux, seed=args.seed,
+            train,
+            space=space,
+            base_params={"ff": 64, "context_dim": 8, "feature_sets": sets}
+            | common
+            | {"max_epochs": args.search_epochs},
+            n_trials=args.search_trials,
+            budget_s=args.search_budget,
+            n_splits=1,
+            eras=fit_eras,
+            aux_targets=aux,
+            seed=args.seed,
         )
     search_seconds = time.perf_counter() - t0
 
@@ -258,8 +306,10 @@ def main() -> None:
     print("\nValidation (per-era numerai_corr on scored eras):")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     pair = (f"{chosen}_x{len(seeds)}_seeds", f"mlp_x{len(seeds)}_seeds") if len(seeds) > 1 else (chosen, "mlp")
-    print(f"\nTSMixer-Ext variant chosen on train-era early-stopping CORR: {chosen}. Per-era paired difference "
-          f"(first minus second), mean +- one standard error; 'beats' needs more than 2 standard errors:")
+    print(
+        f"\nTSMixer-Ext variant chosen on train-era early-stopping CORR: {chosen}. Per-era paired difference "
+        f"(first minus second), mean +- one standard error; 'beats' needs more than 2 standard errors:"
+    )
     for first, other in dict.fromkeys([pair, (chosen, "mlp"), (chosen, "mlp_one_hot"), (chosen, "lgbm_example")]):
         line = verdict(scores[first], scores[other], "validation CORR")
         if truth is not None:
@@ -271,8 +321,10 @@ def main() -> None:
     if search_table is not None:
         print(f"\nSearch ({len(search_table)} trials, walk-forward CV inside train, {search_seconds:.0f} s):")
         print(search_table.drop(columns=["trial"]).to_string(float_format=lambda v: f"{v:.4f}"))
-    print(f"\nnumpy forward of TSMixer-Ext at {LIVE_ROWS} x {NUMERAI_FEATURES}, 1 thread: best {best:.2f} s, "
-          f"worst {worst:.2f} s of 3 (limit 10 s; torch imported: {torch_loaded})")
+    print(
+        f"\nnumpy forward of TSMixer-Ext at {LIVE_ROWS} x {NUMERAI_FEATURES}, 1 thread: best {best:.2f} s, "
+        f"worst {worst:.2f} s of 3 (limit 10 s; torch imported: {torch_loaded})"
+    )
     print(f"total bench time {time.perf_counter() - started:.0f} s")
 
 

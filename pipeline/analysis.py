@@ -149,8 +149,12 @@ def fold_table(folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[dict]:
     """Readable summary of each fold's eras."""
     return [
         {
-            "train_first": str(tr[0]), "train_last": str(tr[-1]), "train_eras": len(tr),
-            "validation_first": str(va[0]), "validation_last": str(va[-1]), "validation_eras": len(va),
+            "train_first": str(tr[0]),
+            "train_last": str(tr[-1]),
+            "train_eras": len(tr),
+            "validation_first": str(va[0]),
+            "validation_last": str(va[-1]),
+            "validation_eras": len(va),
         }
         for tr, va in folds
     ]

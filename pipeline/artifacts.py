@@ -112,34 +112,56 @@ def untrained(member: SavedMember, threads: int, processes: int = 1) -> MemberSp
     """A new, unfitted spec with the member's settings (the CV's trees, not the refreshes' extra ones)."""
     spec = member.spec
     if isinstance(spec, LGBMSpec):
-        estimator = LGBMMember(dict(spec.estimator.params), member.base_trees, seed=spec.estimator.seed, num_threads=threads)
+        estimator = LGBMMember(
+            dict(spec.estimator.params), member.base_trees, seed=spec.estimator.seed, num_threads=threads
+        )
         return LGBMSpec(spec.name, estimator, spec.train_target, spec.era_stride, spec.engineered, spec.features)
     estimator = type(spec.estimator)(**spec.estimator.get_params())
-    return NeuralSpec(spec.name, estimator, spec.train_target, list(spec.aux_targets), spec.era_stride, spec.n_valid_eras, spec.embargo, processes)
+    return NeuralSpec(
+        spec.name,
+        estimator,
+        spec.train_target,
+        list(spec.aux_targets),
+        spec.era_stride,
+        spec.n_valid_eras,
+        spec.embargo,
+        processes,
+    )
 
 
 def _member_entry(member: SavedMember, directory: Path) -> dict[str, Any]:
     """Write one member's model file and return its manifest entry."""
     spec = member.spec
     entry: dict[str, Any] = {
-        "name": spec.name, "weight": float(member.weight), "train_target": spec.train_target,
-        "era_stride": int(spec.era_stride), "last_era": member.last_era,
+        "name": spec.name,
+        "weight": float(member.weight),
+        "train_target": spec.train_target,
+        "era_stride": int(spec.era_stride),
+        "last_era": member.last_era,
     }
     if isinstance(spec, LGBMSpec):
         path = directory / MEMBERS_DIR / f"{spec.name}.txt"
         spec.estimator.booster_.save_model(str(path))
         return entry | {
-            "kind": "lightgbm", "file": str(path.relative_to(directory)), "params": spec.estimator.params,
-            "seed": int(spec.estimator.seed), "trees": int(spec.estimator.booster_.current_iteration()),
-            "base_trees": int(member.base_trees), "engineered": bool(spec.engineered), "features": spec.features,
+            "kind": "lightgbm",
+            "file": str(path.relative_to(directory)),
+            "params": spec.estimator.params,
+            "seed": int(spec.estimator.seed),
+            "trees": int(spec.estimator.booster_.current_iteration()),
+            "base_trees": int(member.base_trees),
+            "engineered": bool(spec.engineered),
+            "features": spec.features,
         }
     import torch
 
     path = directory / MEMBERS_DIR / f"{spec.name}.pt"
     torch.save(spec.estimator.checkpoint(), path)
     return entry | {
-        "kind": spec.estimator.kind, "file": str(path.relative_to(directory)), "aux_targets": list(spec.aux_targets),
-        "n_valid_eras": int(spec.n_valid_eras), "embargo": spec.embargo,
+        "kind": spec.estimator.kind,
+        "file": str(path.relative_to(directory)),
+        "aux_targets": list(spec.aux_targets),
+        "n_valid_eras": int(spec.n_valid_eras),
+        "embargo": spec.embargo,
     }
 
 
@@ -179,7 +201,12 @@ def _load_member(entry: dict[str, Any], directory: Path, pipeline: FeaturePipeli
         estimator = LGBMMember(entry["params"], entry["trees"], seed=entry["seed"], num_threads=threads)
         estimator.booster_ = lgb.Booster(model_file=str(path))
         spec: MemberSpec = LGBMSpec(
-            entry["name"], estimator, entry["train_target"], entry["era_stride"], entry["engineered"], entry.get("features")
+            entry["name"],
+            estimator,
+            entry["train_target"],
+            entry["era_stride"],
+            entry["engineered"],
+            entry.get("features"),
         )
         spec.pipeline_ = spec._pipeline(pipeline)
         return SavedMember(spec, entry["weight"], entry["last_era"], entry["base_trees"])
@@ -192,7 +219,13 @@ def _load_member(entry: dict[str, Any], directory: Path, pipeline: FeaturePipeli
         raise ArtifactError(f"{directory / MANIFEST}: member {entry['name']!r} has unknown kind {entry['kind']!r}")
     estimator = classes[entry["kind"]].from_checkpoint(torch.load(path, weights_only=True))
     spec = NeuralSpec(
-        entry["name"], estimator, entry["train_target"], entry["aux_targets"], entry["era_stride"], entry["n_valid_eras"], entry["embargo"]
+        entry["name"],
+        estimator,
+        entry["train_target"],
+        entry["aux_targets"],
+        entry["era_stride"],
+        entry["n_valid_eras"],
+        entry["embargo"],
     )
     return SavedMember(spec, entry["weight"], entry["last_era"])
 
@@ -203,11 +236,15 @@ def load_artifacts(directory: Path, threads: int = 0) -> Artifacts:
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         raise ArtifactError(
-            f"--init-model {directory}: no {MANIFEST} there; pass the <out>_artifacts directory a build wrote next to its pickle"
+            f"--init-model {directory}: no {MANIFEST} there; pass the <out>_artifacts directory a build wrote next to "
+            "its pickle"
         )
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{manifest_path}: artifacts format {manifest.get('format')!r}, this version reads {FORMAT}; run a full build")
+        raise ArtifactError(
+            f"{manifest_path}: artifacts format {manifest.get('format')!r}, this version reads {FORMAT}; run a full "
+            "build"
+        )
     with np.load(directory / PIPELINE_FILE, allow_pickle=False) as stored:
         arrays = {key: stored[key] for key in stored.files}
     pipeline = FeaturePipeline.from_state(manifest["feature_pipeline"], arrays)

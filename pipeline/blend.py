@@ -68,7 +68,11 @@ def cross_fold_blend(
 
 
 def choose_neutralization(
-    blended: np.ndarray, features: np.ndarray, target: np.ndarray, eras: np.ndarray, grid: Sequence[float] = NEUTRALIZATION_GRID
+    blended: np.ndarray,
+    features: np.ndarray,
+    target: np.ndarray,
+    eras: np.ndarray,
+    grid: Sequence[float] = NEUTRALIZATION_GRID,
 ) -> tuple[float, pd.DataFrame]:
     """Neutralization proportion for the blend: the best Sharpe among proportions whose mean CORR
     is within `MEAN_TOLERANCE` of the best mean (Numerai pays on CORR, so Sharpe only breaks

@@ -166,7 +166,10 @@ def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFra
     if config.target not in targets:
         targets = [config.target] + targets
     train = nd.load_split(
-        data_dir / "train.parquet", features, member_targets(config.preset, targets, config.target), data_type="train",
+        data_dir / "train.parquet",
+        features,
+        member_targets(config.preset, targets, config.target),
+        data_type="train",
         spill_dir=config.spill_dir,
     )
     available = nd.parquet_columns(data_dir / "validation.parquet")
@@ -180,8 +183,12 @@ def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFra
     for split in (train, validation):
         logger.info(
             "%s: %d labelled rows in %d eras, %.0f MB int8%s (%d unlabelled or other rows left out)",
-            split.path.name, len(split), len(split.era_order), split.features.nbytes / 2**20,
-            f" in a file in {config.spill_dir}" if config.spill_dir else "", split.dropped_rows,
+            split.path.name,
+            len(split),
+            len(split.era_order),
+            split.features.nbytes / 2**20,
+            f" in a file in {config.spill_dir}" if config.spill_dir else "",
+            split.dropped_rows,
         )
     return features, train, validation
 
@@ -192,11 +199,26 @@ def member_features(spec: MemberSpec, features: list[str]) -> dict[str, str]:
     return {} if subset is None else {"raw_features": f"{len(subset)} of {len(features)}"}
 
 
-def probe_cv(frame: nd.EraFrame, folds: list, pipelines: list[FeaturePipeline], config: BuildConfig, label: str) -> pd.Series:
+def probe_cv(
+    frame: nd.EraFrame, folds: list, pipelines: list[FeaturePipeline], config: BuildConfig, label: str
+) -> pd.Series:
     """Per-era CV CORR of the quick LightGBM probe on the features of the fold `pipelines`;
     only differences between probes matter."""
-    probe = LGBMMember(PROBE["params"], min(PROBE["rounds"], config.num_boost_round or PROBE["rounds"]), seed=config.seed, num_threads=config.threads)
-    return cv_lgbm(probe, frame, config.target, folds, config.era_stride or PROBE["era_stride"], f"probe {label}", pipelines=pipelines).per_era
+    probe = LGBMMember(
+        PROBE["params"],
+        min(PROBE["rounds"], config.num_boost_round or PROBE["rounds"]),
+        seed=config.seed,
+        num_threads=config.threads,
+    )
+    return cv_lgbm(
+        probe,
+        frame,
+        config.target,
+        folds,
+        config.era_stride or PROBE["era_stride"],
+        f"probe {label}",
+        pipelines=pipelines,
+    ).per_era
 
 
 def fold_pipelines(frame: nd.EraFrame, folds: list, groups: dict[str, str], settings: dict) -> list[FeaturePipeline]:
@@ -209,7 +231,14 @@ def choose_feature_pipeline(
 ) -> tuple[list[FeaturePipeline], dict, dict]:
     """The missing-value policy and the transforms, each kept only if the probe's CV CORR is higher
     with it than without. Returns the chosen fold pipelines, their settings and the ablation table."""
-    full = {"missing": "keep", "clusters": True, "group_stats": True, "mixing": True, "targets": mixer_targets, "seed": config.seed}
+    full = {
+        "missing": "keep",
+        "clusters": True,
+        "group_stats": True,
+        "mixing": True,
+        "targets": mixer_targets,
+        "seed": config.seed,
+    }
     fitted = fold_pipelines(frame, folds, groups, full)
     variants = {
         "all transforms": {},
@@ -220,7 +249,8 @@ def choose_feature_pipeline(
         "raw features only": RAW_FEATURES,
     }
     scores = {
-        label: probe_cv(frame, folds, [p.variant(**changes) for p in fitted], config, label) for label, changes in variants.items()
+        label: probe_cv(frame, folds, [p.variant(**changes) for p in fitted], config, label)
+        for label, changes in variants.items()
     }
     means = {label: per_era.mean() for label, per_era in scores.items()}
     base = means["all transforms"]
@@ -230,7 +260,9 @@ def choose_feature_pipeline(
         "group_stats": bool(means["without group statistics"] <= base),
         "mixing": bool(means["without group mixers"] <= base),
     }
-    logger.info("feature pipeline: probe CV CORR %s; chosen %s", {k: round(float(v), 4) for k, v in means.items()}, chosen)
+    logger.info(
+        "feature pipeline: probe CV CORR %s; chosen %s", {k: round(float(v), 4) for k, v in means.items()}, chosen
+    )
     report = {
         "ablation": {label: summarize(per_era) for label, per_era in scores.items()},
         "ablation_model": f"LightGBM probe: {PROBE['params']}, trees chosen on the CV",
@@ -239,7 +271,9 @@ def choose_feature_pipeline(
     return [p.variant(**chosen) for p in fitted], full | chosen, report
 
 
-def temporal_analysis(train: nd.EraFrame, config: BuildConfig, folds: list, groups: dict[str, str], settings: dict) -> tuple[dict, list[str]]:
+def temporal_analysis(
+    train: nd.EraFrame, config: BuildConfig, folds: list, groups: dict[str, str], settings: dict
+) -> tuple[dict, list[str]]:
     """Feature stability over training eras, and the CV CORR of a quick LightGBM probe with and
     without the flagged features (the difference is what matters, so the probe is small and its
     pipeline `settings` should leave out the costly group mixers)."""
@@ -259,7 +293,9 @@ def temporal_analysis(train: nd.EraFrame, config: BuildConfig, folds: list, grou
     }
     logger.info(
         "temporal: %d unstable features flagged; probe CV CORR %.4f with them, %.4f without",
-        len(flagged), scores["with"].mean(), scores["without_flagged"].mean(),
+        len(flagged),
+        scores["with"].mean(),
+        scores["without_flagged"].mean(),
     )
     return report, kept
 
@@ -273,11 +309,15 @@ def walk_forward_folds(
     possible = max(1, min(n_splits, len(eras) - min_train - embargo))
     if possible < n_splits:
         logger.warning("only %d training eras: %d CV fold(s) instead of %d", len(eras), possible, n_splits)
-    splitter = EraWalkForward(n_splits=possible, embargo=embargo, min_train_eras=min_train, max_train_eras=max_train_eras)
+    splitter = EraWalkForward(
+        n_splits=possible, embargo=embargo, min_train_eras=min_train, max_train_eras=max_train_eras
+    )
     return splitter.era_folds(eras)
 
 
-def tsmixer_search(frame: nd.EraFrame, specs: list[MemberSpec], folds: list, embargo: int, config: BuildConfig) -> dict[str, Any]:
+def tsmixer_search(
+    frame: nd.EraFrame, specs: list[MemberSpec], folds: list, embargo: int, config: BuildConfig
+) -> dict[str, Any]:
     """--tsmixer-search: a bounded random search over TSMixer-Ext's `DEFAULT_SPACE`, each trial scored
     by the member's own CV on SEARCH_FOLDS forward-chained, embargoed folds over the training eras of
     the build's first CV fold. The build's CV then scores the chosen member only on later eras, so its
@@ -290,14 +330,37 @@ def tsmixer_search(frame: nd.EraFrame, specs: list[MemberSpec], folds: list, emb
     try:
         search_folds = walk_forward_folds(eras, SEARCH_FOLDS, embargo)
     except ValueError as err:
-        raise ValueError(f"--tsmixer-search searches the {len(eras)} training eras before the first CV fold's scored eras: {err}") from err
+        raise ValueError(
+            f"--tsmixer-search searches the {len(eras)} training eras before the first CV fold's scored eras: {err}"
+        ) from err
     logger.info(
         "%s: searching up to %d trials within %.0f s on eras %s..%s (%d folds, embargo %d)",
-        spec.name, config.tsmixer_search, config.tsmixer_search_budget, eras[0], eras[-1], len(search_folds), embargo,
+        spec.name,
+        config.tsmixer_search,
+        config.tsmixer_search_budget,
+        eras[0],
+        eras[-1],
+        len(search_folds),
+        embargo,
     )
-    table = spec.tune(frame, search_folds, config.target, DEFAULT_SPACE, config.tsmixer_search, config.tsmixer_search_budget, config.seed)
+    table = spec.tune(
+        frame,
+        search_folds,
+        config.target,
+        DEFAULT_SPACE,
+        config.tsmixer_search,
+        config.tsmixer_search_budget,
+        config.seed,
+    )
     chosen = best_settings(table, DEFAULT_SPACE)
-    logger.info("%s: search ran %d trials in %.0f s; chosen %s (CV CORR %.4f)", spec.name, len(table), table["seconds"].sum(), chosen, table["cv_corr_mean"].iloc[0])
+    logger.info(
+        "%s: search ran %d trials in %.0f s; chosen %s (CV CORR %.4f)",
+        spec.name,
+        len(table),
+        table["seconds"].sum(),
+        chosen,
+        table["cv_corr_mean"].iloc[0],
+    )
     return {
         "member": spec.name,
         "eras": [str(eras[0]), str(eras[-1]), len(eras)],
@@ -323,15 +386,22 @@ def build(config: BuildConfig) -> BuildResult:
     if config.neutralization is not None and not 0 <= config.neutralization <= 1:
         raise ValueError(f"--neutralization must be within 0..1, got {config.neutralization}")
     if config.spill_dir is not None and not Path(config.spill_dir).is_dir():
-        raise ValueError(f"--spill-dir {config.spill_dir} is not a directory; expected one with room for the int8 feature matrix")
+        raise ValueError(
+            f"--spill-dir {config.spill_dir} is not a directory; expected one with room for the int8 feature matrix"
+        )
     if config.tsmixer_search < 0:
-        raise ValueError(f"--tsmixer-search must be a number of trials, at least 0 (0: no search), got {config.tsmixer_search}")
+        raise ValueError(
+            f"--tsmixer-search must be a number of trials, at least 0 (0: no search), got {config.tsmixer_search}"
+        )
     if not config.tsmixer_search_budget > 0:
-        raise ValueError(f"--tsmixer-search-budget must be a positive number of seconds, got {config.tsmixer_search_budget}")
+        raise ValueError(
+            f"--tsmixer-search-budget must be a positive number of seconds, got {config.tsmixer_search_budget}"
+        )
     with_tsmixer = sorted(name for name, entries in PRESETS.items() if any(e.get("kind") == "tsmixer" for e in entries))
     if config.tsmixer_search and config.preset not in with_tsmixer:
         raise ValueError(
-            f"--tsmixer-search needs a preset with a TSMixer-Ext member ({', '.join(with_tsmixer)}); preset {config.preset!r} has none"
+            f"--tsmixer-search needs a preset with a TSMixer-Ext member ({', '.join(with_tsmixer)}); preset "
+            f"{config.preset!r} has none"
         )
     with threadpool_limits(config.threads or None), dask_trainer(config.dask_scheduler, config.dask_local) as trainer:
         return _build(config, trainer)
@@ -346,7 +416,13 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
     logger.info("missing-feature marker (all 2 in an era): %d feature-eras in train", int(missing.to_numpy().sum()))
 
     specs = member_specs(
-        config.preset, train, config.target, config.num_boost_round, config.era_stride, config.seed, config.threads,
+        config.preset,
+        train,
+        config.target,
+        config.num_boost_round,
+        config.era_stride,
+        config.seed,
+        config.threads,
         feature_sets=nd.read_features_json(data_dir)["feature_sets"],
     )
     embargo = config.embargo if config.embargo is not None else default_embargo([s.train_target for s in specs])
@@ -360,12 +436,19 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
             spec.trainer, spec.engineered = trainer, False
     folds = walk_forward_folds(train.era_order, config.cv_folds, embargo, config.cv_max_train_eras)
     scored_eras = holdout_eras(train.era_order, validation.era_order, embargo)
-    logger.info("members: %s; %d CV folds, embargo %d eras", ", ".join(f"{s.name} ({s.train_target})" for s in specs), len(folds), embargo)
+    logger.info(
+        "members: %s; %d CV folds, embargo %d eras",
+        ", ".join(f"{s.name} ({s.train_target})" for s in specs),
+        len(folds),
+        embargo,
+    )
     search = tsmixer_search(train, specs, folds, embargo, config) if config.tsmixer_search else None
 
     if any(isinstance(spec, LGBMSpec) and spec.engineered for spec in specs):
         mixer_targets = [config.target, *aux_targets(train, config.target, "_20")]
-        pipelines, pipeline_settings, feature_report = choose_feature_pipeline(train, folds, groups, config, mixer_targets)
+        pipelines, pipeline_settings, feature_report = choose_feature_pipeline(
+            train, folds, groups, config, mixer_targets
+        )
     else:
         pipeline_settings = RAW_FEATURES
         pipelines, feature_report = fold_pipelines(train, folds, groups, RAW_FEATURES), {"chosen": RAW_FEATURES}
@@ -376,12 +459,18 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
     oof, scored = oof_matrix(cv)
     oof_eras, oof_y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
     weights = fit_weights(oof, oof_y, oof_eras)
-    proportion, neutral_table = choose_neutralization(blend_ranks(oof, weights, oof_eras), train.features[scored], oof_y, oof_eras)
+    proportion, neutral_table = choose_neutralization(
+        blend_ranks(oof, weights, oof_eras), train.features[scored], oof_y, oof_eras
+    )
     if config.neutralization is not None:
         logger.info("neutralization %.2f as asked (the CV preferred %.2f)", config.neutralization, proportion)
         proportion = config.neutralization
     blend_cv, _ = cross_fold_blend(oof, oof_y, oof_eras, [va for _, va in folds], train.features[scored], proportion)
-    logger.info("blend weights %s, neutralization %.2f", {name: round(float(w), 3) for name, w in zip(cv, weights)}, proportion)
+    logger.info(
+        "blend weights %s, neutralization %.2f",
+        {name: round(float(w), 3) for name, w in zip(cv, weights, strict=False)},
+        proportion,
+    )
 
     temporal, kept = temporal_analysis(train, config, folds, groups, pipeline_settings | {"mixing": False})
     if config.drop_unstable:
@@ -401,33 +490,51 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
         figures = validation_figures(scores, validation, val_rows, config.target, benchmarks)
         result = cv[spec.name]
         models[spec.name] = {
-            "cv": summarize(result.per_era), "cv_per_era": result.per_era,
-            "chosen": result.chosen | {"target": spec.train_target, "era_stride": spec.era_stride} | member_features(spec, features)
+            "cv": summarize(result.per_era),
+            "cv_per_era": result.per_era,
+            "chosen": result.chosen
+            | {"target": spec.train_target, "era_stride": spec.era_stride}
+            | member_features(spec, features)
             | ({"searched": search["chosen"]} if search and search["member"] == spec.name else {}),
-            "cv_curve": result.curve, **figures,
+            "cv_curve": result.curve,
+            **figures,
         }
 
     val_eras = validation.eras[val_rows]
     # Members the blend gives no weight are left out of the pickle (and of its refit).
-    shipped = [(spec, w) for spec, w in zip(specs, weights) if w > 0]
+    shipped = [(spec, w) for spec, w in zip(specs, weights, strict=False) if w > 0]
 
     def ensemble_on(x: np.ndarray) -> np.ndarray:
         stacked = np.column_stack([spec.predict(x, val_eras) for spec, _ in shipped])
         return ensemble_scores(stacked, np.array([w for _, w in shipped]), x, val_eras, proportion)
 
-    ensemble_val = ensemble_scores(np.column_stack(val_scores), weights, validation.features[val_rows], val_eras, proportion)
+    ensemble_val = ensemble_scores(
+        np.column_stack(val_scores), weights, validation.features[val_rows], val_eras, proportion
+    )
     models["ensemble"] = {
-        "cv": summarize(blend_cv), "cv_per_era": blend_cv,
-        "chosen": {"weights": dict(zip(cv, weights)), "neutralization": proportion, "neutralization_cv": neutral_table.to_dict(orient="index")},
+        "cv": summarize(blend_cv),
+        "cv_per_era": blend_cv,
+        "chosen": {
+            "weights": dict(zip(cv, weights, strict=False)),
+            "neutralization": proportion,
+            "neutralization_cv": neutral_table.to_dict(orient="index"),
+        },
         **validation_figures(ensemble_val, validation, val_rows, config.target, benchmarks),
     }
     importance = gain_importance(next(g for spec in specs if (g := spec.gain()) is not None), groups)
-    importance["permutation_by_group"] = permutation_by_group(ensemble_on, validation, val_rows, config.target, groups, seed=config.seed)
+    importance["permutation_by_group"] = permutation_by_group(
+        ensemble_on, validation, val_rows, config.target, groups, seed=config.seed
+    )
 
     final_pipeline, trained_on = holdout_pipeline, [train]
     if config.refit:
-        logger.info("refitting the blended members (%s) on all labelled eras (train and validation) with the CV's settings", ", ".join(spec.name for spec, _ in shipped))
-        final_pipeline = FeaturePipeline(groups, **pipeline_settings).fit([(train, train.era_order), (validation, validation.era_order)])
+        logger.info(
+            "refitting the blended members (%s) on all labelled eras (train and validation) with the CV's settings",
+            ", ".join(spec.name for spec, _ in shipped),
+        )
+        final_pipeline = FeaturePipeline(groups, **pipeline_settings).fit(
+            [(train, train.era_order), (validation, validation.era_order)]
+        )
         trained_on = [train, validation]
         for spec, _ in shipped:
             spec.fit(trained_on, final_pipeline, "refit")
@@ -467,8 +574,10 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
             "models": models,
             "folds": fold_table(folds),
             "worst_eras": {name: figures.pop("worst_eras") for name, figures in models.items()},
-            "rolling": {"window": ROLLING_WINDOW} | {
-                name: rolling_corr(pd.concat([figures["cv_per_era"], figures["validation_per_era"]])) for name, figures in models.items()
+            "rolling": {"window": ROLLING_WINDOW}
+            | {
+                name: rolling_corr(pd.concat([figures["cv_per_era"], figures["validation_per_era"]]))
+                for name, figures in models.items()
             },
             "importance": importance,
             "feature_pipeline": feature_report,
@@ -485,6 +594,12 @@ def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
 
 def format_result(result: BuildResult) -> str:
     return "\n".join(
-        [summary_table(result.models), *(["", search_table(result.search)] if result.search else []), "",
-         result.verification.summary(), f"report: {result.report_path}", f"refresh artifacts: {result.artifacts_path}"]
+        [
+            summary_table(result.models),
+            *(["", search_table(result.search)] if result.search else []),
+            "",
+            result.verification.summary(),
+            f"report: {result.report_path}",
+            f"refresh artifacts: {result.artifacts_path}",
+        ]
     )

@@ -16,7 +16,6 @@ from pipeline.refresh import format_refresh, refresh
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, UploadError, upload
 from pipeline.verify import VerificationError, runtime_python, verify_pickle
 
-
 DESCRIPTION = """\
 Build ONE cloudpickled predict(live_features) for Numerai's model upload, validated era-wise with
 numerai-tools and verified the way Numerai's container runs it.
@@ -35,106 +34,175 @@ def build_parser() -> argparse.ArgumentParser:
         prog="build_model.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=None,
+        "--data-dir",
+        type=Path,
+        default=None,
         help="Numerai v5 data directory (features.json, train.parquet, validation.parquet, optional "
         "live.parquet). Default: the embedded synthetic world, generated once into the cache "
         "($NUMERAI_PIPELINE_CACHE or ~/.cache/numerai-pipeline).",
     )
     parser.add_argument(
-        "--download", nargs="?", const=nd.DEFAULT_DATA_VERSION, default=None, metavar="VERSION",
+        "--download",
+        nargs="?",
+        const=nd.DEFAULT_DATA_VERSION,
+        default=None,
+        metavar="VERSION",
         help=f"first fetch data VERSION (default {nd.DEFAULT_DATA_VERSION}) with numerapi into --data-dir, "
         "skipping files already there",
     )
-    parser.add_argument("--out", type=Path, default=Path("model.pkl"), help="where the verified pickle goes (default model.pkl)")
-    parser.add_argument("--report-dir", type=Path, default=None, help="report directory (default: next to the pickle, <out>_report)")
     parser.add_argument(
-        "--feature-set", default="all",
+        "--out", type=Path, default=Path("model.pkl"), help="where the verified pickle goes (default model.pkl)"
+    )
+    parser.add_argument(
+        "--report-dir", type=Path, default=None, help="report directory (default: next to the pickle, <out>_report)"
+    )
+    parser.add_argument(
+        "--feature-set",
+        default="all",
         help="feature set or group named in features.json (small, medium, all, a group, ...); default all",
     )
     parser.add_argument("--features", default=None, help="comma-separated feature names; overrides --feature-set")
     parser.add_argument("--target", default=nd.MAIN_TARGET, help="target column to train and score on (default target)")
     parser.add_argument(
-        "--preset", default="demo", choices=sorted(PRESETS),
+        "--preset",
+        default="demo",
+        choices=sorted(PRESETS),
         help="members to train, blended on the CV: 'example' is Numerai's example model alone; 'demo' (default) adds "
         "deeper trees and an auxiliary-target member at a 5x learning rate (minutes on 2 cores); 'standard' trains "
         "them at full size plus a 60-day-target member (embargo 16); 'large' adds Numerai's 20,000-tree settings",
     )
     parser.add_argument(
-        "--embargo", type=int, default=None,
-        help=f"eras left out between training and scored eras (default {EMBARGO_20D}, or 16 when a 60-day target is trained on)",
+        "--embargo",
+        type=int,
+        default=None,
+        help=f"eras left out between training and scored eras (default {EMBARGO_20D}, or 16 when a 60-day target is "
+        "trained on)",
     )
-    parser.add_argument("--cv-folds", type=int, default=3, help="forward-chained CV folds over the newer half of the training eras (default 3)")
     parser.add_argument(
-        "--cv-max-train-eras", type=int, default=None,
+        "--cv-folds",
+        type=int,
+        default=3,
+        help="forward-chained CV folds over the newer half of the training eras (default 3)",
+    )
+    parser.add_argument(
+        "--cv-max-train-eras",
+        type=int,
+        default=None,
         help="rolling CV: each fold trains on at most this many newest eras before its embargo (default: expanding)",
     )
     parser.add_argument(
-        "--drop-unstable", action="store_true",
-        help="drop the features flagged as unstable over training eras (their effect on CV CORR is in the report either way)",
+        "--drop-unstable",
+        action="store_true",
+        help="drop the features flagged as unstable over training eras (their effect on CV CORR is in the report "
+        "either way)",
     )
     parser.add_argument(
-        "--no-refit", dest="refit", action="store_false",
+        "--no-refit",
+        dest="refit",
+        action="store_false",
         help="ship the model trained on train eras only, instead of refitting on train and validation eras",
     )
     parser.add_argument(
-        "--era-stride", type=int, default=None,
+        "--era-stride",
+        type=int,
+        default=None,
         help="train every member on every N-th era (default: each member's own; Numerai's example takes every 4th)",
     )
-    parser.add_argument("--trees", type=int, default=None, help="cap on every member's boosting rounds (default: each preset member's own, e.g. 2000 for Numerai's example)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed and data give the same pickle predictions)")
     parser.add_argument(
-        "--neutralization", type=float, default=None, metavar="P",
-        help="proportion (0..1) of feature exposure to remove from the blend within each era (default: the CV's choice)",
+        "--trees",
+        type=int,
+        default=None,
+        help="cap on every member's boosting rounds (default: each preset member's own, e.g. 2000 for Numerai's "
+        "example)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed (same seed and data give the same pickle predictions)"
+    )
+    parser.add_argument(
+        "--neutralization",
+        type=float,
+        default=None,
+        metavar="P",
+        help="proportion (0..1) of feature exposure to remove from the blend within each era (default: the CV's "
+        "choice)",
     )
     parser.add_argument("--threads", type=int, default=0, help="training threads (default 0: all cores)")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument(
-        "--dask-scheduler", default=None, metavar="ADDRESS",
+        "--dask-scheduler",
+        default=None,
+        metavar="ADDRESS",
         help="train the LightGBM members on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786) with "
         "lightgbm.dask; its workers read the parquet files themselves, so --data-dir must be at the same path on "
         "them. CV, the neural members and verification stay on this machine. Needs: pip install .[dask]",
     )
     cluster.add_argument(
-        "--dask-local", type=int, default=None, metavar="N",
-        help="like --dask-scheduler, on a local Dask cluster of N worker processes with 1 thread each, started for the build",
+        "--dask-local",
+        type=int,
+        default=None,
+        metavar="N",
+        help="like --dask-scheduler, on a local Dask cluster of N worker processes with 1 thread each, started for "
+        "the build",
     )
     parser.add_argument(
-        "--torch-processes", type=int, default=1, metavar="N",
+        "--torch-processes",
+        type=int,
+        default=1,
+        metavar="N",
         help="train the neural members (MLP, TSMixer-Ext) data-parallel over N CPU processes with torch.distributed "
         "(gloo): each takes a share of every step's eras and the gradients are averaged (default 1: one process)",
     )
     parser.add_argument(
-        "--spill-dir", type=Path, default=None, metavar="DIR",
+        "--spill-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="keep the int8 feature matrices in a file in DIR (deleted when the build ends) instead of in memory: "
         "LightGBM's datasets read them in batches and give the pages back, so a build holds LightGBM's bins "
         "rather than both them and the matrix (for data near this machine's memory; DIR needs room for the matrix)",
     )
     search_options = parser.add_argument_group("TSMixer-Ext hyperparameter search (presets standard and large)")
     search_options.add_argument(
-        "--tsmixer-search", type=int, default=0, metavar="N",
+        "--tsmixer-search",
+        type=int,
+        default=0,
+        metavar="N",
         help="random-search TSMixer-Ext's blocks, width, ff width, dropout, learning rate, era context and head over N "
         "trials (trial 0: the preset's settings) on CV folds of the training eras before the build's CV scores; train "
         "the member with the best and report the table (default 0: no search)",
     )
     search_options.add_argument(
-        "--tsmixer-search-budget", type=float, default=3600.0, metavar="SECONDS",
+        "--tsmixer-search-budget",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
         help="no further search trial starts when it would be expected to end past this many seconds (default 3600)",
     )
     refresh_options = parser.add_argument_group("weekly refresh")
     refresh_options.add_argument(
-        "--init-model", type=Path, default=None, metavar="DIR",
+        "--init-model",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="refresh instead of a full build: continue the model a previous build left in DIR (its <out>_artifacts) "
         "on the labelled eras after the last one it was trained on, with the same --preset, --target and features. "
         "LightGBM members get more trees, neural members are fine-tuned; the report compares it with the previous "
         "model and a full retrain on the newest eras",
     )
     refresh_options.add_argument(
-        "--refresh-trees", type=float, default=0.1, metavar="SHARE",
+        "--refresh-trees",
+        type=float,
+        default=0.1,
+        metavar="SHARE",
         help="trees a refresh adds to each LightGBM member, as a share of the trees its CV chose (default 0.1)",
     )
-    refresh_options.add_argument("--refresh-epochs", type=int, default=3, help="epochs a refresh fine-tunes each neural member for (default 3)")
     refresh_options.add_argument(
-        "--refresh-test-eras", type=int, default=4,
+        "--refresh-epochs", type=int, default=3, help="epochs a refresh fine-tunes each neural member for (default 3)"
+    )
+    refresh_options.add_argument(
+        "--refresh-test-eras",
+        type=int,
+        default=4,
         help="newest labelled eras held out to compare the previous, refreshed and fully retrained models (default 4)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -144,12 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
 def verify_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="build_model.py verify",
-        description="Run a pickle as Numerai's container does (one thread, this package not importable) and check its output.",
+        description="Run a pickle as Numerai's container does (one thread, this package not importable) and check its "
+        "output.",
     )
     parser.add_argument("model", type=Path, help="the model pickle")
     parser.add_argument("--live", type=Path, required=True, help="a live.parquet (index id, feature columns)")
     parser.add_argument(
-        "--runtime-env", action="store_true",
+        "--runtime-env",
+        action="store_true",
         help="run in a virtual environment with exactly the pinned versions of Numerai's Python 3.11 image "
         "(created once in the cache; needs the package registry the first time)",
     )
@@ -164,9 +234,22 @@ def upload_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", type=Path, help="the model pickle (must end in .pkl)")
     parser.add_argument("--model-name", required=True, help="your Numerai model's name (resolved to its id)")
-    parser.add_argument("--data-version", default=nd.DEFAULT_DATA_VERSION, help=f"data version Numerai feeds the pickle (default {nd.DEFAULT_DATA_VERSION})")
-    parser.add_argument("--docker-image", default=DEFAULT_DOCKER_IMAGE, help=f"Numerai's runtime image (default {DEFAULT_DOCKER_IMAGE!r}, the versions this project pins)")
-    parser.add_argument("--live", type=Path, default=None, help="live.parquet to verify on (default: download the data version's current one)")
+    parser.add_argument(
+        "--data-version",
+        default=nd.DEFAULT_DATA_VERSION,
+        help=f"data version Numerai feeds the pickle (default {nd.DEFAULT_DATA_VERSION})",
+    )
+    parser.add_argument(
+        "--docker-image",
+        default=DEFAULT_DOCKER_IMAGE,
+        help=f"Numerai's runtime image (default {DEFAULT_DOCKER_IMAGE!r}, the versions this project pins)",
+    )
+    parser.add_argument(
+        "--live",
+        type=Path,
+        default=None,
+        help="live.parquet to verify on (default: download the data version's current one)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="verify and resolve names, but do not upload")
     return parser
 
@@ -243,7 +326,10 @@ def run_upload(argv: Sequence[str]) -> int:
         return 1
     print(plan.verification.summary())
     action = "would upload (dry run)" if args.dry_run else f"uploaded, upload id {plan.upload_id}"
-    print(f"{plan.model_path} -> model {plan.model_name} ({plan.model_id}), {plan.data_version}, {plan.docker_image}: {action}")
+    print(
+        f"{plan.model_path} -> model {plan.model_name} ({plan.model_id}), {plan.data_version}, {plan.docker_image}: "
+        f"{action}"
+    )
     return 0
 
 

@@ -95,7 +95,9 @@ class EraWalkForward:
             folds.append((timeline[train_start:train_end], timeline[start : start + width]))
         return folds
 
-    def split(self, X: object, y: object = None, groups: Sequence[str] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def split(
+        self, X: object, y: object = None, groups: Sequence[str] | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Row indices (train, validation) of each fold; `groups` holds each row's era."""
         if groups is None:
             raise ValueError("EraWalkForward.split needs groups=eras, one era per row")

@@ -81,7 +81,7 @@ class EraFrame:
         """Contiguous row range of each era (rows are sorted by era on load)."""
         starts = np.searchsorted(self.eras, self.era_order, side="left")
         ends = np.searchsorted(self.eras, self.era_order, side="right")
-        return {era: slice(int(s), int(e)) for era, s, e in zip(self.era_order, starts, ends)}
+        return {era: slice(int(s), int(e)) for era, s, e in zip(self.era_order, starts, ends, strict=False)}
 
     def select_eras(self, eras: Sequence[str]) -> np.ndarray:
         """Row indices of the given eras, in era order."""
@@ -91,7 +91,13 @@ class EraFrame:
         """The same rows restricted to `names` (a copy of those int8 columns only)."""
         columns = [self.feature_names.index(name) for name in names]
         return EraFrame(
-            self.path, self.ids, self.eras, self.features[:, columns], list(names), self.targets, self.dropped_rows,
+            self.path,
+            self.ids,
+            self.eras,
+            self.features[:, columns],
+            list(names),
+            self.targets,
+            self.dropped_rows,
             self.data_type,
         )
 
@@ -235,7 +241,9 @@ def disk_matrix(spill_dir: str | Path, shape: tuple[int, int]) -> np.ndarray:
     kernel's page cache, which `release_pages` takes out of this process's resident set."""
     spill_dir = Path(spill_dir)
     if not spill_dir.is_dir():
-        raise DataError(f"spill directory {spill_dir} does not exist; expected a directory on a disk with room for the int8 matrix")
+        raise DataError(
+            f"spill directory {spill_dir} does not exist; expected a directory on a disk with room for the int8 matrix"
+        )
     size = max(1, shape[0] * shape[1])
     with tempfile.TemporaryFile(dir=spill_dir) as handle:
         handle.truncate(size)

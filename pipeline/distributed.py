@@ -66,17 +66,24 @@ def dask_client(
     """A Dask client: connected to the scheduler at `scheduler` (--dask-scheduler), or to a local
     cluster of `local_workers` one-thread worker processes (--dask-local) that is closed afterwards."""
     if scheduler is not None and local_workers is not None:
-        raise ClusterError("--dask-scheduler and --dask-local exclude each other: give a scheduler address or a local worker count")
+        raise ClusterError(
+            "--dask-scheduler and --dask-local exclude each other: give a scheduler address or a local worker count"
+        )
     if scheduler is None and local_workers is None:
         raise ClusterError("a Dask cluster needs --dask-scheduler ADDRESS or --dask-local N")
     distributed = _import_distributed()
     if local_workers is not None:
         if local_workers < 1:
             raise ClusterError(f"--dask-local must be at least 1 worker, got {local_workers}")
-        with distributed.LocalCluster(
-            n_workers=local_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster, distributed.Client(cluster) as client:
-            logger.info("local Dask cluster: %d worker processes, 1 thread each (%s)", local_workers, cluster.scheduler_address)
+        with (
+            distributed.LocalCluster(
+                n_workers=local_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            logger.info(
+                "local Dask cluster: %d worker processes, 1 thread each (%s)", local_workers, cluster.scheduler_address
+            )
             yield client
         return
     try:
@@ -87,7 +94,9 @@ def dask_client(
         try:
             client.wait_for_workers(1, timeout=timeout)
         except TimeoutError as err:
-            raise ClusterError(f"--dask-scheduler {scheduler}: the scheduler has no worker after {timeout:.0f} s") from err
+            raise ClusterError(
+                f"--dask-scheduler {scheduler}: the scheduler has no worker after {timeout:.0f} s"
+            ) from err
         logger.info("Dask scheduler %s: %d workers", scheduler, len(client.scheduler_info()["workers"]))
         yield client
 
@@ -146,7 +155,12 @@ class DaskLGBMTrainer:
         return self.train(parts, feature_names, target, member.lgb_params(), member.num_boost_round)
 
     def train(
-        self, parts: Sequence[ParquetPart], feature_names: list[str], target: str, params: dict[str, Any], num_boost_round: int
+        self,
+        parts: Sequence[ParquetPart],
+        feature_names: list[str],
+        target: str,
+        params: dict[str, Any],
+        num_boost_round: int,
     ) -> lgb.Booster:
         """A plain Booster trained on the cluster with native LightGBM `params` (seed, deterministic, ...).
 
@@ -183,17 +197,25 @@ class DaskLGBMTrainer:
         eras = list(part.eras)
         if pa.types.is_integer(pq.read_schema(part.path).field(ERA_COL).type):
             eras = [int(e) for e in eras]
-        frame = dd.read_parquet(part.path, columns=[ERA_COL, *([DATA_TYPE_COL] if by_type else []), *labelled, *feature_names])
+        frame = dd.read_parquet(
+            part.path, columns=[ERA_COL, *([DATA_TYPE_COL] if by_type else []), *labelled, *feature_names]
+        )
         in_scope = frame[ERA_COL].isin(eras)
         if by_type:
             in_scope &= frame[DATA_TYPE_COL] == part.data_type
         known = frame[labelled].notnull().all(axis=1)
-        kept, unlabelled = self.client.gather(self.client.compute([(in_scope & known).sum(), (in_scope & ~known).sum()]))
+        kept, unlabelled = self.client.gather(
+            self.client.compute([(in_scope & known).sum(), (in_scope & ~known).sum()])
+        )
         if kept == 0:
             raise DataError(f"{part.path}: no rows with {labelled} known in the {len(eras)} eras to train on")
         logger.info(
             "%s: %d rows of %d eras to train on with Dask (%d rows without %s left out)",
-            part.path.name, kept, len(eras), unlabelled, " or ".join(map(repr, labelled)),
+            part.path.name,
+            kept,
+            len(eras),
+            unlabelled,
+            " or ".join(map(repr, labelled)),
         )
         selected = frame[in_scope & known]
         return selected[feature_names].astype(np.int8).assign(**{target: selected[target].astype(np.float32)})
@@ -223,7 +245,13 @@ def free_port() -> int:
 
 
 def _train_rank(
-    rank: int, world: int, port: int, estimator: EraNetEstimator, train_data: EraBatches, valid_data: EraBatches, result: Path
+    rank: int,
+    world: int,
+    port: int,
+    estimator: EraNetEstimator,
+    train_data: EraBatches,
+    valid_data: EraBatches,
+    result: Path,
 ) -> None:
     """One process of data-parallel training; rank 0 writes the fitted weights and history to `result`."""
     import torch
@@ -240,14 +268,20 @@ def _train_rank(
             torch.manual_seed(estimator.seed + rank)  # dropout draws differ by rank
             estimator._train(network, train_data, valid_data, torch.device("cpu"), GlooReplicas(rank, world))
         if rank == 0:
-            fitted = {"state": network.state_dict(), "history": estimator.history_.to_dict(orient="records"),
-                      "best_epoch": estimator.best_epoch_, "best_valid_corr": estimator.best_valid_corr_}
+            fitted = {
+                "state": network.state_dict(),
+                "history": estimator.history_.to_dict(orient="records"),
+                "best_epoch": estimator.best_epoch_,
+                "best_valid_corr": estimator.best_valid_corr_,
+            }
             result.write_bytes(pickle.dumps(fitted))
     finally:
         dist.destroy_process_group()
 
 
-def train_data_parallel(estimator: EraNetEstimator, train_data: EraBatches, valid_data: EraBatches, processes: int) -> None:
+def train_data_parallel(
+    estimator: EraNetEstimator, train_data: EraBatches, valid_data: EraBatches, processes: int
+) -> None:
     """Train `estimator.network_` over `processes` CPU processes (torch.distributed, gloo) and load the
     fitted weights back into it; called by `EraNetEstimator.fit(processes=N)` after its setup.
 
@@ -260,7 +294,10 @@ def train_data_parallel(estimator: EraNetEstimator, train_data: EraBatches, vali
     with tempfile.TemporaryDirectory() as scratch:
         result = Path(scratch) / "rank0.pkl"
         mp.spawn(
-            _train_rank, args=(processes, free_port(), estimator, train_data, valid_data, result), nprocs=processes, join=True
+            _train_rank,
+            args=(processes, free_port(), estimator, train_data, valid_data, result),
+            nprocs=processes,
+            join=True,
         )
         fitted = pickle.loads(result.read_bytes())
     estimator.network_.load_state_dict(fitted["state"])

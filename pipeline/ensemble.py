@@ -55,9 +55,21 @@ def faster(params: dict[str, Any], factor: float) -> dict[str, Any]:
 # from bench/tsmixer.py, chosen on train eras except the average: it was about even on train-era
 # early stopping and adopted on validation eras, where it lifted the MLP's rank correlation with the
 # default world's truth from 0.438 to 0.466 (CORR 0.0494 to 0.0523).
-NEURAL_TRAINING: dict[str, Any] = {"lr": 3e-3, "max_epochs": 12, "patience": 3, "eras_per_batch": 2, "n_valid_eras": 40,
-                                   "ema_decay": 0.99}
-MLP_MEMBER = {"name": "mlp", "kind": "mlp", "params": NEURAL_TRAINING | {"hidden": (64, 64)}, "target": "main", "era_stride": 1}
+NEURAL_TRAINING: dict[str, Any] = {
+    "lr": 3e-3,
+    "max_epochs": 12,
+    "patience": 3,
+    "eras_per_batch": 2,
+    "n_valid_eras": 40,
+    "ema_decay": 0.99,
+}
+MLP_MEMBER = {
+    "name": "mlp",
+    "kind": "mlp",
+    "params": NEURAL_TRAINING | {"hidden": (64, 64)},
+    "target": "main",
+    "era_stride": 1,
+}
 TSMIXER_MEMBER = {
     "name": "tsmixer_ext",
     "kind": "tsmixer",
@@ -65,8 +77,19 @@ TSMIXER_MEMBER = {
     # tokens of ~10 features, a higher learning rate than the MLP's, dropout 0.1, and the era-wise
     # correlation term in the loss, with which it peaks after 4-5 epochs (so 8, not 12).
     "params": NEURAL_TRAINING
-    | {"d": 32, "n_block": 2, "ff": 64, "context_dim": 8, "token_size": 10, "era_context": True, "bin_embedding": False,
-       "dropout": 0.1, "lr": 2e-2, "corr_weight": 1.0, "max_epochs": 8},
+    | {
+        "d": 32,
+        "n_block": 2,
+        "ff": 64,
+        "context_dim": 8,
+        "token_size": 10,
+        "era_context": True,
+        "bin_embedding": False,
+        "dropout": 0.1,
+        "lr": 2e-2,
+        "corr_weight": 1.0,
+        "max_epochs": 8,
+    },
     "target": "main",
     "era_stride": 1,
 }
@@ -78,7 +101,14 @@ NEURAL_KINDS = ("tsmixer", "mlp")
 # the era stride it trains on (Numerai's example takes every 4th era; others may take every era).
 # Members see the feature pipeline's output, except those marked "raw" (the example model itself);
 # a member "without" named feature sets sees the other raw features (and all era-wise ones).
-EXAMPLE_MEMBER = {"name": "lgbm_example", "params": EXAMPLE_PARAMS, "rounds": EXAMPLE_ROUNDS, "target": "main", "era_stride": 4, "raw": True}
+EXAMPLE_MEMBER = {
+    "name": "lgbm_example",
+    "params": EXAMPLE_PARAMS,
+    "rounds": EXAMPLE_ROUNDS,
+    "target": "main",
+    "era_stride": 4,
+    "raw": True,
+}
 # Members over seeds: every member trains with the build's seed plus its position in the preset, so
 # "lgbm_deep_2" is the deep member on another seed (other row bags and column samples). On the seed-1
 # world two such models, rank-averaged, scored 9 % more than either alone.
@@ -87,12 +117,22 @@ EXAMPLE_MEMBER = {"name": "lgbm_example", "params": EXAMPLE_PARAMS, "rounds": EX
 # about equal in size on v5.2. On the seed-2 world (a design world, not a benchmark's) each half
 # scored about what a second seed of the deep member did (0.0489 and 0.0468 against 0.0481) on fewer
 # features, and rank-averaged with the deep member both halves scored 0.0537, its second seed 0.0518.
-GROUP_HALVES = (("constitution", "agility", "strength", "dexterity"), ("charisma", "wisdom", "serenity", "intelligence"))
+GROUP_HALVES = (
+    ("constitution", "agility", "strength", "dexterity"),
+    ("charisma", "wisdom", "serenity", "intelligence"),
+)
 
 
 def group_half_member(name: str, params: dict[str, Any], rounds: int, kept: int) -> dict[str, Any]:
     """A deep member (`name`) on the feature groups of `GROUP_HALVES[kept]`, the other half left out."""
-    return {"name": name, "params": params, "rounds": rounds, "target": "main", "era_stride": 1, "without": GROUP_HALVES[1 - kept]}
+    return {
+        "name": name,
+        "params": params,
+        "rounds": rounds,
+        "target": "main",
+        "era_stride": 1,
+        "without": GROUP_HALVES[1 - kept],
+    }
 
 
 PRESETS: dict[str, list[dict[str, Any]]] = {
@@ -163,10 +203,14 @@ class LGBMSpec:
             changes["columns"] = [name for name in self.features if name in fitted]
         return pipeline.variant(**changes) if changes else pipeline
 
-    def cross_validate(self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]) -> CVResult:
+    def cross_validate(
+        self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]
+    ) -> CVResult:
         """Out-of-fold CV that also fixes the member's number of trees to the CV's choice."""
         pipelines = [self._pipeline(p) for p in pipelines]
-        result = cv_lgbm(self.estimator, frame, self.train_target, folds, self.era_stride, self.name, score_target, pipelines)
+        result = cv_lgbm(
+            self.estimator, frame, self.train_target, folds, self.era_stride, self.name, score_target, pipelines
+        )
         self.estimator.num_boost_round = result.chosen["num_boost_round"]
         return result
 
@@ -176,10 +220,19 @@ class LGBMSpec:
         (raw features: the workers read parquet themselves, see `build`)."""
         pipeline = self.pipeline_ = self._pipeline(pipeline)
         if self.trainer is not None:
-            self.estimator.booster_ = self.trainer.fit_member(self.estimator, splits, self.era_stride, pipeline.columns_, self.train_target)
+            self.estimator.booster_ = self.trainer.fit_member(
+                self.estimator, splits, self.era_stride, pipeline.columns_, self.train_target
+            )
             return
         self.estimator.fit_parts(
-            [(pipeline.inputs(s), s.targets[self.train_target].to_numpy(), strided_rows(s, s.era_order, self.era_stride)) for s in splits],
+            [
+                (
+                    pipeline.inputs(s),
+                    s.targets[self.train_target].to_numpy(),
+                    strided_rows(s, s.era_order, self.era_stride),
+                )
+                for s in splits
+            ],
             feature_names=pipeline.feature_names_,
             callbacks=[TqdmCallback(self.estimator.num_boost_round, f"{self.name} {stage}")],
         )
@@ -203,12 +256,17 @@ class LGBMSpec:
 
     def export(self, weight: float) -> dict:
         return {
-            "name": self.name, "kind": "lightgbm", "model_text": self.estimator.model_text(),
-            "transform": self.pipeline_.transform_, "weight": float(weight),
+            "name": self.name,
+            "kind": "lightgbm",
+            "model_text": self.estimator.model_text(),
+            "transform": self.pipeline_.transform_,
+            "weight": float(weight),
         }
 
     def gain(self) -> dict[str, float]:
-        return dict(zip(self.pipeline_.feature_names_, self.estimator.booster_.feature_importance("gain")))
+        return dict(
+            zip(self.pipeline_.feature_names_, self.estimator.booster_.feature_importance("gain"), strict=False)
+        )
 
 
 @dataclass
@@ -231,9 +289,13 @@ class NeuralSpec:
         eras = list(eras[:: self.era_stride])
         n_valid = min(self.n_valid_eras, max(2, len(eras) // 4))
         self.estimator.set_params(n_valid_eras=n_valid, embargo=self.embargo)
-        self.estimator.fit(frame, eras=eras, target=self.train_target, aux_targets=self.aux_targets, processes=self.processes)
+        self.estimator.fit(
+            frame, eras=eras, target=self.train_target, aux_targets=self.aux_targets, processes=self.processes
+        )
 
-    def cross_validate(self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]) -> CVResult:
+    def cross_validate(
+        self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]
+    ) -> CVResult:
         y = frame.targets[score_target].to_numpy()
         oof = np.full(len(frame), np.nan)
         epochs = []
@@ -247,8 +309,14 @@ class NeuralSpec:
         return CVResult(self.name, per_era, oof, {"best_epochs": epochs}, pd.Series(dtype=np.float64))
 
     def tune(
-        self, frame: EraFrame, folds: list, score_target: str, space: Mapping[str, Sequence[Any]],
-        n_trials: int, budget_s: float, seed: int = 0,
+        self,
+        frame: EraFrame,
+        folds: list,
+        score_target: str,
+        space: Mapping[str, Sequence[Any]],
+        n_trials: int,
+        budget_s: float,
+        seed: int = 0,
     ) -> pd.DataFrame:
         """Random search over `space` (`pipeline.tuning`), each trial scored by this member's own CV
         on `folds`; trial 0 is the member's current settings. Sets the estimator to the best trial's
@@ -307,15 +375,22 @@ def subset_frame(frame: EraFrame, eras: Sequence[str]) -> EraFrame:
         return frame
     rows = frame.select_eras(eras)
     return EraFrame(
-        frame.path, frame.ids[rows], frame.eras[rows], frame.features[rows], frame.feature_names,
-        frame.targets.iloc[rows], 0, frame.data_type,
+        frame.path,
+        frame.ids[rows],
+        frame.eras[rows],
+        frame.features[rows],
+        frame.feature_names,
+        frame.targets.iloc[rows],
+        0,
+        frame.data_type,
     )
 
 
 def aux_targets(frame: EraFrame, main: str, horizon: str = "_20") -> list[str]:
     """Auxiliary targets of a horizon, leaving out the main target and its copies (target_ender_20)."""
     return [
-        c for c in frame.targets.columns
+        c
+        for c in frame.targets.columns
         if c != main and c.endswith(horizon) and not frame.targets[c].equals(frame.targets[main])
     ]
 
@@ -348,7 +423,9 @@ def best_aux_target(frame: EraFrame, main: str, horizon: str = "_20") -> str | N
     weights = np.linalg.solve(gram, moments).astype(np.float32)
     score_rows = spread_rows(frame.select_eras(score_eras), AUX_CHOICE_ROWS)
     predictions = scaled_bins(frame.features[score_rows]) @ weights
-    scores = per_era_corr_columns(predictions, frame.targets[main].to_numpy()[score_rows], frame.eras[score_rows]).mean()
+    scores = per_era_corr_columns(
+        predictions, frame.targets[main].to_numpy()[score_rows], frame.eras[score_rows]
+    ).mean()
     return candidates[int(np.argmax(scores.to_numpy()))]
 
 
@@ -382,24 +459,33 @@ def member_specs(
             # One torch thread: with other work on the cores, more threads were ~10x slower per step.
             params = entry["params"] | ({"feature_sets": feature_sets} if entry["kind"] == "tsmixer" else {})
             estimator = estimator_class(**params, seed=seed + k, threads=1, progress=False)
-            specs.append(NeuralSpec(entry["name"], estimator, target, aux, stride, n_valid_eras=entry["params"]["n_valid_eras"]))
+            specs.append(
+                NeuralSpec(entry["name"], estimator, target, aux, stride, n_valid_eras=entry["params"]["n_valid_eras"])
+            )
             continue
         subset = None
         if "without" in entry:
             subset = features_without(entry["without"], feature_sets or {}, frame.feature_names)
             if subset is None:
                 logger.warning(
-                    "member %s left out: it leaves out the feature sets %s, which features.json lacks or which leave none or all of this build's %d features",
-                    entry["name"], ", ".join(entry["without"]), len(frame.feature_names),
+                    "member %s left out: it leaves out the feature sets %s, which features.json lacks or which leave "
+                    "none or all of this build's %d features",
+                    entry["name"],
+                    ", ".join(entry["without"]),
+                    len(frame.feature_names),
                 )
                 continue
         rounds = min(entry["rounds"], num_boost_round or entry["rounds"])
         estimator = LGBMMember(dict(entry["params"]), rounds, seed=seed + k, num_threads=threads)
-        specs.append(LGBMSpec(entry["name"], estimator, target, stride, engineered=not entry.get("raw", False), features=subset))
+        specs.append(
+            LGBMSpec(entry["name"], estimator, target, stride, engineered=not entry.get("raw", False), features=subset)
+        )
     return specs
 
 
-def features_without(set_names: Sequence[str], feature_sets: Mapping[str, Sequence[str]], features: Sequence[str]) -> list[str] | None:
+def features_without(
+    set_names: Sequence[str], feature_sets: Mapping[str, Sequence[str]], features: Sequence[str]
+) -> list[str] | None:
     """The build's `features` outside the named sets of features.json, in the build's order; None
     when a set is not there, or when that leaves none or all of them (then the member would be
     no member over a feature subset)."""

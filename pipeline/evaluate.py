@@ -70,7 +70,9 @@ def cv_lgbm(
         oof_by_step[:, val_rows] = member.staged_predict(x_val, steps)
     scored = ~np.isnan(oof_by_step[0])
     per_era_by_step = per_era_corr_columns(oof_by_step[:, scored].T, y_score[scored], frame.eras[scored])
-    curve = pd.Series(per_era_by_step.mean().to_numpy(), index=pd.Index(steps, name="num_boost_round"), name="cv_corr_mean")
+    curve = pd.Series(
+        per_era_by_step.mean().to_numpy(), index=pd.Index(steps, name="num_boost_round"), name="cv_corr_mean"
+    )
     best = int(np.argmax(curve.to_numpy()))
     oof = oof_by_step[best]
     return CVResult(

@@ -83,7 +83,12 @@ def era_blocks(parts: Sequence[tuple[EraFrame, Sequence[str]]]) -> list[tuple[Er
 
 
 def fit_group_mixer(
-    blocks: list[tuple[EraFrame, np.ndarray]], targets: list[str], index: np.ndarray, hidden: int, epochs: int, seed: int
+    blocks: list[tuple[EraFrame, np.ndarray]],
+    targets: list[str],
+    index: np.ndarray,
+    hidden: int,
+    epochs: int,
+    seed: int,
 ) -> dict[str, np.ndarray]:
     """Train one small MLP per feature group (torch), each predicting the main and auxiliary
     targets (masked where NaN) from its own group only; batches of whole eras. Weights as arrays
@@ -125,8 +130,10 @@ def fit_group_mixer(
     finally:
         torch.set_num_threads(threads)
     return {
-        "w1": w1.detach().numpy().copy(), "b1": b1.detach().numpy().copy(),
-        "w2": w2.detach().numpy()[:, :, 0].copy(), "b2": b2.detach().numpy()[:, 0].copy(),
+        "w1": w1.detach().numpy().copy(),
+        "b1": b1.detach().numpy().copy(),
+        "w2": w2.detach().numpy()[:, :, 0].copy(),
+        "b2": b2.detach().numpy()[:, 0].copy(),
     }
 
 
@@ -186,7 +193,9 @@ class FeaturePipeline:
         group_avg = None
         if self.group_stats:
             group_avg = averaging_matrix(len(names), [np.flatnonzero(group_of == g) for g in group_names])
-            self.part_names_["group_stats"] = [f"{g}_{stat}" for stat in ("mean", "std", "mean_vs_era") for g in group_names]
+            self.part_names_["group_stats"] = [
+                f"{g}_{stat}" for stat in ("mean", "std", "mean_vs_era") for g in group_names
+            ]
         mixer, self.mixer_halves_ = None, []
         if self.mixing:
             if not self.targets:
@@ -194,23 +203,34 @@ class FeaturePipeline:
             index = token_index([np.flatnonzero(group_of == g) for g in group_names], len(names))
             blocks = era_blocks(parts)
             halves = [blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]]
-            models = [fit_group_mixer(h, list(self.targets), index, MIXER_HIDDEN, MIXER_EPOCHS, self.seed + k) for k, h in enumerate(halves)]
+            models = [
+                fit_group_mixer(h, list(self.targets), index, MIXER_HIDDEN, MIXER_EPOCHS, self.seed + k)
+                for k, h in enumerate(halves)
+            ]
             mixer = {"index": index, "models": models}
             self.mixer_halves_ = [{str(frame.eras[rows[0]]) for frame, rows in h} for h in halves]
             self.part_names_["mixing"] = [f"{g}_mixer" for g in group_names]
         self.raw_names_ = list(names)
-        self._set_transform({"missing": self.missing, "cluster_avg": cluster_avg, "group_avg": group_avg, "mixer": mixer})
+        self._set_transform(
+            {"missing": self.missing, "cluster_avg": cluster_avg, "group_avg": group_avg, "mixer": mixer}
+        )
         return self
 
     def _set_transform(self, transform: dict) -> None:
-        extra = [name for part in ("clusters", "group_stats", "mixing") if getattr(self, part) for name in self.part_names_[part]]
+        extra = [
+            name
+            for part in ("clusters", "group_stats", "mixing")
+            if getattr(self, part)
+            for name in self.part_names_[part]
+        ]
         index = None
         if self.columns is not None:
             position = {name: k for k, name in enumerate(self.raw_names_)}
             unknown = [name for name in self.columns if name not in position]
             if unknown or not self.columns:
                 raise ValueError(
-                    f"columns must name features the pipeline was fitted on; got {len(self.columns)}, unknown: {unknown[:5]}"
+                    f"columns must name features the pipeline was fitted on; got {len(self.columns)}, unknown: "
+                    f"{unknown[:5]}"
                 )
             index = np.array(sorted({position[name] for name in self.columns}), dtype=np.int64)
         self.columns_ = list(self.raw_names_) if index is None else [self.raw_names_[k] for k in index]
@@ -226,26 +246,32 @@ class FeaturePipeline:
         params = {k: getattr(self, k) for k in SETTINGS}
         other = FeaturePipeline(self.groups, **(params | changes))
         other.part_names_, other.mixer_halves_, other.raw_names_ = self.part_names_, self.mixer_halves_, self.raw_names_
-        other._set_transform({
-            "missing": other.missing,
-            "cluster_avg": self.transform_["cluster_avg"] if other.clusters else None,
-            "group_avg": self.transform_["group_avg"] if other.group_stats else None,
-            "mixer": self.transform_["mixer"] if other.mixing else None,
-        })
+        other._set_transform(
+            {
+                "missing": other.missing,
+                "cluster_avg": self.transform_["cluster_avg"] if other.clusters else None,
+                "group_avg": self.transform_["group_avg"] if other.group_stats else None,
+                "mixer": self.transform_["mixer"] if other.mixing else None,
+            }
+        )
         return other
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted pipeline as JSON-able settings and named arrays (`np.savez`), so that a refresh
         transforms new eras exactly as the saved trees' training eras were (`from_state`)."""
         settings = {k: getattr(self, k) for k in SETTINGS} | {
-            "targets": list(self.targets), "groups": dict(self.groups), "raw_names": list(self.raw_names_),
+            "targets": list(self.targets),
+            "groups": dict(self.groups),
+            "raw_names": list(self.raw_names_),
             "part_names": self.part_names_,
         }
         arrays = {key: self.transform_[key] for key in ("cluster_avg", "group_avg") if self.transform_[key] is not None}
         mixer = self.transform_["mixer"]
         if mixer is not None:
             arrays["mixer_index"] = mixer["index"]
-            arrays |= {f"mixer_{k}_{name}": model[name] for k, model in enumerate(mixer["models"]) for name in MIXER_ARRAYS}
+            arrays |= {
+                f"mixer_{k}_{name}": model[name] for k, model in enumerate(mixer["models"]) for name in MIXER_ARRAYS
+            }
         return settings, arrays
 
     @classmethod
@@ -253,7 +279,11 @@ class FeaturePipeline:
         """The pipeline `state()` saved. Its cross-fitting halves are not kept: every era gets the
         average of the group mixers, as live eras do (a refresh only transforms eras it never saw)."""
         pipeline = cls(dict(settings["groups"]), **{k: settings[k] for k in SETTINGS if k in settings})
-        pipeline.raw_names_, pipeline.part_names_, pipeline.mixer_halves_ = list(settings["raw_names"]), dict(settings["part_names"]), []
+        pipeline.raw_names_, pipeline.part_names_, pipeline.mixer_halves_ = (
+            list(settings["raw_names"]),
+            dict(settings["part_names"]),
+            [],
+        )
         mixer = None
         if "mixer_index" in arrays:
             count = sum(1 for key in arrays if key.startswith("mixer_") and key.endswith("_w1"))
@@ -261,9 +291,14 @@ class FeaturePipeline:
                 "index": arrays["mixer_index"],
                 "models": [{name: arrays[f"mixer_{k}_{name}"] for name in MIXER_ARRAYS} for k in range(count)],
             }
-        pipeline._set_transform({
-            "missing": pipeline.missing, "cluster_avg": arrays.get("cluster_avg"), "group_avg": arrays.get("group_avg"), "mixer": mixer,
-        })
+        pipeline._set_transform(
+            {
+                "missing": pipeline.missing,
+                "cluster_avg": arrays.get("cluster_avg"),
+                "group_avg": arrays.get("group_avg"),
+                "mixer": mixer,
+            }
+        )
         return pipeline
 
     def matrix(self, features: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
@@ -309,9 +344,12 @@ def sample_rows(parts: Sequence[tuple[EraFrame, Sequence[str]]], limit: int) -> 
     rows = [(frame, frame.select_eras(eras)) for frame, eras in parts]
     picked = spread_rows(np.arange(sum(len(r) for _, r in rows)), limit)
     offsets = np.cumsum([0] + [len(r) for _, r in rows])
-    sample = np.concatenate([
-        frame.features[r[picked[(picked >= lo) & (picked < hi)] - lo]] for (frame, r), lo, hi in zip(rows, offsets[:-1], offsets[1:])
-    ])
+    sample = np.concatenate(
+        [
+            frame.features[r[picked[(picked >= lo) & (picked < hi)] - lo]]
+            for (frame, r), lo, hi in zip(rows, offsets[:-1], offsets[1:], strict=False)
+        ]
+    )
     # Each sampled row of a matrix on disk faulted in the 64 KB around it: 1.3 GB for 20,000 rows.
     for frame, _ in rows:
         release_pages(frame.features)

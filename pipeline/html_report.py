@@ -32,15 +32,34 @@ VERIFICATION_FIELDS = (
     ("peak_rss_mb", "peak memory (MB)", 0),
 )
 PLOT_CAPTIONS = {
-    "cumulative_corr": ("Cumulative CORR", "Running sum of per-era CORR. A steady slope is a reliable model; jumps are luck."),
+    "cumulative_corr": (
+        "Cumulative CORR",
+        "Running sum of per-era CORR. A steady slope is a reliable model; jumps are luck.",
+    ),
     "per_era_corr": ("CORR per era", "Validation CORR of every era, green above zero and red below; dashed: the mean."),
-    "rolling_corr": ("Rolling CORR", "Rolling mean of per-era CORR over CV then validation eras: regimes where the signal fades."),
+    "rolling_corr": (
+        "Rolling CORR",
+        "Rolling mean of per-era CORR over CV then validation eras: regimes where the signal fades.",
+    ),
     "worst_eras": ("Worst eras", "The validation eras with the lowest CORR for each model."),
-    "calibration": ("Calibration", "Mean target per prediction quintile: a line rising from 1 to 5 ranks the whole range well."),
-    "feature_exposure": ("Feature exposure", "Mean feature exposure per model, and feature-neutral CORR against plain CORR."),
+    "calibration": (
+        "Calibration",
+        "Mean target per prediction quintile: a line rising from 1 to 5 ranks the whole range well.",
+    ),
+    "feature_exposure": (
+        "Feature exposure",
+        "Mean feature exposure per model, and feature-neutral CORR against plain CORR.",
+    ),
     "feature_importance": ("Feature importance", "LightGBM gain of the top features."),
-    "group_importance": ("Feature group importance", "Share of LightGBM gain per feature group, next to the drop in validation CORR when the group is permuted within eras: a group the model leans on that loses nothing when shuffled is fitting noise."),
-    "temporal_stability": ("Temporal stability", "Per-feature correlation with the target on training eras; flagged features flip sign too often."),
+    "group_importance": (
+        "Feature group importance",
+        "Share of LightGBM gain per feature group, next to the drop in validation CORR when the group is permuted "
+        "within eras: a group the model leans on that loses nothing when shuffled is fitting noise.",
+    ),
+    "temporal_stability": (
+        "Temporal stability",
+        "Per-feature correlation with the target on training eras; flagged features flip sign too often.",
+    ),
 }
 SPLIT_NOTE = (
     "CV: out-of-fold predictions from forward-chained era folds (each fold trains only on earlier eras). "
@@ -49,7 +68,9 @@ SPLIT_NOTE = (
     "slightly from these figures."
 )
 CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222; margin: 0; background: #f4f5f7; }
+body {
+  font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222; margin: 0; background: #f4f5f7;
+}
 main { max-width: 1280px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
 h1 { margin: 0 0 4px; font-size: 28px; }
 h2 { margin: 36px 0 10px; padding-bottom: 4px; border-bottom: 2px solid #dde1e6; font-size: 21px; }
@@ -100,7 +121,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], row_classes: I
     """An HTML table from header texts and rows of ready <td> cells; headers of text columns align left."""
     first = rows[0] if rows else []
     aligns = ["text" if i < len(first) and 'class="text"' in first[i] else "" for i in range(len(headers))]
-    head = "".join(f'<th class="{a}">{_esc(h)}</th>' if a else f"<th>{_esc(h)}</th>" for h, a in zip(headers, aligns))
+    head = "".join(
+        f'<th class="{a}">{_esc(h)}</th>' if a else f"<th>{_esc(h)}</th>" for h, a in zip(headers, aligns, strict=False)
+    )
     classes = list(row_classes) if row_classes is not None else None
     body = []
     for i, cells in enumerate(rows):
@@ -131,7 +154,9 @@ def _models_section(report: dict[str, Any]) -> str:
     splits = [s for s in ("cv", "validation") if any(as_dict(f.get(s)) for f in models.values())]
     if not splits:
         return ""
-    headers = ["model"] + [f"{s.upper() if s == 'cv' else s} {SUMMARY_LABELS[k]}" for s in splits for k, _ in SUMMARY_COLUMNS]
+    headers = ["model"] + [
+        f"{s.upper() if s == 'cv' else s} {SUMMARY_LABELS[k]}" for s in splits for k, _ in SUMMARY_COLUMNS
+    ]
     rows = [
         [_cell(name)] + [_cell(as_dict(figures.get(s)).get(k), d) for s in splits for k, d in SUMMARY_COLUMNS]
         for name, figures in models.items()
@@ -155,13 +180,20 @@ def _extra_metrics_section(report: dict[str, Any]) -> str:
         return figures.get("mean")
 
     rows = [[_cell(name)] + [_cell(mean(f, path)) for path, _ in columns] for name, f in models.items()]
-    note = '<p class="note">Validation means over eras. FNC: CORR after neutralizing predictions to all features. BMC: CORR after neutralizing to the benchmark models.</p>'
+    note = (
+        '<p class="note">Validation means over eras. FNC: CORR after neutralizing predictions to all features. '
+        "BMC: CORR after neutralizing to the benchmark models.</p>"
+    )
     return _table(["model"] + [label for _, label in columns], rows, [_row_class(n) for n in models]) + note
 
 
 def _chosen_section(report: dict[str, Any]) -> str:
     """Settings picked by CV, per model."""
-    rows = [[_cell(n), _cell(k), _cell(v, None)] for n, f in report_models(report).items() for k, v in as_dict(f.get("chosen")).items()]
+    rows = [
+        [_cell(n), _cell(k), _cell(v, None)]
+        for n, f in report_models(report).items()
+        for k, v in as_dict(f.get("chosen")).items()
+    ]
     return _table(["model", "setting", "value"], rows) if rows else ""
 
 
@@ -193,7 +225,10 @@ def _plots_section(plots: dict[str, Path]) -> str:
     figures = []
     for name in ordered:
         title, caption = PLOT_CAPTIONS.get(name, (name.replace("_", " ").capitalize(), ""))
-        figures.append(f'<figure id="plot-{_esc(name)}"><h3>{_esc(title)}</h3>{_image(plots[name])}<figcaption>{_esc(caption)}</figcaption></figure>')
+        figures.append(
+            f'<figure id="plot-{_esc(name)}"><h3>{_esc(title)}</h3>{_image(plots[name])}'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>"
+        )
     return "".join(figures)
 
 
@@ -214,14 +249,22 @@ def _importance_section(report: dict[str, Any]) -> str:
     parts = []
     gain = as_dict(importance.get("gain"))
     if gain:
-        parts.append(f"<div><h3>Top features by gain</h3>{_table(['feature', 'gain'], [[_cell(k), _cell(v, 1)] for k, v in gain.items()])}</div>")
+        parts.append(
+            f"<div><h3>Top features by "
+            f"gain</h3>{_table(['feature', 'gain'], [[_cell(k), _cell(v, 1)] for k, v in gain.items()])}</div>"
+        )
     share = as_dict(importance.get("gain_by_group"))
     drop = as_dict(importance.get("permutation_by_group"))
     if share or drop:
         groups = sorted(dict.fromkeys([*share, *drop]), key=lambda g: -(share.get(g) or 0.0))
         rows = [[_cell(g), _cell(share.get(g), 3), _cell(drop.get(g), 4)] for g in groups]
-        note = '<p class="note">Permutation drop: fall in validation CORR mean when the group is shuffled within eras; near zero or negative means the group adds nothing out of sample.</p>'
-        parts.append(f"<div><h3>Feature groups</h3>{_table(['group', 'gain share', 'permutation drop'], rows)}{note}</div>")
+        note = (
+            '<p class="note">Permutation drop: fall in validation CORR mean when the group is shuffled within eras; '
+            "near zero or negative means the group adds nothing out of sample.</p>"
+        )
+        parts.append(
+            f"<div><h3>Feature groups</h3>{_table(['group', 'gain share', 'permutation drop'], rows)}{note}</div>"
+        )
     return f'<div class="grid">{"".join(parts)}</div>' if parts else ""
 
 
@@ -230,14 +273,23 @@ def _temporal_section(report: dict[str, Any]) -> str:
     temporal = as_dict(report.get("temporal"))
     parts = []
     flagged = {str(f) for f in as_list(temporal.get("flagged"))}
-    rows = [r for r in as_list(temporal.get("features")) if isinstance(r, dict) and (r.get("flagged") or r.get("feature") in flagged)]
+    rows = [
+        r
+        for r in as_list(temporal.get("features"))
+        if isinstance(r, dict) and (r.get("flagged") or r.get("feature") in flagged)
+    ]
     keys = (("mean", 4), ("std", 4), ("sharpe", 2), ("sign_flips", 2))
     if rows:
-        table = _table(["feature", "mean", "std", "Sharpe", "sign-flip rate"], [[_cell(r.get("feature"))] + [_cell(r.get(k), d) for k, d in keys] for r in rows])
+        table = _table(
+            ["feature", "mean", "std", "Sharpe", "sign-flip rate"],
+            [[_cell(r.get("feature"))] + [_cell(r.get(k), d) for k, d in keys] for r in rows],
+        )
         parts.append(f"<div><h3>Flagged features ({len(rows)})</h3>{table}</div>")
     elif flagged:
         parts.append(f"<div><h3>Flagged features ({len(flagged)})</h3><p>{_esc(', '.join(sorted(flagged)))}</p></div>")
-    table = _ablation_table(as_dict(temporal.get("ablation")), {"with": "all features", "without_flagged": "flagged features dropped"})
+    table = _ablation_table(
+        as_dict(temporal.get("ablation")), {"with": "all features", "without_flagged": "flagged features dropped"}
+    )
     if table:
         parts.append(f"<div><h3>Ablation</h3>{table}</div>")
     return f'<div class="grid">{"".join(parts)}</div>' if parts else ""
@@ -246,7 +298,11 @@ def _temporal_section(report: dict[str, Any]) -> str:
 def _ablation_table(ablation: dict[str, Any], labels: dict[str, str] | None = None) -> str:
     """CV CORR summaries of probe variants, one row each."""
     labels = labels or {}
-    rows = [[_cell(labels.get(n, n))] + [_cell(as_dict(s).get(k), d) for k, d in SUMMARY_COLUMNS] for n, s in ablation.items() if as_dict(s)]
+    rows = [
+        [_cell(labels.get(n, n))] + [_cell(as_dict(s).get(k), d) for k, d in SUMMARY_COLUMNS]
+        for n, s in ablation.items()
+        if as_dict(s)
+    ]
     return _table(["CV CORR"] + [SUMMARY_LABELS[k] for k, _ in SUMMARY_COLUMNS], rows) if rows else ""
 
 
@@ -257,7 +313,10 @@ def _feature_pipeline_section(report: dict[str, Any]) -> str:
     if not table:
         return ""
     chosen = _key_values(as_dict(pipeline.get("chosen")))
-    note = f'<p class="note">{_esc(pipeline.get("ablation_model", ""))}. Each transform is kept only if the CV CORR is higher with it.</p>'
+    note = (
+        f'<p class="note">{_esc(pipeline.get("ablation_model", ""))}. '
+        "Each transform is kept only if the CV CORR is higher with it.</p>"
+    )
     return f'<div class="grid"><div><h3>Ablation</h3>{table}{note}</div><div><h3>Chosen</h3>{chosen}</div></div>'
 
 
@@ -276,16 +335,20 @@ def _search_section(report: dict[str, Any]) -> str:
     names = list(as_dict(search.get("space")))
     keys = [("cv_corr_mean", 4), ("cv_sharpe", 2), ("cv_eras", 0), ("best_epochs", None), ("seconds", 1)]
     rows = [
-        [_cell(t.get("trial")), _cell("chosen" if t.get("best") else "")] + [_cell(t.get(n), None) for n in names]
+        [_cell(t.get("trial")), _cell("chosen" if t.get("best") else "")]
+        + [_cell(t.get(n), None) for n in names]
         + [_cell(t.get(k), d) for k, d in keys]
         for t in trials
     ]
     headers = ["trial", "", *names, "CV mean", "CV Sharpe", "CV eras", "best epochs", "seconds"]
     table = _table(headers, rows, ["ensemble" if t.get("best") else "" for t in trials])
     note = (
-        f'<p class="note">Random search for {_esc(search.get("member"))}: {len(trials)} of {_esc(search.get("trials_asked"))} trials '
-        f'within {_esc(_seconds(search.get("budget_s")))} s, trial 0 being the preset\'s settings. Each trial is scored by per-era CORR of the '
-        f"member's own CV on forward-chained, embargoed folds over the training eras {_esc(_era_span(search.get('eras')))} "
+        f'<p class="note">Random search for {_esc(search.get("member"))}: {len(trials)} of '
+        f"{_esc(search.get('trials_asked'))} trials "
+        f"within {_esc(_seconds(search.get('budget_s')))} s, trial 0 being the preset's settings. Each trial is "
+        "scored by per-era CORR of the "
+        f"member's own CV on forward-chained, embargoed folds over the training eras "
+        f"{_esc(_era_span(search.get('eras')))} "
         "(those of the build's first CV fold, so the CV figures above score the chosen settings on later eras); "
         "validation eras are never used. The member then trains with the chosen settings.</p>"
     )
@@ -297,7 +360,9 @@ def _verification_section(report: dict[str, Any]) -> str:
     verification = as_dict(report.get("verification"))
     if not verification:
         return ""
-    rows = [[_cell(label), _cell(verification.get(key), d)] for key, label, d in VERIFICATION_FIELDS if key in verification]
+    rows = [
+        [_cell(label), _cell(verification.get(key), d)] for key, label, d in VERIFICATION_FIELDS if key in verification
+    ]
     problems = verification.get("problems")
     if problems is not None and not isinstance(problems, list):
         problems = [problems]
@@ -323,28 +388,44 @@ def _refresh_section(report: dict[str, Any]) -> str:
     if not refresh:
         return ""
 
-    steps = [[_cell(name), _cell(_era_span(as_dict(step).get("eras")))] + [_cell(as_dict(step).get(k), None) for k in ("trees_added", "trees", "epochs", "lr", "skipped")]
-             for name, step in as_dict(refresh.get("members")).items()]
+    steps = [
+        [_cell(name), _cell(_era_span(as_dict(step).get("eras")))]
+        + [_cell(as_dict(step).get(k), None) for k in ("trees_added", "trees", "epochs", "lr", "skipped")]
+        for name, step in as_dict(refresh.get("members")).items()
+    ]
     parts = [
-        f'<p class="note">The model of {_esc(refresh.get("init_model"))}, trained through era {_esc(refresh.get("previous_trained_through"))}, '
-        f"continued on its new eras {_esc(_era_span(refresh.get('new_eras')))}. Kept: {_esc(refresh.get('kept', ''))}.</p>",
-        _table(["member", "eras", "trees added", "trees", "epochs", "learning rate", "skipped"], steps) if steps else "",
+        f'<p class="note">The model of {_esc(refresh.get("init_model"))}, trained through era '
+        f"{_esc(refresh.get('previous_trained_through'))}, "
+        f"continued on its new eras {_esc(_era_span(refresh.get('new_eras')))}. Kept: "
+        f"{_esc(refresh.get('kept', ''))}.</p>",
+        _table(["member", "eras", "trees added", "trees", "epochs", "learning rate", "skipped"], steps)
+        if steps
+        else "",
     ]
     comparison = as_dict(refresh.get("comparison"))
     if comparison.get("skipped"):
         return "".join(parts) + f'<p class="note">Comparison skipped: {_esc(comparison["skipped"])}.</p>'
     models = report_models(report)
-    rows = [[_cell(label)] + [_cell(as_dict(models.get(key, {}).get("validation")).get(k), d) for k, d in SUMMARY_COLUMNS] for key, label in COMPARED.items()]
-    member_rows = [[_cell(name)] + [_cell(as_dict(as_dict(figures).get(key)).get("mean")) for key in COMPARED]
-                   for name, figures in as_dict(comparison.get("members")).items()]
+    rows = [
+        [_cell(label)] + [_cell(as_dict(models.get(key, {}).get("validation")).get(k), d) for k, d in SUMMARY_COLUMNS]
+        for key, label in COMPARED.items()
+    ]
+    member_rows = [
+        [_cell(name)] + [_cell(as_dict(as_dict(figures).get(key)).get("mean")) for key in COMPARED]
+        for name, figures in as_dict(comparison.get("members")).items()
+    ]
     parts += [
         f"<h3>Held-out eras {_esc(_era_span(comparison.get('test_eras')))}</h3>",
         _table(["model"] + [SUMMARY_LABELS[k] for k, _ in SUMMARY_COLUMNS], rows, ["", "ensemble", ""]),
         _table(["member, mean CORR"] + list(COMPARED.values()), member_rows) if member_rows else "",
-        f'<p class="note">Per-era numerai CORR of the blend (the previous weights and neutralization) on the newest labelled eras. '
-        f"None of the three trained on them: the refreshed model and the full retrain stop at era {_esc(comparison.get('trained_through'))}, "
-        f"{_esc(comparison.get('embargo'))} eras of embargo before them; the previous model at {_esc(comparison.get('previous_trained_through'))}. "
-        "The full retrain keeps the previous build's settings (trees chosen by its CV, feature pipeline settings, blend weights). "
+        f'<p class="note">Per-era numerai CORR of the blend (the previous weights and neutralization) on the newest '
+        "labelled eras. "
+        f"None of the three trained on them: the refreshed model and the full retrain stop at era "
+        f"{_esc(comparison.get('trained_through'))}, "
+        f"{_esc(comparison.get('embargo'))} eras of embargo before them; the previous model at "
+        f"{_esc(comparison.get('previous_trained_through'))}. "
+        "The full retrain keeps the previous build's settings (trees chosen by its CV, feature pipeline settings, "
+        "blend weights). "
         "The uploaded pickle is then refreshed on every new era, these included.</p>",
     ]
     return "".join(parts)
@@ -352,22 +433,33 @@ def _refresh_section(report: dict[str, Any]) -> str:
 
 def _summary_section(report: dict[str, Any]) -> str:
     """The free-form data summary and the build's settings, as key/value tables."""
-    parts = [f"<div><h3>{title}</h3>{_key_values(as_dict(report.get(key)))}</div>" for key, title in (("data", "Data"), ("settings", "Settings")) if as_dict(report.get(key))]
+    parts = [
+        f"<div><h3>{title}</h3>{_key_values(as_dict(report.get(key)))}</div>"
+        for key, title in (("data", "Data"), ("settings", "Settings"))
+        if as_dict(report.get(key))
+    ]
     return f'<div class="grid">{"".join(parts)}</div>' if parts else ""
 
 
 def _headline(report: dict[str, Any]) -> str:
     """One line under the title: the ensemble's (or the refreshed model's, or the best model's) validation
     CORR; a refresh's "validation" is its held-out eras."""
-    models = {n: f for n, f in report_models(report).items() if isinstance(as_dict(f.get("validation")).get("mean"), (int, float))}
+    models = {
+        n: f
+        for n, f in report_models(report).items()
+        if isinstance(as_dict(f.get("validation")).get("mean"), (int, float))
+    }
     if not models:
         return ""
-    name = next((n for n in (ENSEMBLE, "refreshed") if n in models), None) or max(models, key=lambda n: models[n]["validation"]["mean"])
+    name = next((n for n in (ENSEMBLE, "refreshed") if n in models), None) or max(
+        models, key=lambda n: models[n]["validation"]["mean"]
+    )
     v = models[name]["validation"]
     sharpe = v.get("sharpe")
     sharpe_text = f", Sharpe {sharpe:.2f}" if isinstance(sharpe, (int, float)) else ""
     split = "held-out" if report.get("refresh") else "validation"
-    return f'<p class="note">{_esc(name)}: {split} CORR {v["mean"]:.4f}{_esc(sharpe_text)} over {_esc(v.get("eras", "?"))} eras.</p>'
+    eras = _esc(v.get("eras", "?"))
+    return f'<p class="note">{_esc(name)}: {split} CORR {v["mean"]:.4f}{_esc(sharpe_text)} over {eras} eras.</p>'
 
 
 def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:

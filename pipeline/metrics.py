@@ -60,7 +60,9 @@ def per_era_corr_columns(predictions: np.ndarray, targets: np.ndarray, eras: np.
     for era in np.unique(eras[labelled]):
         rows = np.flatnonzero((eras == era) & labelled)
         index = pd.RangeIndex(len(rows))
-        scores[era] = numerai_corr(pd.DataFrame(predictions[rows], index=index), pd.Series(targets[rows], index=index, name="target"))
+        scores[era] = numerai_corr(
+            pd.DataFrame(predictions[rows], index=index), pd.Series(targets[rows], index=index, name="target")
+        )
     return pd.DataFrame(scores).T.rename_axis("era")
 
 

@@ -157,7 +157,7 @@ def plot_cumulative_corr(report: dict[str, Any], colors: dict[str, str]) -> Figu
     if not splits:
         return None
     fig, axes = _panels(len(splits), "Cumulative per-era CORR", ncols=2)
-    for ax, (key, label) in zip(axes, splits):
+    for ax, (key, label) in zip(axes, splits, strict=False):
         for name, figures in models.items():
             eras, values = _series(figures.get(key))
             if eras:
@@ -178,7 +178,7 @@ def plot_per_era_corr(report: dict[str, Any], colors: dict[str, str]) -> Figure 
     else:
         shown = sorted(models, key=lambda n: _validation_mean(models[n]), reverse=True)[:MAX_PER_ERA_PANELS]
     fig, axes = _panels(len(shown), "Validation CORR per era", height=3.2, width=PANEL_WIDTH * 1.8)
-    for ax, name in zip(axes, shown):
+    for ax, name in zip(axes, shown, strict=False):
         eras, values = _series(models[name]["validation_per_era"])
         finite = values[np.isfinite(values)]
         mean = float(finite.mean()) if finite.size else math.nan
@@ -214,7 +214,12 @@ def plot_group_importance(report: dict[str, Any], colors: dict[str, str]) -> Fig
         (values, title, xlabel, color)
         for values, title, xlabel, color in (
             (as_dict(importance.get("gain_by_group")), "Share of gain", "share of total gain", "C1"),
-            (as_dict(importance.get("permutation_by_group")), "Permutation within eras", "drop in validation CORR mean", "C2"),
+            (
+                as_dict(importance.get("permutation_by_group")),
+                "Permutation within eras",
+                "drop in validation CORR mean",
+                "C2",
+            ),
         )
         if values
     ]
@@ -222,7 +227,7 @@ def plot_group_importance(report: dict[str, Any], colors: dict[str, str]) -> Fig
         return None
     groups = max(len(p[0]) for p in panels)
     fig, axes = _panels(len(panels), "Feature group importance", ncols=2, height=0.35 * groups + 1.8)
-    for ax, (values, title, xlabel, color) in zip(axes, panels):
+    for ax, (values, title, xlabel, color) in zip(axes, panels, strict=False):
         _ranked_barh(ax, values, title, xlabel, color)
     return fig
 
@@ -242,7 +247,14 @@ def plot_feature_exposure(report: dict[str, Any], colors: dict[str, str]) -> Fig
         names = list(exposure)
         means = [_number(exposure[n].get("mean")) for n in names]
         stds = [np.nan_to_num(_number(exposure[n].get("std"))) for n in names]
-        ax.bar(names, np.nan_to_num(means), yerr=stds, capsize=4, color=[colors[n] for n in names], label="mean ± std over eras")
+        ax.bar(
+            names,
+            np.nan_to_num(means),
+            yerr=stds,
+            capsize=4,
+            color=[colors[n] for n in names],
+            label="mean ± std over eras",
+        )
         ax.tick_params(axis="x", rotation=20)
         _style(ax, "Feature exposure (validation)", "model", "mean feature exposure", zero_line=None)
     if fnc:
@@ -262,7 +274,9 @@ def plot_feature_exposure(report: dict[str, Any], colors: dict[str, str]) -> Fig
 
 def plot_calibration(report: dict[str, Any], colors: dict[str, str]) -> Figure | None:
     """Mean target per prediction quintile: a rising line means the ranking is right end to end."""
-    models = {n: as_dict(f.get("calibration")) for n, f in report_models(report).items() if as_dict(f.get("calibration"))}
+    models = {
+        n: as_dict(f.get("calibration")) for n, f in report_models(report).items() if as_dict(f.get("calibration"))
+    }
     if not models:
         return None
     fig, axes = _panels(1, "Prediction calibration (validation)")
@@ -276,14 +290,17 @@ def plot_calibration(report: dict[str, Any], colors: dict[str, str]) -> Figure |
 
 def plot_worst_eras(report: dict[str, Any], colors: dict[str, str]) -> Figure | None:
     """Each model's worst validation eras: the drawdowns a stake would have felt."""
-    worst = {name: [r for r in as_list(rows) if isinstance(r, dict)] for name, rows in as_dict(report.get("worst_eras")).items()}
+    worst = {
+        name: [r for r in as_list(rows) if isinstance(r, dict)]
+        for name, rows in as_dict(report.get("worst_eras")).items()
+    }
     worst = {n: rows for n, rows in worst.items() if rows}
     if not worst:
         return None
     shown = ([ENSEMBLE] if ENSEMBLE in worst else []) + [n for n in worst if n != ENSEMBLE]
     shown = shown[:MAX_WORST_ERA_PANELS]
     fig, axes = _panels(len(shown), "Worst validation eras", ncols=2, height=3.4)
-    for ax, name in zip(axes, shown):
+    for ax, name in zip(axes, shown, strict=False):
         rows = sorted(worst[name], key=lambda r: np.nan_to_num(_number(r.get("corr"))))
         values = np.array([_number(r.get("corr")) for r in rows])
         mean = _number(as_dict(report_models(report).get(name, {}).get("validation")).get("mean"))
@@ -344,9 +361,17 @@ def plot_temporal(report: dict[str, Any], colors: dict[str, str]) -> Figure | No
     labelled = sorted(np.flatnonzero(is_flagged), key=lambda i: -np.nan_to_num(flips[i]))[:MAX_FLAGGED_LABELS]
     for rank, i in enumerate(labelled):
         offset = (4, 4) if rank % 2 == 0 else (4, -10)
-        ax.annotate(str(rows[i].get("feature")), (means[i], flips[i]), fontsize=7, xytext=offset, textcoords="offset points")
+        ax.annotate(
+            str(rows[i].get("feature")), (means[i], flips[i]), fontsize=7, xytext=offset, textcoords="offset points"
+        )
     ax.margins(x=0.08, y=0.1)
-    _style(ax, "Mean per-era correlation with the target vs sign-flip rate", "mean per-era correlation", "share of eras where the sign flips", zero_line="x")
+    _style(
+        ax,
+        "Mean per-era correlation with the target vs sign-flip rate",
+        "mean per-era correlation",
+        "share of eras where the sign flips",
+        zero_line="x",
+    )
     return fig
 
 

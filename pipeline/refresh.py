@@ -41,7 +41,15 @@ from pipeline.artifacts import (
     save_artifacts,
     untrained,
 )
-from pipeline.build import BuildConfig, BuildResult, default_data_dir, load_data, pickle_state, report_dir_for, write_pickle
+from pipeline.build import (
+    BuildConfig,
+    BuildResult,
+    default_data_dir,
+    load_data,
+    pickle_state,
+    report_dir_for,
+    write_pickle,
+)
 from pipeline.ensemble import LGBMSpec, subset_frame
 from pipeline.features import SETTINGS, FeaturePipeline
 from pipeline.metrics import per_era_corr, summarize
@@ -77,14 +85,20 @@ def check_options(previous: Artifacts, config: BuildConfig, requested: list[str]
         extra = [f for f in requested if f not in before]
         detail = (
             f"{len(missing)} of the previous model's features are not in it ({_listing(missing)}), "
-            f"{len(extra)} of its features are new ({_listing(extra)})" if missing or extra else "the same names in another order"
+            f"{len(extra)} of its features are new ({_listing(extra)})"
+            if missing or extra
+            else "the same names in another order"
         )
         problems.append(
-            f"the features (--feature-set {config.feature_set!r}{' / --features' if config.features else ''}) resolve to "
+            f"the features (--feature-set {config.feature_set!r}{' / --features' if config.features else ''}) resolve "
+            "to "
             f"{len(requested)} names where the previous model had {len(previous.requested_features)}: {detail}"
         )
     if problems:
-        raise ArtifactError(f"{where} does not match this refresh: {'; '.join(problems)}. Refresh with the previous build's options, or run a full build without --init-model")
+        raise ArtifactError(
+            f"{where} does not match this refresh: {'; '.join(problems)}. Refresh with the previous build's options, "
+            "or run a full build without --init-model"
+        )
 
 
 def check_history(previous: Artifacts, frames: Sequence[nd.EraFrame], data_dir: Path) -> None:
@@ -133,7 +147,9 @@ def continue_members(
     return refreshed, steps
 
 
-def retrain(previous: Artifacts, frames: Sequence[nd.EraFrame], eras: Sequence[str], config: BuildConfig) -> list[SavedMember]:
+def retrain(
+    previous: Artifacts, frames: Sequence[nd.EraFrame], eras: Sequence[str], config: BuildConfig
+) -> list[SavedMember]:
     """The previous build's members trained from scratch on `eras`, with its settings (the CV's trees,
     its feature pipeline settings, refitted on those eras): a full build without a new CV."""
     wanted = set(eras)
@@ -148,7 +164,9 @@ def retrain(previous: Artifacts, frames: Sequence[nd.EraFrame], eras: Sequence[s
     return retrained
 
 
-def compare(previous: Artifacts, frames: Sequence[nd.EraFrame], eras: Sequence[str], embargo: int, config: BuildConfig) -> dict[str, Any]:
+def compare(
+    previous: Artifacts, frames: Sequence[nd.EraFrame], eras: Sequence[str], embargo: int, config: BuildConfig
+) -> dict[str, Any]:
     """Per-era CORR of the previous, refreshed and fully retrained models on the newest labelled eras,
     which none of them trains on; `{"skipped": why}` when the new eras are too few for that."""
     n_test = config.refresh_test_eras
@@ -157,13 +175,19 @@ def compare(previous: Artifacts, frames: Sequence[nd.EraFrame], eras: Sequence[s
         new = [e for e in eras if e > previous.last_era]
         reason = (
             f"needs at least {n_test + embargo + 1} new labelled eras after {previous.last_era} ({n_test} held out "
-            f"(--refresh-test-eras), an embargo of {embargo} before them and one to refresh on); the data has {len(new)}"
+            f"(--refresh-test-eras), an embargo of {embargo} before them and one to refresh on); the data has "
+            f"{len(new)}"
         )
         logger.warning("comparison skipped: %s", reason)
         return {"skipped": reason}
     logger.info(
-        "comparison: held-out eras %s..%s; previous model trained through %s; refreshed and retrained through %s (embargo %d)",
-        test[0], test[-1], previous.last_era, fit_eras[-1], embargo,
+        "comparison: held-out eras %s..%s; previous model trained through %s; refreshed and retrained through %s "
+        "(embargo %d)",
+        test[0],
+        test[-1],
+        previous.last_era,
+        fit_eras[-1],
+        embargo,
     )
     rows = [(frame, frame.select_eras(test)) for frame in frames]
     x = np.concatenate([frame.features[r] for frame, r in rows])
@@ -177,14 +201,18 @@ def compare(previous: Artifacts, frames: Sequence[nd.EraFrame], eras: Sequence[s
     models, members = {}, {}
     for label, saved in candidates.items():
         scores = np.column_stack([m.spec.predict(x, test_eras) for m in saved])
-        for member, column in zip(saved, scores.T):
+        for member, column in zip(saved, scores.T, strict=False):
             members.setdefault(member.spec.name, {})[label] = summarize(per_era_corr(column, y, test_eras))
         blended = ensemble_scores(scores, np.array([m.weight for m in saved]), x, test_eras, previous.neutralization)
         per_era = per_era_corr(blended, y, test_eras)
         models[label] = {"validation": summarize(per_era), "validation_per_era": per_era}
     return {
-        "test_eras": span(test), "embargo": embargo, "previous_trained_through": previous.last_era,
-        "trained_through": fit_eras[-1], "models": models, "members": members,
+        "test_eras": span(test),
+        "embargo": embargo,
+        "previous_trained_through": previous.last_era,
+        "trained_through": fit_eras[-1],
+        "models": models,
+        "members": members,
     }
 
 
@@ -194,7 +222,9 @@ def refresh(config: BuildConfig) -> BuildResult:
     if config.init_model is None:
         raise ValueError("a refresh needs --init-model DIR (the <out>_artifacts directory of a previous build)")
     if not 0 < config.refresh_trees <= 1:
-        raise ValueError(f"--refresh-trees must be within (0, 1], a share of the CV's trees; got {config.refresh_trees}")
+        raise ValueError(
+            f"--refresh-trees must be within (0, 1], a share of the CV's trees; got {config.refresh_trees}"
+        )
     if config.refresh_epochs < 1:
         raise ValueError(f"--refresh-epochs must be at least 1, got {config.refresh_epochs}")
     if config.refresh_test_eras < 1:
@@ -224,15 +254,32 @@ def _refresh(config: BuildConfig) -> BuildResult:
             "first; an era's targets are published about four weeks after it is live"
         )
     embargo = previous.embargo if config.embargo is None else config.embargo
-    logger.info("refresh of %s (trained through %s) on %d new eras %s..%s", config.init_model, previous.last_era, len(new), new[0], new[-1])
+    logger.info(
+        "refresh of %s (trained through %s) on %d new eras %s..%s",
+        config.init_model,
+        previous.last_era,
+        len(new),
+        new[0],
+        new[-1],
+    )
 
     comparison = compare(previous, frames, eras, embargo, config)
     members, steps = continue_members(previous.members, frames, eras, config)
-    verification = write_pickle(pickle_state(features, [(m.spec, m.weight) for m in members], previous.neutralization), config.out, data_dir, validation)
+    verification = write_pickle(
+        pickle_state(features, [(m.spec, m.weight) for m in members], previous.neutralization),
+        config.out,
+        data_dir,
+        validation,
+    )
     record = {"init_model": config.init_model, "data_dir": data_dir, "new_eras": span(new), "members": steps}
     artifacts_path = save_artifacts(
         artifacts_dir_for(config.out),
-        replace(previous, members=members, eras=previous.eras | era_fingerprints(frames, new), history=previous.history + [record]),
+        replace(
+            previous,
+            members=members,
+            eras=previous.eras | era_fingerprints(frames, new),
+            history=previous.history + [record],
+        ),
     )
     refresh_report = {
         "init_model": config.init_model,
@@ -264,12 +311,19 @@ def _refresh(config: BuildConfig) -> BuildResult:
             "verification": asdict(verification),
         },
     )
-    return BuildResult(config.out, report_path, models, verification, summary | {"refresh": refresh_report}, artifacts_path)
+    return BuildResult(
+        config.out, report_path, models, verification, summary | {"refresh": refresh_report}, artifacts_path
+    )
 
 
 def format_refresh(result: BuildResult) -> str:
     """What a refresh prints: what each member got, the comparison, the verification, where files went."""
     return "\n".join(
-        [refresh_table(result.summary["refresh"], result.models), "", result.verification.summary(),
-         f"report: {result.report_path}", f"refresh artifacts: {result.artifacts_path}"]
+        [
+            refresh_table(result.summary["refresh"], result.models),
+            "",
+            result.verification.summary(),
+            f"report: {result.report_path}",
+            f"refresh artifacts: {result.artifacts_path}",
+        ]
     )

@@ -13,6 +13,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
+
 def _plain(value: Any) -> Any:
     """JSON-safe copy: numpy scalars to Python, NaN to null, series to {era: value}."""
     if isinstance(value, dict):
@@ -68,14 +69,20 @@ def figure_cells(figures: dict[str, Any]) -> str:
 def summary_table(models: dict[str, dict[str, Any]]) -> str:
     """One line per model: out-of-fold CV and held-out validation per-era CORR figures."""
     header = (
-        f"{'model':<24} {'CV mean':>8} {'CV Shrp':>8} | {'val mean':>8} {'std':>7} {'Sharpe':>7} {'max DD':>7} {'eras':>5}"
+        f"{'model':<24} {'CV mean':>8} {'CV Shrp':>8} | "
+        f"{'val mean':>8} {'std':>7} {'Sharpe':>7} {'max DD':>7} {'eras':>5}"
     )
-    lines = ["per-era numerai_corr: CV = out-of-fold forward-chained; val = held-out eras after the embargo", header, "-" * len(header)]
+    lines = [
+        "per-era numerai_corr: CV = out-of-fold forward-chained; val = held-out eras after the embargo",
+        header,
+        "-" * len(header),
+    ]
     for name, figures in models.items():
         cv = figures.get("cv", {})
         val = figures["validation"]
         lines.append(
-            f"{name:<24} {cv.get('mean', float('nan')):>8.4f} {cv.get('sharpe', float('nan')):>8.2f} | {figure_cells(val)}"
+            f"{name:<24} {cv.get('mean', float('nan')):>8.4f} {cv.get('sharpe', float('nan')):>8.2f} | "
+            f"{figure_cells(val)}"
         )
     return "\n".join(lines)
 
@@ -86,12 +93,19 @@ def search_table(search: dict[str, Any]) -> str:
     names = list(search["space"])
     header = " ".join(f"{name:>11}" for name in ["trial", *names, "CV mean", "CV Shrp", "seconds"])
     lines = [
-        f"{search['member']} search: {len(search['trials'])} of {search['trials_asked']} trials within {search['budget_s']:.0f} s, "
-        f"CV on training eras {first}..{last} ({count}); * = chosen", header, "-" * len(header),
+        f"{search['member']} search: {len(search['trials'])} of {search['trials_asked']} trials within "
+        f"{search['budget_s']:.0f} s, "
+        f"CV on training eras {first}..{last} ({count}); * = chosen",
+        header,
+        "-" * len(header),
     ]
     for row in search["trials"]:
         cells = [f"{row['trial']:>10}" + ("*" if row["best"] else " "), *(f"{row[n]!s:>11}" for n in names)]
-        lines.append(" ".join([*cells, f"{row['cv_corr_mean']:>11.4f}", f"{row['cv_sharpe']:>11.2f}", f"{row['seconds']:>11.1f}"]))
+        lines.append(
+            " ".join(
+                [*cells, f"{row['cv_corr_mean']:>11.4f}", f"{row['cv_sharpe']:>11.2f}", f"{row['seconds']:>11.1f}"]
+            )
+        )
     return "\n".join(lines)
 
 
@@ -102,10 +116,15 @@ def refresh_table(refresh: dict[str, Any], models: dict[str, dict[str, Any]]) ->
     """What a refresh did to each member, then the previous, refreshed and fully retrained models'
     per-era CORR on the held-out eras (or why that comparison was skipped)."""
     first, last, count = refresh["new_eras"]
-    lines = [f"refresh of {refresh['init_model']} (trained through era {refresh['previous_trained_through']}) on {count} new eras {first}..{last}"]
+    lines = [
+        f"refresh of {refresh['init_model']} (trained through era {refresh['previous_trained_through']}) on {count} "
+        f"new eras {first}..{last}"
+    ]
     for name, step in refresh["members"].items():
         done = step.get("skipped") or (
-            f"+{step['trees_added']} trees ({step['trees']} in all)" if "trees_added" in step else f"fine-tuned {step['epochs']} epochs at lr {step['lr']:.2g}"
+            f"+{step['trees_added']} trees ({step['trees']} in all)"
+            if "trees_added" in step
+            else f"fine-tuned {step['epochs']} epochs at lr {step['lr']:.2g}"
         )
         lines.append(f"  {name:<22} {done}")
     comparison = refresh["comparison"]
@@ -115,14 +134,21 @@ def refresh_table(refresh: dict[str, Any], models: dict[str, dict[str, Any]]) ->
     header = f"{'model':<22} {'mean':>8} {'std':>7} {'Sharpe':>7} {'max DD':>7} {'eras':>5}"
     lines += [
         "",
-        f"per-era numerai_corr on held-out eras {test_first}..{test_last} ({n_test}); embargo {comparison['embargo']} eras; "
-        f"refreshed and retrained through {comparison['trained_through']}, previous through {comparison['previous_trained_through']}",
+        f"per-era numerai_corr on held-out eras {test_first}..{test_last} ({n_test}); embargo {comparison['embargo']} "
+        "eras; "
+        f"refreshed and retrained through {comparison['trained_through']}, previous through "
+        f"{comparison['previous_trained_through']}",
         header,
         "-" * len(header),
     ]
     for key, label in COMPARED.items():
         lines.append(f"{label:<22} {figure_cells(models[key]['validation'])}")
-    lines.append("members (mean CORR): " + "; ".join(
-        f"{name} " + " / ".join(f"{figures[key]['mean']:.4f}" for key in COMPARED) for name, figures in comparison["members"].items()
-    ) + " (previous / refreshed / full retrain)")
+    lines.append(
+        "members (mean CORR): "
+        + "; ".join(
+            f"{name} " + " / ".join(f"{figures[key]['mean']:.4f}" for key in COMPARED)
+            for name, figures in comparison["members"].items()
+        )
+        + " (previous / refreshed / full retrain)"
+    )
     return "\n".join(lines)

@@ -47,9 +47,18 @@ def missing_columns(x: np.ndarray) -> np.ndarray:
     return (x.min(axis=0) == MISSING_VALUE) & (x.max(axis=0) == MISSING_VALUE)
 
 
+def set_sums(x: np.ndarray, averaging: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's sum over every column set of an averaging matrix (features x sets), and the sets'
+    sizes. The sums of 0..4 bins are exact integers in float32, so they are the same whatever rows a
+    batch holds: LightGBM's training batches and the pickle's whole eras agree to the last bit."""
+    members = averaging > 0
+    return x.astype(np.float32) @ members.astype(np.float32), members.sum(axis=0).astype(np.float32)
+
+
 def group_means(transform: dict, x: np.ndarray) -> np.ndarray:
     """Each row's mean of every feature group (rows x groups)."""
-    return x.astype(np.float32) @ transform["group_avg"]
+    sums, sizes = set_sums(x, transform["group_avg"])
+    return sums / sizes
 
 
 def era_features(transform: dict, x: np.ndarray, era_group_means: np.ndarray | None = None) -> np.ndarray:
@@ -61,10 +70,15 @@ def era_features(transform: dict, x: np.ndarray, era_group_means: np.ndarray | N
     x = x.astype(np.float32)
     blocks = []
     if transform["cluster_avg"] is not None:
-        blocks.append(x @ transform["cluster_avg"])
+        sums, sizes = set_sums(x, transform["cluster_avg"])
+        blocks.append(sums / sizes)
     if transform["group_avg"] is not None:
-        means = group_means(transform, x)
-        spread = np.sqrt(np.maximum(np.square(x) @ transform["group_avg"] - np.square(means), 0.0))
+        sums, sizes = set_sums(x, transform["group_avg"])
+        squares, _ = set_sums(np.square(x), transform["group_avg"])
+        means = sums / sizes
+        # The variance in float64: in float32 its cancellation differs by a few 1e-6 between batch shapes.
+        variance = squares.astype(np.float64) / sizes - np.square(sums.astype(np.float64) / sizes)
+        spread = np.sqrt(np.maximum(variance, 0.0)).astype(np.float32)
         centre = means.mean(axis=0) if era_group_means is None else era_group_means
         blocks += [means, spread, means - centre]
     if not blocks:
@@ -127,14 +141,22 @@ def booster_predict(
     return out
 
 
-def shared_model_matrix(transform: dict | None, features: np.ndarray, eras: np.ndarray | None, matrices: dict) -> np.ndarray:
+def shared_model_matrix(
+    transform: dict | None, features: np.ndarray, eras: np.ndarray | None, matrices: dict
+) -> np.ndarray:
     """`model_matrix` of `transform`, built once per feature pipeline and kept in `matrices`:
     members over feature subsets, whose transforms differ from their pipeline's only in the raw
     `columns`, take those columns from the matrix of every column rather than building their own."""
     columns = None if transform is None else transform.get("columns")
     every = transform if columns is None else {key: value for key, value in transform.items() if key != "columns"}
-    key = None if every is None else (
-        every["missing"], tuple(every["extra_names"]), *(id(every.get(part)) for part in ("cluster_avg", "group_avg", "mixer"))
+    key = (
+        None
+        if every is None
+        else (
+            every["missing"],
+            tuple(every["extra_names"]),
+            *(id(every.get(part)) for part in ("cluster_avg", "group_avg", "mixer")),
+        )
     )
     if key not in matrices:
         matrices[key] = model_matrix(every, features, eras)
@@ -168,12 +190,14 @@ def blend_ranks(scores: np.ndarray, weights: np.ndarray, eras: np.ndarray | None
     weights = np.asarray(weights, dtype=np.float64)
     weights = weights / weights.sum()
     blended = np.zeros(len(scores), dtype=np.float64)
-    for column, weight in zip(np.asarray(scores, dtype=np.float64).T, weights):
+    for column, weight in zip(np.asarray(scores, dtype=np.float64).T, weights, strict=False):
         blended += weight * rank_within_groups(column, eras)
     return blended
 
 
-def feature_projection(values: np.ndarray, features: np.ndarray, eras: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def feature_projection(
+    values: np.ndarray, features: np.ndarray, eras: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Centred per-era ranks of `values` and, era by era, their least-squares projection onto the
     features plus a constant (numerai_tools.scoring.neutralize's regression, in numpy)."""
     ranks = rank_within_groups(values, eras) - 0.5

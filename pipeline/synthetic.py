@@ -55,8 +55,26 @@ FEATURE_GROUPS: dict[str, int] = {
 }
 # Numerai's target names; "ender" is the main target (`target` == `target_ender_20`).
 TARGET_NAMES: tuple[str, ...] = (
-    "ender", "agnes", "alpha", "bravo", "caroline", "charlie", "claudia", "cyrusd", "delta", "echo",
-    "jasper", "jeremy", "ralph", "rowan", "sam", "teager2b", "tyler", "victor", "waldo", "xerxes",
+    "ender",
+    "agnes",
+    "alpha",
+    "bravo",
+    "caroline",
+    "charlie",
+    "claudia",
+    "cyrusd",
+    "delta",
+    "echo",
+    "jasper",
+    "jeremy",
+    "ralph",
+    "rowan",
+    "sam",
+    "teager2b",
+    "tyler",
+    "victor",
+    "waldo",
+    "xerxes",
 )
 BENCHMARK_COLUMNS: tuple[str, str] = ("v52_lgbm_ender20", "v52_lgbm_ender60")
 # Target classes: values and cumulative class shares (5/20/50/20/5 %).
@@ -179,7 +197,7 @@ def _group_sizes(n_features: int) -> dict[str, int]:
         i += 1
     while sizes.sum() > n_features:
         sizes[int(np.argmax(sizes))] -= 1
-    return dict(zip(FEATURE_GROUPS, sizes.tolist()))
+    return dict(zip(FEATURE_GROUPS, sizes.tolist(), strict=False))
 
 
 def _build_structure(spec: WorldSpec) -> _Structure:
@@ -277,9 +295,7 @@ def _build_structure(spec: WorldSpec) -> _Structure:
     medium = np.concatenate([small, rng.choice(others, max(0, round(0.28 * n) - len(small)), replace=False)])
     return _Structure(
         feature_names=feature_names,
-        groups={
-            g: [feature_names[i] for i in np.flatnonzero(group_of == k)] for k, g in enumerate(FEATURE_GROUPS)
-        },
+        groups={g: [feature_names[i] for i in np.flatnonzero(group_of == k)] for k, g in enumerate(FEATURE_GROUPS)},
         small=[feature_names[i] for i in np.sort(small)],
         medium=[feature_names[i] for i in np.sort(medium)],
         cluster=cluster,
@@ -532,16 +548,23 @@ def write_world(out_dir: str | Path, spec: WorldSpec = DEFAULT_WORLD, progress: 
     return out
 
 
-def earlier_world(world: str | Path, out_dir: str | Path, eras_back: int, unlabelled: int = DEFAULT_WORLD.n_unlabelled_eras) -> Path:
+def earlier_world(
+    world: str | Path, out_dir: str | Path, eras_back: int, unlabelled: int = DEFAULT_WORLD.n_unlabelled_eras
+) -> Path:
     """`world` as it was `eras_back` eras earlier, like last week's download, for trying a refresh
     (`--init-model`): its newest eras left out of every file with eras (live files are copied: only
     their features are read), and the targets of the newest `unlabelled` eras left unresolved (NaN)."""
     world, out = Path(world), Path(out_dir)
-    eras = sorted(set(pq.read_table(world / "train.parquet", columns=["era"])["era"].to_pylist())
-                  | set(pq.read_table(world / "validation.parquet", columns=["era"])["era"].to_pylist()))
+    eras = sorted(
+        set(pq.read_table(world / "train.parquet", columns=["era"])["era"].to_pylist())
+        | set(pq.read_table(world / "validation.parquet", columns=["era"])["era"].to_pylist())
+    )
     kept = eras[: len(eras) - eras_back]
     if eras_back < 1 or len(kept) <= unlabelled + 1:
-        raise ValueError(f"eras_back must be at least 1 and leave more than {unlabelled + 1} of the {len(eras)} eras, got {eras_back}")
+        raise ValueError(
+            f"eras_back must be at least 1 and leave more than {unlabelled + 1} of the {len(eras)} eras, got "
+            f"{eras_back}"
+        )
     unresolved = pa.array(kept[len(kept) - unlabelled :], pa.string())
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(world.iterdir()):

@@ -46,11 +46,13 @@ def random_search(
     empty = [name for name, values in space.items() if not values]
     if empty:
         raise ValueError(f"the search space gives no value for {empty}")
-    combos = [dict(zip(space, values)) for values in itertools.product(*space.values())]
+    combos = [dict(zip(space, values, strict=False)) for values in itertools.product(*space.values())]
     if first is not None:
         first = {name: first[name] for name in space}
         combos = [first] + [c for c in combos if c != first]
-        drawn = np.random.default_rng(seed).choice(np.arange(1, len(combos)), size=min(n_trials, len(combos)) - 1, replace=False)
+        drawn = np.random.default_rng(seed).choice(
+            np.arange(1, len(combos)), size=min(n_trials, len(combos)) - 1, replace=False
+        )
         picks = [0, *drawn.tolist()]
     else:
         picks = np.random.default_rng(seed).choice(len(combos), size=min(n_trials, len(combos)), replace=False).tolist()
@@ -62,8 +64,17 @@ def random_search(
         t0 = time.perf_counter()
         per_era, extras = evaluate(dict(combos[pick]))
         summary = summarize(per_era)
-        rows.append({"trial": trial, **combos[pick], "cv_corr_mean": summary["mean"], "cv_sharpe": summary["sharpe"],
-                     "cv_eras": summary["eras"], **extras, "seconds": time.perf_counter() - t0})
+        rows.append(
+            {
+                "trial": trial,
+                **combos[pick],
+                "cv_corr_mean": summary["mean"],
+                "cv_sharpe": summary["sharpe"],
+                "cv_eras": summary["eras"],
+                **extras,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     table = pd.DataFrame(rows).sort_values(["cv_corr_mean", "trial"], ascending=[False, True], ignore_index=True)
     table["best"] = table.index == 0
     return table

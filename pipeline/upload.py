@@ -78,7 +78,9 @@ def upload(
     api = napi if napi is not None else numerai_api()
     with tempfile.TemporaryDirectory() as scratch:
         if live_path is None:
-            live_path = api.download_dataset(f"{data_version}/live.parquet", dest_path=str(Path(scratch) / "live.parquet"))
+            live_path = api.download_dataset(
+                f"{data_version}/live.parquet", dest_path=str(Path(scratch) / "live.parquet")
+            )
         verification = verify_pickle(model_path, live_path)
     if not verification.ok:
         raise VerificationError(f"refusing to upload a pickle that fails verification\n{verification.summary()}")
@@ -93,7 +95,14 @@ def upload(
         verification=verification,
     )
     if dry_run:
-        logger.info("dry run: would upload %s to model %s (%s), %s, %s", model_path, model_name, plan.model_id, data_version, docker_image)
+        logger.info(
+            "dry run: would upload %s to model %s (%s), %s, %s",
+            model_path,
+            model_name,
+            plan.model_id,
+            data_version,
+            docker_image,
+        )
         return plan
     plan.upload_id = api.model_upload(
         str(model_path), model_id=plan.model_id, data_version=plan.data_version_id, docker_image=plan.docker_image_id

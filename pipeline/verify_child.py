@@ -42,7 +42,9 @@ def check_result(result, live, pd, np) -> list:
     if result is None:
         return ["predict returned None"]
     if type(result) is not pd.DataFrame:
-        return [f"predict must return exactly a pandas DataFrame, got {type(result).__module__}.{type(result).__name__}"]
+        return [
+            f"predict must return exactly a pandas DataFrame, got {type(result).__module__}.{type(result).__name__}"
+        ]
     if result.empty:
         return ["predict returned an empty DataFrame"]
     problems = []
@@ -80,14 +82,18 @@ def check_result(result, live, pd, np) -> list:
 
 def main(model_path: str, live_path: str, out_path: str) -> None:
     sys.meta_path.insert(0, BlockImports())
+    import lightgbm
     import numpy as np
     import pandas as pd
 
-    import lightgbm
-
     report = {
         "problems": [],
-        "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "pandas": pd.__version__, "lightgbm": lightgbm.__version__},
+        "versions": {
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "lightgbm": lightgbm.__version__,
+        },
     }
     try:
         live = pd.read_parquet(live_path)

@@ -13,7 +13,9 @@ from requests.adapters import HTTPAdapter
 from pipeline.synthetic import WorldSpec, write_world
 from tests.fake_numerai import FakeNumerai
 
-TINY_WORLD = WorldSpec(n_eras=48, n_validation_eras=16, rows_per_era=250, live_rows=300, n_features=40, n_target_names=3, seed=7)
+TINY_WORLD = WorldSpec(
+    n_eras=48, n_validation_eras=16, rows_per_era=250, live_rows=300, n_features=40, n_target_names=3, seed=7
+)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +31,10 @@ def write_foreign_layout(
     binary 0/1 targets, integer (not zero-padded-string) eras, int64 features, no live file,
     no small/medium sets and a features.json without 'targets'."""
     rng = np.random.default_rng(seed)
-    names = [f"feature_{word}_{i}" for i, word in zip(range(n_features), rng.choice(["sun", "moon", "rain"], n_features))]
+    names = [
+        f"feature_{word}_{i}"
+        for i, word in zip(range(n_features), rng.choice(["sun", "moon", "rain"], n_features), strict=False)
+    ]
     frames = []
     for era in range(1, n_eras + 1):
         x = rng.integers(0, 5, size=(rows, n_features))

@@ -51,11 +51,17 @@ class FakeNumerai:
             self.created.append(dict(variables))
             return {"data": {"createComputePickleUpload": {"id": f"upload-{len(self.created)}"}}}
         if "computePickleDataVersions" in query:
-            return {"data": {"computePickleDataVersions": [{"name": n, "id": i} for n, i in self.data_versions.items()]}}
+            return {
+                "data": {"computePickleDataVersions": [{"name": n, "id": i} for n, i in self.data_versions.items()]}
+            }
         if "computePickleDockerImages" in query:
-            return {"data": {"computePickleDockerImages": [{"name": n, "id": i} for n, i in self.docker_images.items()]}}
+            return {
+                "data": {"computePickleDockerImages": [{"name": n, "id": i} for n, i in self.docker_images.items()]}
+            }
         if "account" in query and "models" in query:
-            return {"data": {"account": {"models": [{"name": n, "id": i, "tournament": 8} for n, i in self.models.items()]}}}
+            return {
+                "data": {"account": {"models": [{"name": n, "id": i, "tournament": 8} for n, i in self.models.items()]}}
+            }
         return {"errors": [{"message": f"fake Numerai does not know this query: {query[:80]}"}]}
 
     def send(self, adapter: HTTPAdapter, request: requests.PreparedRequest, **kwargs) -> requests.Response:

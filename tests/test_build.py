@@ -32,12 +32,19 @@ def test_build_writes_a_verified_pickle_and_report(tiny_world: Path, tmp_path: P
     assert verify_pickle(out, tiny_world / "live.parquet").ok
     ablation = report["feature_pipeline"]["ablation"]
     assert set(ablation) == {
-        "all transforms", "missing features as NaN", "without cluster means", "without group statistics",
-        "without group mixers", "raw features only",
+        "all transforms",
+        "missing features as NaN",
+        "without cluster means",
+        "without group statistics",
+        "without group mixers",
+        "raw features only",
     } and all(v["eras"] > 0 for v in ablation.values())
     assert set(report["feature_pipeline"]["chosen"]) == {"missing", "clusters", "group_stats", "mixing"}
     assert "Feature pipeline" in (tmp_path / "model_report" / "report.html").read_text()
-    halves = [int(report["models"][name]["chosen"]["raw_features"].split(" of ")[0]) for name in ("lgbm_deep_a", "lgbm_deep_b")]
+    halves = [
+        int(report["models"][name]["chosen"]["raw_features"].split(" of ")[0])
+        for name in ("lgbm_deep_a", "lgbm_deep_b")
+    ]
     assert sum(halves) == report["settings"]["features"], "members over the two halves of the feature groups"
 
 
@@ -45,7 +52,22 @@ def test_build_on_a_foreign_layout_with_binary_targets(tmp_path: Path, capsys, m
     world = write_foreign_layout(tmp_path / "foreign", n_features=60, n_eras=40)
     monkeypatch.chdir(tmp_path)
     out = Path("foreign.pkl")
-    code = main(["--data-dir", str(world), "--out", str(out), "--trees", "30", "--threads", "1", "--embargo", "2", "--era-stride", "1"])
+    code = main(
+        [
+            "--data-dir",
+            str(world),
+            "--out",
+            str(out),
+            "--trees",
+            "30",
+            "--threads",
+            "1",
+            "--embargo",
+            "2",
+            "--era-stride",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "foreign.pkl").is_file(), "a relative --out is verified and written where asked"
     live = pd.read_parquet(world / "validation.parquet")
@@ -62,11 +84,35 @@ def test_build_fails_cleanly_on_bad_data(tmp_path: Path, caplog) -> None:
 
 
 def test_help_explains_every_option() -> None:
-    proc = subprocess.run([sys.executable, "build_model.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
-    for option in ("--data-dir", "--download", "--out", "--report-dir", "--feature-set", "--features", "--target",
-                   "--preset", "--embargo", "--cv-folds", "--cv-max-train-eras", "--drop-unstable", "--no-refit",
-                   "--era-stride", "--trees", "--seed", "--threads", "--init-model", "--refresh-trees", "--refresh-epochs",
-                   "--refresh-test-eras", "--spill-dir", "--tsmixer-search", "--tsmixer-search-budget"):
+    proc = subprocess.run(
+        [sys.executable, "build_model.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    for option in (
+        "--data-dir",
+        "--download",
+        "--out",
+        "--report-dir",
+        "--feature-set",
+        "--features",
+        "--target",
+        "--preset",
+        "--embargo",
+        "--cv-folds",
+        "--cv-max-train-eras",
+        "--drop-unstable",
+        "--no-refit",
+        "--era-stride",
+        "--trees",
+        "--seed",
+        "--threads",
+        "--init-model",
+        "--refresh-trees",
+        "--refresh-epochs",
+        "--refresh-test-eras",
+        "--spill-dir",
+        "--tsmixer-search",
+        "--tsmixer-search-budget",
+    ):
         assert option in proc.stdout
 
 
@@ -97,8 +143,27 @@ def test_too_few_eras_for_the_embargo_is_a_clear_error(tmp_path: Path, caplog) -
 def test_build_with_3000_foreign_features(tmp_path: Path) -> None:
     world = write_foreign_layout(tmp_path / "wide", n_features=3000, n_eras=36, rows=100)
     out = tmp_path / "wide.pkl"
-    assert main(["--data-dir", str(world), "--out", str(out), "--preset", "example", "--trees", "20",
-                 "--embargo", "2", "--era-stride", "1", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "--data-dir",
+                str(world),
+                "--out",
+                str(out),
+                "--preset",
+                "example",
+                "--trees",
+                "20",
+                "--embargo",
+                "2",
+                "--era-stride",
+                "1",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert out.is_file()
 
 
@@ -116,7 +181,9 @@ def test_bad_options_fail_before_any_data_is_read(tmp_path: Path) -> None:
         build(BuildConfig(data_dir=absent, preset="standard", tsmixer_search=-1))
     with pytest.raises(ValueError, match="--tsmixer-search-budget must be a positive number of seconds, got 0"):
         build(BuildConfig(data_dir=absent, preset="standard", tsmixer_search=2, tsmixer_search_budget=0))
-    with pytest.raises(ValueError, match="--tsmixer-search needs a preset with a TSMixer-Ext member .*preset 'demo' has none"):
+    with pytest.raises(
+        ValueError, match="--tsmixer-search needs a preset with a TSMixer-Ext member .*preset 'demo' has none"
+    ):
         build(BuildConfig(data_dir=absent, preset="demo", tsmixer_search=2))
 
 
@@ -124,9 +191,14 @@ def test_tsmixer_search_table_reaches_the_report_and_its_choice_is_trained(
     tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """A preset cut down to the example model and a TSMixer-Ext of 2 epochs keeps the build to seconds."""
-    monkeypatch.setitem(PRESETS, "standard", [
-        EXAMPLE_MEMBER, TSMIXER_MEMBER | {"params": TSMIXER_MEMBER["params"] | {"max_epochs": 2, "patience": 1}},
-    ])
+    monkeypatch.setitem(
+        PRESETS,
+        "standard",
+        [
+            EXAMPLE_MEMBER,
+            TSMIXER_MEMBER | {"params": TSMIXER_MEMBER["params"] | {"max_epochs": 2, "patience": 1}},
+        ],
+    )
     fits = []
     neural_fit = NeuralSpec._fit
 
@@ -136,15 +208,32 @@ def test_tsmixer_search_table_reaches_the_report_and_its_choice_is_trained(
 
     monkeypatch.setattr(NeuralSpec, "_fit", recording_fit)
     out = tmp_path / "searched.pkl"
-    args = ["--data-dir", str(tiny_world), "--out", str(out), "--preset", "standard", "--trees", "20", "--threads", "1",
-            "--embargo", "2", "--no-refit", "--tsmixer-search", "2"]
+    args = [
+        "--data-dir",
+        str(tiny_world),
+        "--out",
+        str(out),
+        "--preset",
+        "standard",
+        "--trees",
+        "20",
+        "--threads",
+        "1",
+        "--embargo",
+        "2",
+        "--no-refit",
+        "--tsmixer-search",
+        "2",
+    ]
     assert main(args) == 0
     assert "tsmixer_ext search: 2 of 2 trials" in capsys.readouterr().out
     report = json.loads((tmp_path / "searched_report" / "report.json").read_text())
     search = report["tsmixer_search"]
     assert search["member"] == "tsmixer_ext" and len(search["trials"]) == 2
     assert sum(trial["best"] for trial in search["trials"]) == 1 and search["trials"][0]["best"]
-    assert {"n_block", "d", "ff", "dropout", "lr", "era_context", "head", "cv_corr_mean", "seconds"} <= set(search["trials"][0])
+    assert {"n_block", "d", "ff", "dropout", "lr", "era_context", "head", "cv_corr_mean", "seconds"} <= set(
+        search["trials"][0]
+    )
     preset = TSMixerExt(**TSMIXER_MEMBER["params"]).get_params()
     trial_0 = next(trial for trial in search["trials"] if trial["trial"] == 0)
     assert all(trial_0[name] == preset[name] for name in search["space"]), "trial 0 is the preset's settings"

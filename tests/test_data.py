@@ -5,8 +5,8 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 import numerapi
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -105,7 +105,9 @@ def test_spilled_split_matches_memory_and_trains_the_same_trees(tiny_world: Path
         member = LGBMMember({"objective": "regression", "num_leaves": 7, "verbosity": -1}, 10, num_threads=1)
         member.fit(pipeline.inputs(frame), frame.targets["target"].to_numpy(), feature_names=pipeline.feature_names_)
         if frame is spilled:
-            assert resident_kb(tmp_path) == 0, "the pipeline and LightGBM read the matrix on disk in batches and gave every page back"
+            assert resident_kb(tmp_path) == 0, (
+                "the pipeline and LightGBM read the matrix on disk in batches and gave every page back"
+            )
         predictions.append(member.predict(pipeline.matrix(frame.features, frame.eras)))
     np.testing.assert_array_equal(predictions[0], predictions[1])
     from pipeline.models.tsmixer import MLPBaseline
@@ -140,8 +142,14 @@ def rewrite(path: Path, change) -> None:
         (lambda f: f.drop(columns=["era"]), r"train\.parquet: missing column 'era'"),
         (lambda f: f.drop(columns=["target"]), r"train\.parquet: missing column\(s\) target"),
         (lambda f: f.drop(columns=["feature_0001"]), r"train\.parquet: missing column\(s\) feature_0001"),
-        (lambda f: f.assign(feature_0001=np.int8(7)), r"train\.parquet: column 'feature_0001' has values in 7\.\.7; expected integers 0\.\.4"),
-        (lambda f: f.assign(feature_0001=0.5), r"train\.parquet: column 'feature_0001' has type double; expected integers"),
+        (
+            lambda f: f.assign(feature_0001=np.int8(7)),
+            r"train\.parquet: column 'feature_0001' has values in 7\.\.7; expected integers 0\.\.4",
+        ),
+        (
+            lambda f: f.assign(feature_0001=0.5),
+            r"train\.parquet: column 'feature_0001' has type double; expected integers",
+        ),
         (lambda f: pd.concat([f, f.iloc[:3]]), r"train\.parquet: duplicate id\(s\)"),
     ],
     ids=["no-era", "no-target", "no-feature", "out-of-range", "not-integer", "duplicate-ids"],

@@ -24,8 +24,16 @@ from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMMember
 from pipeline.models.tsmixer import TSMixerExt
 from pipeline.runtime import booster_predict
 
-TSMIXER_SMALL = {"d": 8, "ff": 16, "context_dim": 4, "token_size": 6, "max_epochs": 4, "patience": 2,
-                 "eras_per_batch": 2, "progress": False}
+TSMIXER_SMALL = {
+    "d": 8,
+    "ff": 16,
+    "context_dim": 4,
+    "token_size": 6,
+    "max_epochs": 4,
+    "patience": 2,
+    "eras_per_batch": 2,
+    "progress": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +65,20 @@ def within_noise(a: np.ndarray, b: np.ndarray, validation: nd.EraFrame) -> tuple
 def test_dask_lightgbm_scores_like_one_machine(splits: dict, cluster) -> None:
     train, validation = splits["train"], splits["validation"]
     params = EXAMPLE_PARAMS | {"learning_rate": 0.05}
-    raw = FeaturePipeline({f: "all" for f in splits["features"]}, clusters=False, group_stats=False).fit([(train, train.era_order)])
+    raw = FeaturePipeline({f: "all" for f in splits["features"]}, clusters=False, group_stats=False).fit(
+        [(train, train.era_order)]
+    )
     local = LGBMSpec("local", LGBMMember(params, 120, seed=3, num_threads=1), nd.MAIN_TARGET, era_stride=2)
     local.fit([train], raw, "test")
     with dask_trainer(scheduler=cluster.scheduler_address) as trainer:
-        on_cluster = LGBMSpec("dask", LGBMMember(params, 120, seed=3, num_threads=1), nd.MAIN_TARGET, era_stride=2, trainer=trainer)
+        on_cluster = LGBMSpec(
+            "dask", LGBMMember(params, 120, seed=3, num_threads=1), nd.MAIN_TARGET, era_stride=2, trainer=trainer
+        )
         on_cluster.fit([train], raw, "test")
         half = splits["features"][::2]
-        subset = LGBMSpec("dask_half", LGBMMember(params, 5, seed=3), nd.MAIN_TARGET, era_stride=2, features=half, trainer=trainer)
+        subset = LGBMSpec(
+            "dask_half", LGBMMember(params, 5, seed=3), nd.MAIN_TARGET, era_stride=2, features=half, trainer=trainer
+        )
         subset.fit([train], raw, "test")
     assert subset.estimator.booster_.feature_name() == half, "the workers read a member's feature subset"
     booster = on_cluster.estimator.booster_
@@ -88,7 +102,10 @@ def test_torch_distributed_two_processes_score_like_one(splits: dict) -> None:
         return model.fit(train, aux_targets=splits["aux"], processes=processes)
 
     one, two, again = fitted(1), fitted(2), fitted(2)
-    predictions = {name: m.predict(validation.features, validation.eras) for name, m in (("one", one), ("two", two), ("again", again))}
+    predictions = {
+        name: m.predict(validation.features, validation.eras)
+        for name, m in (("one", one), ("two", two), ("again", again))
+    }
     assert np.array_equal(predictions["two"], predictions["again"]), "deterministic for a seed and a process count"
     assert len(two.history_) >= 1 and 1 <= two.best_epoch_ <= TSMIXER_SMALL["max_epochs"]
     assert two.export("tsmixer_ext")["arrays"], "the same estimator, exported as usual"
@@ -112,17 +129,29 @@ print(len(out), sorted(m for m in sys.modules if m.split(".")[0] in ("dask", "di
 def test_build_on_a_local_dask_cluster_writes_a_verified_pickle(tiny_world: Path, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     out = tmp_path / "model.pkl"
-    result = build(BuildConfig(data_dir=tiny_world, out=out, preset="example", num_boost_round=40, threads=1, cv_folds=2, dask_local=2))
+    result = build(
+        BuildConfig(
+            data_dir=tiny_world, out=out, preset="example", num_boost_round=40, threads=1, cv_folds=2, dask_local=2
+        )
+    )
     assert result.verification.ok and out.is_file()
     report = json.loads(result.report_path.read_text())
     assert report["settings"]["dask_local"] == 2
     assert report["models"]["lgbm_example"]["validation"]["eras"] > 0
     live = tiny_world / "live.parquet"
-    proc = subprocess.run([sys.executable, "-I", "-c", BLOCKED_RUN, str(out), str(live)], cwd=tmp_path, capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", BLOCKED_RUN, str(out), str(live)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert proc.stdout.split() == [str(len(pd.read_parquet(live))), "[]"], "the pickle needs no dask"
 
 
-def test_cluster_options_that_cannot_work_are_named(tiny_world: Path, monkeypatch: pytest.MonkeyPatch, caplog, capsys) -> None:
+def test_cluster_options_that_cannot_work_are_named(
+    tiny_world: Path, monkeypatch: pytest.MonkeyPatch, caplog, capsys
+) -> None:
     with pytest.raises(ClusterError, match="--dask-scheduler and --dask-local exclude each other"):
         with dask_client("tcp://127.0.0.1:8786", 2):
             pass
@@ -150,6 +179,8 @@ def test_cluster_options_that_cannot_work_are_named(tiny_world: Path, monkeypatc
 
 def test_help_explains_the_cluster_options() -> None:
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "build_model.py", "--help"], cwd=repo, capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "build_model.py", "--help"], cwd=repo, capture_output=True, text=True, check=True
+    )
     for option in ("--dask-scheduler", "--dask-local", "--torch-processes", "pip install .[dask]"):
         assert option in " ".join(proc.stdout.split())

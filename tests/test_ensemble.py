@@ -9,11 +9,19 @@ import pandas as pd
 import pytest
 
 from pipeline import data as nd
-from pipeline.cv import EraWalkForward
-from pipeline.ensemble import GROUP_HALVES, LGBMSpec, NeuralSpec, best_aux_target, features_without, member_specs, member_targets
-from pipeline.models.lgbm import LGBMMember
 from pipeline import runtime
+from pipeline.cv import EraWalkForward
+from pipeline.ensemble import (
+    GROUP_HALVES,
+    LGBMSpec,
+    NeuralSpec,
+    best_aux_target,
+    features_without,
+    member_specs,
+    member_targets,
+)
 from pipeline.features import FeaturePipeline
+from pipeline.models.lgbm import LGBMMember
 from pipeline.runtime import make_predict
 
 
@@ -33,13 +41,17 @@ def check_member(spec, features, train, validation, live: pd.DataFrame, groups: 
     scored = ~np.isnan(result.oof)
     assert set(train.eras[scored]) == set(np.concatenate([va for _, va in folds])), "out-of-fold on every fold era"
     assert len(result.per_era) == sum(len(va) for _, va in folds)
-    pipeline = FeaturePipeline(groups, missing="nan").fit([(train, train.era_order), (validation, validation.era_order)])
+    pipeline = FeaturePipeline(groups, missing="nan").fit(
+        [(train, train.era_order), (validation, validation.era_order)]
+    )
     spec.fit([train, validation], pipeline, "refit")
     predictions = make_predict({"feature_names": features, "members": [spec.export(1.0)]})(live)
     assert predictions["prediction"].between(0, 1).all() and predictions["prediction"].std() > 0
     expected = spec.predict(live[features].to_numpy(np.int8), live["era"].to_numpy())
     np.testing.assert_allclose(
-        predictions["prediction"].to_numpy(), runtime.rank_within_groups(expected, live["era"].to_numpy()), atol=1e-12,
+        predictions["prediction"].to_numpy(),
+        runtime.rank_within_groups(expected, live["era"].to_numpy()),
+        atol=1e-12,
         err_msg="the pickle gives what the trained member gives",
     )
 
@@ -47,7 +59,14 @@ def check_member(spec, features, train, validation, live: pd.DataFrame, groups: 
 def test_lightgbm_member_protocol(frames, tiny_world: Path) -> None:
     features, train, validation = frames
     spec = LGBMSpec("lgbm", LGBMMember(num_boost_round=20, num_threads=1), "target", era_stride=2)
-    check_member(spec, features, train, validation, pd.read_parquet(tiny_world / "live.parquet"), nd.feature_groups(tiny_world, features))
+    check_member(
+        spec,
+        features,
+        train,
+        validation,
+        pd.read_parquet(tiny_world / "live.parquet"),
+        nd.feature_groups(tiny_world, features),
+    )
     assert spec.estimator.num_boost_round <= 20, "the CV's choice of trees is kept"
 
 
@@ -55,7 +74,14 @@ def test_member_over_a_feature_subset_sees_only_its_raw_columns(frames, tiny_wor
     features, train, validation = frames
     kept = features_without(GROUP_HALVES[1], nd.read_features_json(tiny_world)["feature_sets"], features)
     spec = LGBMSpec("lgbm_half", LGBMMember(num_boost_round=20, num_threads=1), "target", era_stride=2, features=kept)
-    check_member(spec, features, train, validation, pd.read_parquet(tiny_world / "live.parquet"), nd.feature_groups(tiny_world, features))
+    check_member(
+        spec,
+        features,
+        train,
+        validation,
+        pd.read_parquet(tiny_world / "live.parquet"),
+        nd.feature_groups(tiny_world, features),
+    )
     groups = nd.feature_groups(tiny_world, features)
     raw_inputs = set(spec.estimator.booster_.feature_name()) & set(features)
     assert raw_inputs == set(kept) and {groups[f] for f in kept} == set(GROUP_HALVES[0])
@@ -76,7 +102,9 @@ def test_members_over_feature_subsets_share_their_pipelines_matrix(frames, tiny_
     rows = validation.select_eras(validation.era_order[:2])
     matrices: dict = {}
     for spec in specs:
-        scores = runtime.member_scores(spec.export(1.0), validation.features[rows].astype(np.float32), {}, validation.eras[rows], matrices)
+        scores = runtime.member_scores(
+            spec.export(1.0), validation.features[rows].astype(np.float32), {}, validation.eras[rows], matrices
+        )
         np.testing.assert_allclose(scores, spec.predict(validation.features[rows], validation.eras[rows]), rtol=1e-12)
     assert len(built) == 1, "one matrix for the three members"
 
@@ -97,7 +125,14 @@ def test_neural_member_protocol(frames, tiny_world: Path) -> None:
     aux = [c for c in train.targets.columns if c != "target" and c.endswith("_20")]
     estimator = TSMixerExt(d=8, n_block=1, ff=16, context_dim=4, max_epochs=2, patience=1, threads=1, progress=False)
     spec = NeuralSpec("tsmixer", estimator, "target", aux, era_stride=1, n_valid_eras=3, embargo=2)
-    check_member(spec, features, train, validation, pd.read_parquet(tiny_world / "live.parquet"), nd.feature_groups(tiny_world, features))
+    check_member(
+        spec,
+        features,
+        train,
+        validation,
+        pd.read_parquet(tiny_world / "live.parquet"),
+        nd.feature_groups(tiny_world, features),
+    )
 
 
 def test_auxiliary_target_is_chosen_on_signal_not_on_shared_noise() -> None:
@@ -106,13 +141,17 @@ def test_auxiliary_target_is_chosen_on_signal_not_on_shared_noise() -> None:
     x = rng.integers(0, 5, size=(n_eras * rows, 20), dtype=np.int8)
     signal, noise = (x[:, :5].astype(np.float32) - 2).sum(axis=1), rng.normal(0, 12, len(x))
     bins = lambda v: np.digitize(v, np.quantile(v, [0.05, 0.25, 0.75, 0.95])) / 4  # noqa: E731
-    targets = pd.DataFrame({
-        "target": bins(signal + noise),
-        "target_noisy_20": bins(noise + rng.normal(0, 3, len(x))),
-        "target_signal_20": bins(signal + rng.normal(0, 6, len(x))),
-    })
+    targets = pd.DataFrame(
+        {
+            "target": bins(signal + noise),
+            "target_noisy_20": bins(noise + rng.normal(0, 3, len(x))),
+            "target_signal_20": bins(signal + rng.normal(0, 6, len(x))),
+        }
+    )
     eras = np.repeat([f"{e:04d}" for e in range(1, n_eras + 1)], rows)
-    frame = nd.EraFrame(Path("synthetic"), np.arange(len(x)).astype(str), eras, x, [f"f{j}" for j in range(20)], targets)
+    frame = nd.EraFrame(
+        Path("synthetic"), np.arange(len(x)).astype(str), eras, x, [f"f{j}" for j in range(20)], targets
+    )
     assert targets["target_noisy_20"].corr(targets["target"]) > targets["target_signal_20"].corr(targets["target"])
     assert best_aux_target(frame, "target", "_20") == "target_signal_20"
 
@@ -123,17 +162,30 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
     assert aux is not None and aux.endswith("_20") and aux != "target_ender_20"
     sets = nd.read_features_json(tiny_world)["feature_sets"]
     specs = member_specs("demo", train, "target", num_boost_round=50, seed=3, feature_sets=sets)
-    assert [s.name for s in specs] == ["lgbm_example", "lgbm_deep", "lgbm_deep_2", "lgbm_deep_a", "lgbm_deep_b", "lgbm_aux20", "mlp"]
+    assert [s.name for s in specs] == [
+        "lgbm_example",
+        "lgbm_deep",
+        "lgbm_deep_2",
+        "lgbm_deep_a",
+        "lgbm_deep_b",
+        "lgbm_aux20",
+        "mlp",
+    ]
     assert [s.train_target for s in specs] == ["target"] * 5 + [aux, "target"]
     assert specs[1].estimator.params == specs[2].estimator.params and specs[1].estimator.seed != specs[2].estimator.seed
     assert all(s.estimator.num_boost_round <= 50 for s in specs if isinstance(s, LGBMSpec))
     assert [s.features for s in specs[:3]] == [None] * 3
-    assert sorted(specs[3].features + specs[4].features) == sorted(train.feature_names), "the two halves cover the features"
+    assert sorted(specs[3].features + specs[4].features) == sorted(train.feature_names), (
+        "the two halves cover the features"
+    )
     assert "target_ender_20" not in specs[-1].aux_targets, "the main target is never its own auxiliary head"
     only_main = train.with_features(train.feature_names)
     only_main.targets = train.targets[["target"]]
-    assert [s.name for s in member_specs("demo", only_main, "target")] == ["lgbm_example", "lgbm_deep", "lgbm_deep_2", "mlp"], (
-        "no auxiliary target, no feature sets: those members are left out"
-    )
+    assert [s.name for s in member_specs("demo", only_main, "target")] == [
+        "lgbm_example",
+        "lgbm_deep",
+        "lgbm_deep_2",
+        "mlp",
+    ], "no auxiliary target, no feature sets: those members are left out"
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         member_specs("huge", train, "target")

@@ -45,23 +45,31 @@ def test_training_batches_equal_the_pickles_transform(train: nd.EraFrame, groups
     np.testing.assert_allclose(sequence[11], runtime_rows[11], rtol=1e-6, atol=1e-6)
     missing_by_era = frame.missing_feature_eras()
     assert missing_by_era.loc[frame.era_order[5]].iloc[3]
-    expected_nan = missing_by_era.loc[frame.eras].to_numpy() if missing == "nan" else np.zeros(frame.features.shape, bool)
+    expected_nan = (
+        missing_by_era.loc[frame.eras].to_numpy() if missing == "nan" else np.zeros(frame.features.shape, bool)
+    )
     np.testing.assert_array_equal(np.isnan(runtime_rows[:, : frame.features.shape[1]]), expected_nan)
     assert not np.isnan(runtime_rows[:, frame.features.shape[1] :]).any()
 
 
-def test_a_feature_subset_chooses_raw_columns_in_training_and_in_the_pickle(train: nd.EraFrame, groups: dict[str, str]) -> None:
+def test_a_feature_subset_chooses_raw_columns_in_training_and_in_the_pickle(
+    train: nd.EraFrame, groups: dict[str, str]
+) -> None:
     frame = with_missing_feature(train, 3, train.era_order[5])
     full = FeaturePipeline(groups, missing="nan").fit([(frame, frame.era_order)])
     chosen = [frame.feature_names[k] for k in (7, 3, 1)]
     subset = full.variant(columns=chosen)
     n_extra = len(full.transform_["extra_names"])
-    assert subset.feature_names_ == [frame.feature_names[k] for k in (1, 3, 7)] + full.transform_["extra_names"], "the data's order"
+    assert subset.feature_names_ == [frame.feature_names[k] for k in (1, 3, 7)] + full.transform_["extra_names"], (
+        "the data's order"
+    )
     everything = model_matrix(full.transform_, frame.features, frame.eras)
     runtime_rows = model_matrix(subset.transform_, frame.features, frame.eras)
     np.testing.assert_array_equal(runtime_rows[:, :3], everything[:, [1, 3, 7]])
     np.testing.assert_array_equal(runtime_rows[:, 3:], everything[:, -n_extra:])
-    assert np.isnan(runtime_rows[frame.select_eras([frame.era_order[5]]), 1]).all(), "missing policy on the chosen columns"
+    assert np.isnan(runtime_rows[frame.select_eras([frame.era_order[5]]), 1]).all(), (
+        "missing policy on the chosen columns"
+    )
     sequence = Int8RowSequence(subset.inputs(frame), rows=None, batch_size=97)
     batches = np.vstack([sequence[i : i + 97] for i in range(0, len(sequence), 97)])
     np.testing.assert_allclose(batches, runtime_rows, rtol=1e-6, atol=1e-6)
@@ -89,7 +97,9 @@ def test_clusters_come_only_from_the_fit_eras(train: nd.EraFrame, groups: dict[s
     early = train.era_order[: len(train.era_order) // 2]
     scrambled = train.features.copy()
     later = ~np.isin(train.eras, early)
-    scrambled[later] = np.random.default_rng(0).integers(0, 5, size=(int(later.sum()), scrambled.shape[1]), dtype=np.int8)
+    scrambled[later] = np.random.default_rng(0).integers(
+        0, 5, size=(int(later.sum()), scrambled.shape[1]), dtype=np.int8
+    )
     noisy = nd.EraFrame(train.path, train.ids, train.eras, scrambled, train.feature_names, train.targets)
     on_early = FeaturePipeline(groups).fit([(train, early)]).transform_["cluster_avg"]
     np.testing.assert_array_equal(on_early, FeaturePipeline(groups).fit([(noisy, early)]).transform_["cluster_avg"])
@@ -117,7 +127,9 @@ def test_group_mixers_are_cross_fitted_and_match_torch(tiny_world: Path, groups:
     features = nd.resolve_features(tiny_world, "all")
     aux = [t for t in nd.target_names(tiny_world) if t.endswith("_20") and t != "target_ender_20"][:2]
     frame = nd.load_split(tiny_world / "train.parquet", features, ["target", *aux], data_type="train")
-    pipeline = FeaturePipeline(groups, clusters=False, group_stats=False, mixing=True, targets=["target", *aux]).fit([(frame, frame.era_order)])
+    pipeline = FeaturePipeline(groups, clusters=False, group_stats=False, mixing=True, targets=["target", *aux]).fit(
+        [(frame, frame.era_order)]
+    )
     mixer = pipeline.transform_["mixer"]
     first, second = pipeline.mixer_halves_
     assert first and second and not first & second and first | second == set(frame.era_order)
@@ -133,6 +145,8 @@ def test_group_mixers_are_cross_fitted_and_match_torch(tiny_world: Path, groups:
     model, x = mixer["models"][0], frame.features[rows[:50]]
     scaled = torch.cat([(torch.as_tensor(x, dtype=torch.float32) - 2) / 2, torch.zeros(len(x), 1)], dim=1)
     grouped = scaled[:, torch.as_tensor(mixer["index"].ravel())].reshape(len(x), *mixer["index"].shape).transpose(0, 1)
-    hidden = torch.nn.functional.gelu(grouped @ torch.as_tensor(model["w1"]) + torch.as_tensor(model["b1"])[:, None], approximate="tanh")
+    hidden = torch.nn.functional.gelu(
+        grouped @ torch.as_tensor(model["w1"]) + torch.as_tensor(model["b1"])[:, None], approximate="tanh"
+    )
     expected = (hidden @ torch.as_tensor(model["w2"])[:, :, None])[:, :, 0] + torch.as_tensor(model["b2"])[:, None]
     np.testing.assert_allclose(group_mixer_outputs(mixer, x, [0]), expected.T.numpy(), atol=1e-5)

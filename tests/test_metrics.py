@@ -60,9 +60,15 @@ def test_other_per_era_metrics_equal_numerai_tools() -> None:
     t = pd.Series(target, index=index, name="target")
     b = pd.Series(benchmark, index=index, name="benchmark")
     fx = pd.DataFrame(features.astype(np.float32), index=index)
-    assert per_era_fnc(prediction, target, eras, features)["0001"] == pytest.approx(feature_neutral_corr(p, fx, t).iloc[0])
-    assert per_era_feature_exposure(prediction, eras, features)["0001"] == pytest.approx(max_feature_correlation(p["prediction"], fx)[1])
-    assert per_era_bmc(prediction, target, benchmark, eras)["0001"] == pytest.approx(correlation_contribution(p, b, t).iloc[0])
+    assert per_era_fnc(prediction, target, eras, features)["0001"] == pytest.approx(
+        feature_neutral_corr(p, fx, t).iloc[0]
+    )
+    assert per_era_feature_exposure(prediction, eras, features)["0001"] == pytest.approx(
+        max_feature_correlation(p["prediction"], fx)[1]
+    )
+    assert per_era_bmc(prediction, target, benchmark, eras)["0001"] == pytest.approx(
+        correlation_contribution(p, b, t).iloc[0]
+    )
     assert per_era_benchmark_corr(prediction, benchmark, eras)["0001"] == pytest.approx(
         tie_broken_rank_correlation(b, p["prediction"])
     )

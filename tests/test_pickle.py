@@ -24,7 +24,10 @@ def train_state(world: Path, seed: int = 0, trees: int = 30) -> dict:
     member = LGBMMember(num_boost_round=trees, seed=seed, num_threads=1).fit(
         train.features, train.targets["target"].to_numpy(), feature_names=features
     )
-    return {"feature_names": features, "members": [{"name": "m", "kind": "lightgbm", "model_text": member.model_text(), "weight": 1.0}]}
+    return {
+        "feature_names": features,
+        "members": [{"name": "m", "kind": "lightgbm", "model_text": member.model_text(), "weight": 1.0}],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +67,22 @@ print(json.dumps({"type": type(out).__name__, "index": out.index.name, "columns"
 def test_pickle_runs_in_a_process_without_this_package(model_path: Path, tiny_world: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-I", "-c", ISOLATED_RUN, str(model_path), str(tiny_world / "live.parquet")],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     found = json.loads(proc.stdout)
     live_rows = len(pd.read_parquet(tiny_world / "live.parquet"))
     assert found == {
-        "type": "DataFrame", "index": "id", "columns": ["prediction"], "rows": live_rows,
-        "min": pytest.approx(found["min"]), "max": pytest.approx(found["max"]), "nan": 0, "leaked": [],
+        "type": "DataFrame",
+        "index": "id",
+        "columns": ["prediction"],
+        "rows": live_rows,
+        "min": pytest.approx(found["min"]),
+        "max": pytest.approx(found["max"]),
+        "nan": 0,
+        "leaked": [],
     }
     assert 0 < found["min"] < found["max"] < 1
 
@@ -132,7 +144,9 @@ def bad_predict(kind: str):
         return None
 
     def out_of_range(live_features):
-        return pd.DataFrame({"prediction": np.linspace(-1, 2, len(live_features))}, index=live_features.index.rename("id"))
+        return pd.DataFrame(
+            {"prediction": np.linspace(-1, 2, len(live_features))}, index=live_features.index.rename("id")
+        )
 
     def constant(live_features):
         return pd.DataFrame({"prediction": 0.5}, index=live_features.index.rename("id"))
@@ -174,5 +188,5 @@ def test_staged_predictions_equal_predictions_at_each_tree_count(tiny_world: Pat
     member = LGBMMember(num_boost_round=30, num_threads=1).fit(train.features, train.targets["target"].to_numpy())
     x = train.features[::7].astype(np.float32)
     staged = member.staged_predict(x, np.array([1, 10, 30]))
-    for stage, scores in zip([1, 10, 30], staged):
+    for stage, scores in zip([1, 10, 30], staged, strict=False):
         np.testing.assert_allclose(scores, member.predict(x, num_iteration=stage), rtol=1e-9, atol=1e-12)

@@ -47,9 +47,23 @@ def test_a_build_leaves_what_a_refresh_needs(previous: Path) -> None:
     assert loaded.feature_names == manifest["feature_names"] and loaded.pipeline.transform_["extra_names"] == []
 
 
-def test_refresh_continues_the_booster_and_compares_on_held_out_eras(previous: Path, tiny_world: Path, tmp_path: Path, capsys) -> None:
+def test_refresh_continues_the_booster_and_compares_on_held_out_eras(
+    previous: Path, tiny_world: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "refreshed.pkl"
-    code = main(["--data-dir", str(tiny_world), "--out", str(out), "--init-model", str(previous), "--refresh-test-eras", "3", *BUILD])
+    code = main(
+        [
+            "--data-dir",
+            str(tiny_world),
+            "--out",
+            str(out),
+            "--init-model",
+            str(previous),
+            "--refresh-test-eras",
+            "3",
+            *BUILD,
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file()
     assert "previous, unchanged" in printed and "full retrain" in printed and "verification PASSED" in printed
@@ -71,17 +85,39 @@ def test_refresh_continues_the_booster_and_compares_on_held_out_eras(previous: P
     assert set(report["models"]) == {"previous", "refreshed", "full_retrain"}
     for figures in report["models"].values():
         assert figures["validation"]["eras"] == 3 and set(figures["validation_per_era"]) == {"0042", "0043", "0044"}
-    assert "Refresh: previous vs refreshed vs full retrain" in (tmp_path / "refreshed_report" / "report.html").read_text()
+    assert (
+        "Refresh: previous vs refreshed vs full retrain" in (tmp_path / "refreshed_report" / "report.html").read_text()
+    )
 
     manifest = json.loads((tmp_path / "refreshed_artifacts" / "manifest.json").read_text())
     assert manifest["last_era"] == "0044" and manifest["members"][0]["last_era"] == "0044"
     assert len(manifest["history"]) == 1 and manifest["history"][0]["new_eras"] == ["0037", "0044", 8]
 
 
-def test_too_few_new_eras_skip_the_comparison_with_the_reason(previous: Path, tiny_world: Path, tmp_path: Path, capsys) -> None:
+def test_too_few_new_eras_skip_the_comparison_with_the_reason(
+    previous: Path, tiny_world: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "refreshed.pkl"
-    assert main(["--data-dir", str(tiny_world), "--out", str(out), "--init-model", str(previous), "--refresh-test-eras", "8", *BUILD]) == 0
-    assert "comparison skipped: needs at least 11 new labelled eras after 0036" in capsys.readouterr().out and out.is_file()
+    assert (
+        main(
+            [
+                "--data-dir",
+                str(tiny_world),
+                "--out",
+                str(out),
+                "--init-model",
+                str(previous),
+                "--refresh-test-eras",
+                "8",
+                *BUILD,
+            ]
+        )
+        == 0
+    )
+    assert (
+        "comparison skipped: needs at least 11 new labelled eras after 0036" in capsys.readouterr().out
+        and out.is_file()
+    )
     report = json.loads((tmp_path / "refreshed_report" / "report.json").read_text())
     assert report["models"] == {} and "the data has 8" in report["refresh"]["comparison"]["skipped"]
     assert "Comparison skipped" in (tmp_path / "refreshed_report" / "report.html").read_text()
@@ -95,9 +131,26 @@ def test_no_new_eras_is_a_clear_error(previous: Path, tmp_path: Path, caplog) ->
     assert not out.exists()
 
 
-def test_mismatched_features_and_preset_are_clear_errors(previous: Path, tiny_world: Path, tmp_path: Path, caplog) -> None:
+def test_mismatched_features_and_preset_are_clear_errors(
+    previous: Path, tiny_world: Path, tmp_path: Path, caplog
+) -> None:
     out = str(tmp_path / "m.pkl")
-    assert main(["--data-dir", str(tiny_world), "--out", out, "--init-model", str(previous), "--features", "feature_0001,feature_0002", *BUILD]) == 1
+    assert (
+        main(
+            [
+                "--data-dir",
+                str(tiny_world),
+                "--out",
+                out,
+                "--init-model",
+                str(previous),
+                "--features",
+                "feature_0001,feature_0002",
+                *BUILD,
+            ]
+        )
+        == 1
+    )
     assert "resolve to 2 names where the previous model had 40" in caplog.text and "feature_0003" in caplog.text
     caplog.clear()
     args = ["--data-dir", str(tiny_world), "--out", out, "--init-model", str(previous), *BUILD, "--preset", "demo"]
@@ -107,12 +160,17 @@ def test_mismatched_features_and_preset_are_clear_errors(previous: Path, tiny_wo
 
 def test_other_data_is_a_clear_error(previous: Path, tmp_path: Path, caplog) -> None:
     other = write_world(tmp_path / "other", replace(TINY_WORLD, seed=8), progress=False)
-    assert main(["--data-dir", str(other), "--out", str(tmp_path / "m.pkl"), "--init-model", str(previous), *BUILD]) == 1
+    assert (
+        main(["--data-dir", str(other), "--out", str(tmp_path / "m.pkl"), "--init-model", str(previous), *BUILD]) == 1
+    )
     assert "is not the data the previous model" in caplog.text and "have other rows or ids" in caplog.text
 
 
 def test_missing_artifacts_name_the_directory(tiny_world: Path, tmp_path: Path, caplog) -> None:
-    assert main(["--data-dir", str(tiny_world), "--out", str(tmp_path / "m.pkl"), "--init-model", str(tmp_path), *BUILD]) == 1
+    assert (
+        main(["--data-dir", str(tiny_world), "--out", str(tmp_path / "m.pkl"), "--init-model", str(tmp_path), *BUILD])
+        == 1
+    )
     assert f"--init-model {tmp_path}: no manifest.json there" in caplog.text
 
 
@@ -132,13 +190,17 @@ def test_neural_refresh_fine_tunes_from_the_saved_weights(estimator_class, tiny_
     estimator = estimator_class(**params).fit(frame, eras[:24], aux_targets=aux)
     spec = NeuralSpec("net", estimator, "target", aux, 1, n_valid_eras=4, embargo=2)
     pipeline = FeaturePipeline(nd.feature_groups(tiny_world, features), **RAW_FEATURES).fit([(frame, eras[:24])])
-    saved = Artifacts({}, features, features, pipeline, [SavedMember(spec, 1.0, eras[23])], 0.0, 2, {e: "" for e in eras[:24]})
+    saved = Artifacts(
+        {}, features, features, pipeline, [SavedMember(spec, 1.0, eras[23])], 0.0, 2, {e: "" for e in eras[:24]}
+    )
     loaded = load_artifacts(save_artifacts(tmp_path / "artifacts", saved)).members[0]
     x = frame.features[frame.select_eras(eras[-2:])]
     np.testing.assert_array_equal(loaded.spec.predict(x, None), estimator.predict(x))
 
     (refreshed,), steps = continue_members([loaded], [frame], eras, BuildConfig(refresh_epochs=2))
-    assert steps["net"]["eras"] == [eras[24], eras[-1], len(eras) - 24] and steps["net"]["lr"] == pytest.approx(0.1 * estimator.lr)
+    assert steps["net"]["eras"] == [eras[24], eras[-1], len(eras) - 24] and steps["net"]["lr"] == pytest.approx(
+        0.1 * estimator.lr
+    )
     assert refreshed.last_era == eras[-1]
     start, tuned = _weights(loaded.spec.estimator), _weights(refreshed.spec.estimator)
     assert torch.equal(start, _weights(estimator)), "the saved member itself is left as it was"
@@ -152,8 +214,19 @@ def test_a_member_over_a_feature_subset_is_saved_with_its_subset(tiny_world: Pat
     pipeline = FeaturePipeline(nd.feature_groups(tiny_world, features)).fit([(frame, frame.era_order)])
     spec = LGBMSpec("lgbm_half", LGBMMember(num_boost_round=10, num_threads=1), "target", 1, features=features[::2])
     spec.fit([frame], pipeline, "holdout")
-    saved = Artifacts({}, features, features, pipeline, [SavedMember(spec, 1.0, frame.era_order[-1], 10)], 0.0, 2, {e: "" for e in frame.era_order})
+    saved = Artifacts(
+        {},
+        features,
+        features,
+        pipeline,
+        [SavedMember(spec, 1.0, frame.era_order[-1], 10)],
+        0.0,
+        2,
+        {e: "" for e in frame.era_order},
+    )
     loaded = load_artifacts(save_artifacts(tmp_path / "artifacts", saved)).members[0].spec
     assert loaded.features == features[::2] and loaded.pipeline_.feature_names_ == spec.pipeline_.feature_names_
     rows = frame.select_eras(frame.era_order[-2:])
-    np.testing.assert_array_equal(loaded.predict(frame.features[rows], frame.eras[rows]), spec.predict(frame.features[rows], frame.eras[rows]))
+    np.testing.assert_array_equal(
+        loaded.predict(frame.features[rows], frame.eras[rows]), spec.predict(frame.features[rows], frame.eras[rows])
+    )

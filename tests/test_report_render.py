@@ -32,7 +32,8 @@ def _summary(values: np.ndarray) -> dict[str, float | int]:
 
 
 def fake_report(n_eras: int = 40, seed: int = 0) -> dict[str, Any]:
-    """A full report as report.json would hold it: 3 models, `n_eras` eras split into CV, a 4-era embargo and validation."""
+    """A full report as report.json would hold it: 3 models, `n_eras` eras split into CV, a 4-era embargo
+    and validation."""
     rng = np.random.default_rng(seed)
     eras = [f"{e:04d}" for e in range(1, n_eras + 1)]
     n_cv = n_eras * 3 // 5
@@ -46,50 +47,91 @@ def fake_report(n_eras: int = 40, seed: int = 0) -> dict[str, Any]:
         models[name] = {
             "cv": _summary(cv),
             "validation": _summary(val),
-            "cv_per_era": dict(zip(cv_eras, cv.tolist())),
-            "validation_per_era": dict(zip(val_eras, val.tolist())),
+            "cv_per_era": dict(zip(cv_eras, cv.tolist(), strict=False)),
+            "validation_per_era": dict(zip(val_eras, val.tolist(), strict=False)),
             "aux": {t: _summary(val + rng.normal(0, 0.01, val.size)) for t in ("target_agnes_20", "target_cyrus_20")},
             "fnc": _summary(val * 0.6),
-            "feature_exposure": {"mean": 0.08 + 0.02 * i, "std": 0.02, "sharpe": None, "max_drawdown": None, "eras": val.size},
+            "feature_exposure": {
+                "mean": 0.08 + 0.02 * i,
+                "std": 0.02,
+                "sharpe": None,
+                "max_drawdown": None,
+                "eras": val.size,
+            },
             "bmc": _summary(val * 0.3),
             "benchmark_corr": _summary(np.abs(val) * 10),
             "calibration": {str(q): 0.5 + 0.01 * (q - 3) * (1 + i / 2) for q in range(1, 6)},
-            "chosen": {"num_boost_round": 800 + 200 * i, "learning_rate": 0.01} if name != "ensemble" else {"weights": [0.4, 0.6], "neutralization": 0.5},
+            "chosen": {"num_boost_round": 800 + 200 * i, "learning_rate": 0.01}
+            if name != "ensemble"
+            else {"weights": [0.4, 0.6], "neutralization": 0.5},
         }
     models["lgbm_agnes"]["validation"]["sharpe"] = None  # a NaN that went through JSON
     features = [f"feature_{g}_{k}" for g in ("constitution", "charisma", "wisdom") for k in range(15)]
     temporal = [
-        {"feature": f, "mean": float(m), "std": 0.02, "sharpe": float(m / 0.02), "sign_flips": float(s), "flagged": bool(s > 0.45)}
-        for f, m, s in zip(features, rng.normal(0, 0.004, len(features)), rng.uniform(0.2, 0.55, len(features)))
+        {
+            "feature": f,
+            "mean": float(m),
+            "std": 0.02,
+            "sharpe": float(m / 0.02),
+            "sign_flips": float(s),
+            "flagged": bool(s > 0.45),
+        }
+        for f, m, s in zip(
+            features, rng.normal(0, 0.004, len(features)), rng.uniform(0.2, 0.55, len(features)), strict=False
+        )
     ]
     window = 8
     rolling: dict[str, Any] = {"window": window}
     for name, corr in per_era.items():
         kept = np.concatenate([corr[:n_cv], corr[n_cv + 4 :]])
         smooth = np.convolve(kept, np.ones(window) / window, mode="valid")
-        rolling[name] = dict(zip((cv_eras + val_eras)[window - 1 :], smooth.tolist()))
+        rolling[name] = dict(zip((cv_eras + val_eras)[window - 1 :], smooth.tolist(), strict=False))
     report = {
         "models": models,
         "folds": [
-            {"train_first": "0001", "train_last": f"{last:04d}", "train_eras": last, "validation_first": f"{last + 5:04d}", "validation_last": f"{last + 10:04d}", "validation_eras": 6}
+            {
+                "train_first": "0001",
+                "train_last": f"{last:04d}",
+                "train_eras": last,
+                "validation_first": f"{last + 5:04d}",
+                "validation_last": f"{last + 10:04d}",
+                "validation_eras": 6,
+            }
             for last in (10, 16, 22)
         ],
         "worst_eras": {
-            name: [{"era": e, "corr": float(c)} for e, c in sorted(models[name]["validation_per_era"].items(), key=lambda kv: kv[1])[:5]]
+            name: [
+                {"era": e, "corr": float(c)}
+                for e, c in sorted(models[name]["validation_per_era"].items(), key=lambda kv: kv[1])[:5]
+            ]
             for name in MODELS
         },
         "rolling": rolling,
         "importance": {
-            "gain": {f: float(g) for f, g in sorted(zip(features, rng.gamma(2, 100, len(features))), key=lambda kv: -kv[1])[:30]},
+            "gain": {
+                f: float(g)
+                for f, g in sorted(
+                    zip(features, rng.gamma(2, 100, len(features)), strict=False), key=lambda kv: -kv[1]
+                )[:30]
+            },
             "gain_by_group": {"constitution": 0.45, "charisma": 0.35, "wisdom": 0.2},
             "permutation_by_group": {"constitution": 0.004, "charisma": 0.0015, "wisdom": -0.0003},
         },
         "temporal": {
             "features": temporal,
             "flagged": [r["feature"] for r in temporal if r["flagged"]],
-            "ablation": {"with": _summary(per_era["lgbm_target"][:n_cv]), "without_flagged": _summary(per_era["lgbm_target"][:n_cv] + 0.001)},
+            "ablation": {
+                "with": _summary(per_era["lgbm_target"][:n_cv]),
+                "without_flagged": _summary(per_era["lgbm_target"][:n_cv] + 0.001),
+            },
         },
-        "data": {"train_eras": n_cv, "validation_eras": len(val_eras), "features": len(features), "rows": 123456, "feature_set": "medium <small>"},
+        "data": {
+            "train_eras": n_cv,
+            "validation_eras": len(val_eras),
+            "features": len(features),
+            "rows": 123456,
+            "feature_set": "medium <small>",
+        },
         "settings": {"seed": seed, "embargo_eras": 4, "targets": ["target", "target_agnes_20"]},
         "verification": {"size_mb": 12.3, "load_s": 0.41, "predict_s": 1.7, "peak_rss_mb": 812.0, "problems": []},
     }
@@ -99,12 +141,18 @@ def fake_report(n_eras: int = 40, seed: int = 0) -> dict[str, Any]:
 def sparse_report() -> dict[str, Any]:
     """Only what a minimal build writes: models with validation figures, nothing else."""
     full = fake_report(seed=1)
-    return {"models": {name: {"validation": figs["validation"]} for name, figs in full["models"].items() if name != "ensemble"}}
+    return {
+        "models": {
+            name: {"validation": figs["validation"]} for name, figs in full["models"].items() if name != "ensemble"
+        }
+    }
 
 
 def _decoded_images(page: str) -> list[bytes]:
     """The bytes of every data-URI <img> in the page."""
-    return [base64.b64decode(data) for data in re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+    return [
+        base64.b64decode(data) for data in re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +198,9 @@ def test_page_shows_models_and_their_figures(full: tuple[dict[str, Any], dict[st
     assert "target_agnes_20" in page and "BMC" in page
 
 
-def test_page_shows_folds_worst_eras_importance_temporal_and_verification(full: tuple[dict[str, Any], dict[str, Path], str]) -> None:
+def test_page_shows_folds_worst_eras_importance_temporal_and_verification(
+    full: tuple[dict[str, Any], dict[str, Path], str],
+) -> None:
     report, _, page = full
     for fold in report["folds"]:
         assert f"<td>{fold['train_eras']}</td>" in page

@@ -182,8 +182,13 @@ def test_row_groups_do_not_change_data(
 
 @pytest.mark.parametrize(
     ("field", "value", "option"),
-    [("n_eras", 2, "--eras"), ("n_validation_eras", 40, "--validation-eras"), ("n_features", 3, "--features"),
-     ("n_target_names", 21, "--target-names"), ("rows_per_era", 0, "--rows")],
+    [
+        ("n_eras", 2, "--eras"),
+        ("n_validation_eras", 40, "--validation-eras"),
+        ("n_features", 3, "--features"),
+        ("n_target_names", 21, "--target-names"),
+        ("rows_per_era", 0, "--rows"),
+    ],
 )
 def test_spec_validation(field: str, value: int, option: str) -> None:
     with pytest.raises(ValueError, match=option):
@@ -191,8 +196,28 @@ def test_spec_validation(field: str, value: int, option: str) -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    main([str(tmp_path), "--eras", "8", "--validation-eras", "3", "--unlabelled-eras", "1", "--rows", "60",
-          "--live-rows", "50", "--features", "16", "--target-names", "2", "--seed", "1", "--quiet"])
+    main(
+        [
+            str(tmp_path),
+            "--eras",
+            "8",
+            "--validation-eras",
+            "3",
+            "--unlabelled-eras",
+            "1",
+            "--rows",
+            "60",
+            "--live-rows",
+            "50",
+            "--features",
+            "16",
+            "--target-names",
+            "2",
+            "--seed",
+            "1",
+            "--quiet",
+        ]
+    )
     meta = json.loads((tmp_path / "features.json").read_text())
     assert meta["targets"] == ["target", "target_agnes_20", "target_agnes_60", "target_ender_20", "target_ender_60"]
     assert pd.read_parquet(tmp_path / "validation.parquet")["era"].nunique() == 3

@@ -21,18 +21,27 @@ from pipeline.models.tsmixer import (
     TSMixerNet,
     bias_corrected_ema,
     bin_one_hot,
+    cluster_tokens,
     feature_bins,
     lr_factor,
     n_parameters,
     search,
-    cluster_tokens,
     token_groups,
 )
 from pipeline.verify import write_verified_pickle
 from tests.conftest import write_foreign_layout
 
-SMALL = {"d": 8, "ff": 16, "context_dim": 4, "token_size": 3, "bin_embedding": True, "lr": 3e-3, "max_epochs": 3,
-         "patience": 2, "progress": False}
+SMALL = {
+    "d": 8,
+    "ff": 16,
+    "context_dim": 4,
+    "token_size": 3,
+    "bin_embedding": True,
+    "lr": 3e-3,
+    "max_epochs": 3,
+    "patience": 2,
+    "progress": False,
+}
 MLP_SMALL = {"hidden": (16, 8), "max_epochs": 3, "patience": 2, "progress": False}
 
 
@@ -133,7 +142,7 @@ def test_bin_embedding_learns_a_value_per_feature_and_bin() -> None:
 def test_lr_factor_warms_up_then_decays_to_the_floor() -> None:
     factors = [lr_factor(step, 4, 20) for step in range(25)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert all(a >= b for a, b in zip(factors[3:], factors[4:]))
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:], strict=False))
     assert factors[20] == pytest.approx(0.05) and factors[24] == pytest.approx(0.05)
 
 
@@ -221,7 +230,9 @@ def test_bias_corrected_ema_weighs_the_steps_seen_exponentially() -> None:
 def test_early_stopping_keeps_the_best_validation_epoch(world: dict, ema_decay: float) -> None:
     """With a weight average, the averaged weights are the ones scored and kept."""
     train = world["train"]
-    model = MLPBaseline(hidden=(16,), lr=3e-2, max_epochs=12, patience=3, ema_decay=ema_decay, progress=False).fit(train)
+    model = MLPBaseline(hidden=(16,), lr=3e-2, max_epochs=12, patience=3, ema_decay=ema_decay, progress=False).fit(
+        train
+    )
     history = model.history_
     assert model.best_epoch_ == int(history.loc[history["valid_corr"].idxmax(), "epoch"])
     assert len(history) == min(model.max_epochs, model.best_epoch_ + model.patience)
@@ -269,7 +280,9 @@ def test_numpy_forward_matches_torch(world: dict, params: dict) -> None:
     _compare(model.fit(world["train"], aux_targets=world["aux"][:3]), world["train"])
 
 
-def test_numpy_forward_in_row_chunks_matches_torch(world: dict, fitted: TSMixerExt, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_numpy_forward_in_row_chunks_matches_torch(
+    world: dict, fitted: TSMixerExt, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The blocks run on chunks of rows after the whole era's context: 7-row chunks, the last one short."""
     monkeypatch.setattr(runtime, "MIXER_ROWS", 7)
     _compare(fitted, world["train"])
@@ -281,7 +294,9 @@ def test_numpy_mlp_matches_torch(world: dict, head: str, one_hot: bool) -> None:
     _compare(model.fit(world["train"], aux_targets=world["aux"][:2]), world["train"])
 
 
-def test_exported_member_predicts_and_pickles(world: dict, fitted: TSMixerExt, tiny_world: Path, tmp_path: Path) -> None:
+def test_exported_member_predicts_and_pickles(
+    world: dict, fitted: TSMixerExt, tiny_world: Path, tmp_path: Path
+) -> None:
     member = fitted.export("tsmixer_ext")
     for array in member["arrays"].values():
         assert isinstance(array, np.ndarray) and array.dtype == np.float32
@@ -314,4 +329,11 @@ def test_search_returns_a_table_within_budget(world: dict) -> None:
     assert len(table) == 3
     assert {"era_context", "head", "cv_corr_mean", "cv_sharpe", "seconds"} <= set(table.columns)
     assert table["cv_corr_mean"].is_monotonic_decreasing
-    assert len(search(world["train"], space=space, base_params=SMALL | {"max_epochs": 1}, n_trials=4, n_splits=1, budget_s=0)) == 1
+    assert (
+        len(
+            search(
+                world["train"], space=space, base_params=SMALL | {"max_epochs": 1}, n_trials=4, n_splits=1, budget_s=0
+            )
+        )
+        == 1
+    )

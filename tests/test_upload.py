@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.upload import UploadError, upload
-from tests.test_pickle import bad_predict
 from pipeline.verify import dump_predict
+from tests.test_pickle import bad_predict
 
 SECRET = "SECRET-KEY-never-in-logs"
 
@@ -18,9 +18,15 @@ SECRET = "SECRET-KEY-never-in-logs"
 @pytest.fixture
 def numerai(fake_numerai, tiny_world: Path, monkeypatch: pytest.MonkeyPatch):
     fake_numerai.serve_dir("v5.2", tiny_world)
-    fake_numerai.models.update({"my_model": "11111111-1111-4111-8111-111111111111", "other": "22222222-2222-4222-8222-222222222222"})
-    fake_numerai.data_versions.update({"v5.2": "52525252-5252-4252-8252-525252525252", "v5.1": "51515151-5151-4151-8151-515151515151"})
-    fake_numerai.docker_images.update({"Python 3.11": "31131131-1311-4311-8311-311311311311", "Python 3.12": "31231231-2312-4312-8312-312312312312"})
+    fake_numerai.models.update(
+        {"my_model": "11111111-1111-4111-8111-111111111111", "other": "22222222-2222-4222-8222-222222222222"}
+    )
+    fake_numerai.data_versions.update(
+        {"v5.2": "52525252-5252-4252-8252-525252525252", "v5.1": "51515151-5151-4151-8151-515151515151"}
+    )
+    fake_numerai.docker_images.update(
+        {"Python 3.11": "31131131-1311-4311-8311-311311311311", "Python 3.12": "31231231-2312-4312-8312-312312312312"}
+    )
     monkeypatch.setenv("NUMERAI_PUBLIC_ID", "PUBLIC")
     monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET)
     return fake_numerai
@@ -42,7 +48,13 @@ def test_upload_verifies_resolves_ids_and_sends_the_file(numerai, good_pickle: P
     assert code == 0
     assert numerai.uploads["model.pkl"] == good_pickle.read_bytes()
     assert numerai.created == [
-        {"filename": "model.pkl", "tournament": 8, "modelId": "11111111-1111-4111-8111-111111111111", "dataVersionId": "52525252-5252-4252-8252-525252525252", "dockerImageId": "31131131-1311-4311-8311-311311311311"}
+        {
+            "filename": "model.pkl",
+            "tournament": 8,
+            "modelId": "11111111-1111-4111-8111-111111111111",
+            "dataVersionId": "52525252-5252-4252-8252-525252525252",
+            "dockerImageId": "31131131-1311-4311-8311-311311311311",
+        }
     ]
     assert all(a == f"Token PUBLIC${SECRET}" for a in numerai.authorizations)
     gets = [url for method, url, _ in numerai.requests_seen if method == "GET"]
@@ -53,7 +65,11 @@ def test_upload_verifies_resolves_ids_and_sends_the_file(numerai, good_pickle: P
 
 def test_dry_run_uploads_nothing(numerai, good_pickle: Path, tiny_world: Path) -> None:
     plan = upload(good_pickle, "other", docker_image="Python 3.12", live_path=tiny_world / "live.parquet", dry_run=True)
-    assert (plan.model_id, plan.docker_image_id, plan.upload_id) == ("22222222-2222-4222-8222-222222222222", "31231231-2312-4312-8312-312312312312", None)
+    assert (plan.model_id, plan.docker_image_id, plan.upload_id) == (
+        "22222222-2222-4222-8222-222222222222",
+        "31231231-2312-4312-8312-312312312312",
+        None,
+    )
     assert numerai.uploads == {} and numerai.created == []
 
 

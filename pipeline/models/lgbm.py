@@ -38,7 +38,9 @@ class Int8RowSequence(lgb.Sequence):
     the Dataset holds LightGBM's bins and one batch, not the matrix.
     """
 
-    def __init__(self, features: np.ndarray | TransformedFrame, rows: np.ndarray | None = None, batch_size: int | None = None):
+    def __init__(
+        self, features: np.ndarray | TransformedFrame, rows: np.ndarray | None = None, batch_size: int | None = None
+    ):
         self.features = features
         self.rows = rows
         width = (features.features if isinstance(features, TransformedFrame) else features).shape[1]
@@ -67,7 +69,8 @@ BIN_SAMPLE_ROWS = 10_000
 
 
 def int8_dataset(
-    parts: list[tuple[np.ndarray | TransformedFrame, np.ndarray, np.ndarray | None]], feature_names: list[str] | None = None
+    parts: list[tuple[np.ndarray | TransformedFrame, np.ndarray, np.ndarray | None]],
+    feature_names: list[str] | None = None,
 ) -> lgb.Dataset:
     """A LightGBM Dataset over (features, target, rows) parts, one `Int8RowSequence` each:
     binned batch by batch, never as a float copy of the whole matrix."""
@@ -126,9 +129,7 @@ class LGBMMember:
         """Train on several (features, target, rows) parts, e.g. train and validation, without
         concatenating their int8 matrices: each part is one LightGBM Sequence."""
         dataset = int8_dataset(parts, feature_names)
-        self.booster_ = lgb.train(
-            self.lgb_params(), dataset, num_boost_round=self.num_boost_round, callbacks=callbacks
-        )
+        self.booster_ = lgb.train(self.lgb_params(), dataset, num_boost_round=self.num_boost_round, callbacks=callbacks)
         return self
 
     def predict(self, x: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
@@ -162,7 +163,9 @@ class LGBMMember:
         `x` is an in-memory float32 matrix, not a Sequence: LightGBM scores `init_model` on arrays
         only. A refresh passes just its few new eras."""
         dataset = lgb.Dataset(
-            x, label=np.asarray(target, dtype=np.float32), feature_name=feature_names if feature_names is not None else "auto",
+            x,
+            label=np.asarray(target, dtype=np.float32),
+            feature_name=feature_names if feature_names is not None else "auto",
             params={"verbosity": -1, "bin_construct_sample_cnt": BIN_SAMPLE_ROWS},
         )
         self.booster_ = lgb.train(self.lgb_params(), dataset, num_boost_round=rounds, init_model=self.booster_)

@@ -81,9 +81,7 @@ def token_groups(
     return tokens
 
 
-def cluster_tokens(
-    features: np.ndarray, groups: Sequence[Sequence[int]], token_size: int
-) -> list[list[int]]:
+def cluster_tokens(features: np.ndarray, groups: Sequence[Sequence[int]], token_size: int) -> list[list[int]]:
     """Tokens of correlated features: each group's columns clustered by average linkage on 1 - |corr|
     into ceil(size / token_size) clusters, clusters over 2 * token_size split into chunks.
 
@@ -257,7 +255,7 @@ class MLPNet(nn.Module):
         super().__init__()
         self.one_hot = one_hot
         sizes = [n_features * (N_BINS if one_hot else 1), *hidden]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=False))
         self.dropout = nn.Dropout(dropout)
         self.main_head = nn.Linear(sizes[-1], n_main)
         self.aux_head = nn.Linear(sizes[-1], n_aux) if n_aux else None
@@ -301,7 +299,7 @@ def bias_corrected_ema(decay: float) -> Any:
 
     def update(averaged: Sequence[torch.Tensor], current: Sequence[torch.Tensor], n_averaged: torch.Tensor) -> None:
         weight = (1 - decay) / (1 - decay ** (float(n_averaged) + 1))
-        for a, c in zip(averaged, current):
+        for a, c in zip(averaged, current, strict=False):
             a.lerp_(c, weight)
 
     return update
@@ -415,7 +413,7 @@ class GlooReplicas(Replicas):
         )
         dist.all_reduce(flat)
         total, seen = flat[sum(sizes)], flat[sum(sizes) + 1 :]
-        for p, grad, used in zip(params, torch.split(flat[: sum(sizes)] / total, sizes), seen):
+        for p, grad, used in zip(params, torch.split(flat[: sum(sizes)] / total, sizes), seen, strict=False):
             # A parameter no rank used keeps no gradient, as in one process (AdamW then skips it).
             p.grad = grad.reshape(p.shape).clone() if used > 0 else None
 
@@ -516,7 +514,9 @@ class EraNetEstimator:
         if processes < 1:
             raise ValueError(f"processes must be at least 1, got {processes}")
         if processes > 1 and self.device != "cpu":
-            raise ValueError(f"training over {processes} processes uses torch.distributed's gloo backend on CPU; set device='cpu'")
+            raise ValueError(
+                f"training over {processes} processes uses torch.distributed's gloo backend on CPU; set device='cpu'"
+            )
         aux_targets = list(aux_targets)
         missing = [t for t in [target, *aux_targets] if t not in frame.targets.columns]
         if missing:
@@ -572,8 +572,14 @@ class EraNetEstimator:
         return loss
 
     def _train(
-        self, network: nn.Module, train_data: EraBatches, valid_data: EraBatches | None, device: torch.device,
-        replicas: Replicas | None = None, lr: float | None = None, max_epochs: int | None = None,
+        self,
+        network: nn.Module,
+        train_data: EraBatches,
+        valid_data: EraBatches | None,
+        device: torch.device,
+        replicas: Replicas | None = None,
+        lr: float | None = None,
+        max_epochs: int | None = None,
     ) -> None:
         """AdamW over eras shuffled by a seeded Generator, with a linear warmup over the first epoch
         (Adam's early steps on one noisy era are otherwise large) then a per-step cosine decay to 5 %
@@ -600,8 +606,11 @@ class EraNetEstimator:
         kept = averaged.module if averaged is not None else network
         best_corr, best_state, best_epoch, history = -np.inf, None, 0, []
         bar = tqdm(
-            range(1, max_epochs + 1), desc=type(self).__name__, unit="epoch",
-            disable=not self.progress or not replicas.leader, leave=False,
+            range(1, max_epochs + 1),
+            desc=type(self).__name__,
+            unit="epoch",
+            disable=not self.progress or not replicas.leader,
+            leave=False,
         )
         for epoch in bar:
             network.train()
@@ -630,7 +639,14 @@ class EraNetEstimator:
             elif replicas.leader:
                 per_era = self._score(kept, valid_data, device)
                 corr = float(per_era.mean())
-                history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_corr": corr, "valid_sharpe": summarize(per_era)["sharpe"]})
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "train_loss": float(np.mean(losses)),
+                        "valid_corr": corr,
+                        "valid_sharpe": summarize(per_era)["sharpe"],
+                    }
+                )
                 bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}", val_corr=f"{corr:.4f}")
                 if corr > best_corr:
                     best_corr, best_epoch, best_state = corr, epoch, copy.deepcopy(kept.state_dict())
@@ -683,7 +699,7 @@ class EraNetEstimator:
         bounds = np.searchsorted(inverse[order], np.arange(len(uniques) + 1))
         data = EraBatches(
             features=features[order],
-            slices=[slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])],
+            slices=[slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=False)],
             eras=[str(u) for u in uniques],
             main=np.zeros(len(features), dtype=np.float32),
             aux=np.zeros((len(features), 0), dtype=np.float32),
@@ -713,7 +729,13 @@ class EraNetEstimator:
             "norm_eps": NORM_EPS,
             "context_eps": CONTEXT_EPS,
         } | self._export_config()
-        return {"name": name or self.kind, "kind": self.kind, "weight": float(weight), "arrays": arrays, "config": config}
+        return {
+            "name": name or self.kind,
+            "kind": self.kind,
+            "weight": float(weight),
+            "arrays": arrays,
+            "config": config,
+        }
 
     def checkpoint(self) -> dict[str, Any]:
         """Everything needed to rebuild the fitted network in torch and train it further (`torch.save`
@@ -758,7 +780,9 @@ class EraNetEstimator:
             raise ValueError("no rows to fine-tune on: the given eras are not in the frame")
         with torch_settings(self.threads, True, self.device):
             torch.manual_seed(self.seed)
-            self._train(self.network_, train_data, None, next(self.network_.parameters()).device, lr=lr, max_epochs=epochs)
+            self._train(
+                self.network_, train_data, None, next(self.network_.parameters()).device, lr=lr, max_epochs=epochs
+            )
         return self
 
 
@@ -848,14 +872,27 @@ class TSMixerExt(EraNetEstimator):
     def _make_network(self, n_features: int, n_main: int, n_aux: int) -> nn.Module:
         index = token_index(self.tokens_, n_features)
         return TSMixerNet(
-            index, n_features, self.d, self.n_block, self.ff, self.context_dim, self.era_context, self.bin_embedding,
-            self.dropout, n_main, n_aux,
+            index,
+            n_features,
+            self.d,
+            self.n_block,
+            self.ff,
+            self.context_dim,
+            self.era_context,
+            self.bin_embedding,
+            self.dropout,
+            n_main,
+            n_aux,
         )
 
     def _export_config(self) -> dict[str, Any]:
-        return {"architecture": "tsmixer", "tokens": [list(map(int, t)) for t in self.tokens_],
-                "n_block": int(self.n_block), "era_context": bool(self.era_context),
-                "bin_embedding": bool(self.bin_embedding)}
+        return {
+            "architecture": "tsmixer",
+            "tokens": [list(map(int, t)) for t in self.tokens_],
+            "n_block": int(self.n_block),
+            "era_context": bool(self.era_context),
+            "bin_embedding": bool(self.bin_embedding),
+        }
 
 
 class MLPBaseline(EraNetEstimator):
@@ -981,9 +1018,13 @@ def search(
     def evaluate(settings: dict[str, Any]) -> tuple[pd.Series, dict[str, Any]]:
         scores, epochs = [], []
         for fit_eras, val_eras in folds:
-            model = estimator(**dict(base_params or {}) | settings).fit(frame, list(fit_eras), target=target, aux_targets=aux_targets)
+            model = estimator(**dict(base_params or {}) | settings).fit(
+                frame, list(fit_eras), target=target, aux_targets=aux_targets
+            )
             rows = frame.select_eras(val_eras)
-            scores.append(per_era_corr(model.predict(frame.features[rows], frame.eras[rows]), y[rows], frame.eras[rows]))
+            scores.append(
+                per_era_corr(model.predict(frame.features[rows], frame.eras[rows]), y[rows], frame.eras[rows])
+            )
             epochs.append(model.best_epoch_)
         return pd.concat(scores), {"best_epochs": epochs}
 
