@@ -134,6 +134,7 @@ def call_predict(model, args: tuple):
 
 
 def run(report: dict, model_path: str, live_path: str, benchmarks_path: str, marker_path: str) -> None:
+    """numerai-predict's steps (load, count parameters, read the inputs, predict, check), filling `report`."""
     sys.meta_path.insert(0, BlockImports())
     import lightgbm
     import numpy as np
@@ -185,6 +186,7 @@ def write_result(report: dict, out_path: str) -> None:
 
 
 def main(model_path: str, live_path: str, benchmarks_path: str, out_path: str, marker_path: str) -> None:
+    """Every outcome short of this process being killed ends in a written result."""
     report = {"problems": [], "notes": [], "completed": False}
     try:
         run(report, model_path, live_path, benchmarks_path, marker_path)
