@@ -340,10 +340,11 @@ def test_an_id_in_both_train_and_validation_is_named(tiny_world: Path, tmp_path:
     frame.index = pd.Index(list(train.ids[:3]) + list(frame.index[3:]), name="id")
     frame.to_parquet(tmp_path / "validation.parquet")
     overlapping = nd.load_split(tmp_path / "validation.parquet", features, ["target"], data_type="validation")
-    with pytest.raises(
-        nd.DataError, match=rf"train\.parquet and .*validation\.parquet share 3 id\(s\), e\.g\. .*{train.ids[0]}"
-    ):
+    with pytest.raises(nd.DataError) as raised:
         nd.check_disjoint_ids(train, overlapping)
+    message = str(raised.value)
+    assert str(tiny_world / "train.parquet") in message and str(tmp_path / "validation.parquet") in message
+    assert "3 id(s)" in message and repr(train.ids[0]) in message
 
 
 def test_nan_in_live_features_are_predicted_as_missing_with_a_note(tiny_world: Path, tmp_path: Path) -> None:
