@@ -14,7 +14,7 @@ from pipeline.cv import EMBARGO_20D
 from pipeline.ensemble import PRESETS
 from pipeline.refresh import format_refresh, refresh
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, UploadError, upload
-from pipeline.verify import VerificationError, runtime_python, verify_pickle
+from pipeline.verify import LIMIT_SECONDS, VerificationError, runtime_python, verify_pickle
 
 DESCRIPTION = """\
 Build ONE cloudpickled predict(live_features) for Numerai's model upload, validated era-wise with
@@ -218,6 +218,21 @@ def verify_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", type=Path, help="the model pickle")
     parser.add_argument("--live", type=Path, required=True, help="a live.parquet (index id, feature columns)")
     parser.add_argument(
+        "--benchmarks",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="live benchmark models, the second argument of a two-parameter predict, as numerai-predict passes them "
+        "(default: live_benchmark_models.parquet beside the live file)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=LIMIT_SECONDS,
+        metavar="SECONDS",
+        help=f"kill the pickle's run and fail after this many seconds (default {LIMIT_SECONDS:.0f}, Numerai's)",
+    )
+    parser.add_argument(
         "--runtime-env",
         action="store_true",
         help="run in a virtual environment with exactly the pinned versions of Numerai's Python 3.11 image "
@@ -309,9 +324,21 @@ def run_build(argv: Sequence[str]) -> int:
 
 
 def run_verify(argv: Sequence[str]) -> int:
-    args = verify_parser().parse_args(argv)
+    """0 when the pickle PASSED, 1 when it FAILED, 2 (argparse's) for bad options."""
+    parser = verify_parser()
+    args = parser.parse_args(argv)
+    if not args.time_limit > 0:
+        parser.error(f"--time-limit must be more than 0 seconds, got {args.time_limit:g}")
+    if not args.model.is_file():
+        parser.error(f"{args.model}: no such model pickle")
     python = runtime_python(cache_root()) if args.runtime_env else None
-    report = verify_pickle(args.model, args.live, python=str(python) if python else None)
+    report = verify_pickle(
+        args.model,
+        args.live,
+        benchmarks_path=args.benchmarks,
+        time_limit=args.time_limit,
+        python=str(python) if python else None,
+    )
     print(report.summary())
     return 0 if report.ok else 1
 

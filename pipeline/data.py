@@ -13,7 +13,8 @@ import json
 import logging
 import mmap
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.runtime import missing_columns
+from pipeline.runtime import first_names, missing_columns
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +127,26 @@ def read_features_json(data_dir: str | Path) -> dict:
     return meta
 
 
+@contextmanager
+def readable_parquet(path: Path) -> Iterator[None]:
+    """Arrow's errors on a damaged file (a bare "Parquet magic bytes not found") as a DataError naming it."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as err:
+        reason = " ".join(str(err).split())
+        raise DataError(
+            f"{path}: not a readable parquet file ({reason}); expected a complete parquet file, as numerapi downloads "
+            "it (download it again if it was cut short)"
+        ) from err
+
+
 def parquet_columns(path: str | Path) -> list[str]:
     """Column names of a parquet file (index columns included), read from its schema only."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return list(pq.read_schema(path).names)
+    with readable_parquet(path):
+        return list(pq.read_schema(path).names)
 
 
 def resolve_features(data_dir: str | Path, feature_set: str | Sequence[str]) -> list[str]:
@@ -174,7 +189,8 @@ def load_benchmarks(path: str | Path, ids: np.ndarray) -> pd.DataFrame:
     """Benchmark models' predictions for the given ids (NaN where a file lacks an id)."""
     path = Path(path)
     columns = [c for c in parquet_columns(path) if c not in (ID_COL, ERA_COL, DATA_TYPE_COL)]
-    frame = pd.read_parquet(path, columns=columns)
+    with readable_parquet(path):
+        frame = pd.read_parquet(path, columns=columns)
     return frame.reindex(pd.Index(ids, name=ID_COL)).astype(np.float64)
 
 
@@ -191,8 +207,7 @@ def target_names(data_dir: str | Path) -> list[str]:
 def _check_columns(path: Path, available: Sequence[str], wanted: Sequence[str]) -> None:
     missing = [c for c in wanted if c not in set(available)]
     if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise DataError(f"{path}: missing column(s) {shown}")
+        raise DataError(f"{path}: missing column(s) {first_names(missing)}")
 
 
 def _id_array(table: pa.Table, path: Path) -> np.ndarray:
@@ -263,6 +278,28 @@ def release_pages(x: np.ndarray) -> None:
         base.madvise(mmap.MADV_DONTNEED)
 
 
+def _read_features(
+    path: Path, position: np.ndarray, feature_names: list[str], features: np.ndarray, batch_columns: int | None
+) -> None:
+    """Fill row `position[i]` of `features` with file row i (skipped where -1) row group by row group,
+    a block of columns at a time: memory stays at one such block (parquet stores int8 as 32-bit; a
+    whole row group of 2,748 columns decodes to ~0.5 GB)."""
+    parquet = pq.ParquetFile(path)
+    start = 0
+    for group in range(parquet.num_row_groups):
+        n_rows = parquet.metadata.row_group(group).num_rows
+        rows = position[start : start + n_rows]
+        start += n_rows
+        wanted = rows >= 0
+        width = batch_columns or max(1, READ_CELLS // max(1, n_rows))
+        for first in range(0, len(feature_names), width):
+            names = feature_names[first : first + width]
+            table = parquet.read_row_group(group, columns=names, use_threads=False)
+            block = _feature_block(table, names, path)
+            features[rows[wanted], first : first + len(names)] = block[wanted]
+        release_pages(features)
+
+
 def load_split(
     path: str | Path,
     feature_names: Sequence[str],
@@ -289,7 +326,8 @@ def load_split(
         raise DataError(f"{path}: missing column '{ERA_COL}'; every Numerai split has an era column")
     _check_columns(path, available, feature_names + target_cols)
     meta_cols = [ERA_COL] + ([DATA_TYPE_COL] if DATA_TYPE_COL in available and data_type else [])
-    meta = pq.read_table(path, columns=meta_cols + target_cols + ([ID_COL] if ID_COL in available else []))
+    with readable_parquet(path):
+        meta = pq.read_table(path, columns=meta_cols + target_cols + ([ID_COL] if ID_COL in available else []))
     ids = _id_array(meta, path)
     duplicated = pd.Index(ids).duplicated()
     if duplicated.any():
@@ -304,6 +342,12 @@ def load_split(
         keep &= np.asarray(meta.column(DATA_TYPE_COL).to_pylist(), dtype=object) == data_type
     if require_target and target_cols:
         unlabelled = keep & targets[target_cols[0]].isna().to_numpy()
+        if keep.any() and unlabelled.sum() == keep.sum():
+            rows = f"{int(keep.sum())} {data_type!r} rows" if DATA_TYPE_COL in meta_cols else f"{len(keep)} rows"
+            raise DataError(
+                f"{path}: column {target_cols[0]!r} has no value in any of its {rows}; expected target values "
+                "(0, 0.25, 0.5, 0.75, 1) on the rows to train and score on"
+            )
         if unlabelled.any():
             logger.info("%s: left out %d rows without '%s'", path.name, int(unlabelled.sum()), target_cols[0])
         keep &= ~unlabelled
@@ -315,22 +359,8 @@ def load_split(
 
     shape = (len(order), len(feature_names))
     features = np.empty(shape, dtype=np.int8) if spill_dir is None else disk_matrix(spill_dir, shape)
-    parquet = pq.ParquetFile(path)
-    start = 0
-    # Row group by row group, a block of columns at a time: memory stays at one such block
-    # (parquet stores int8 as 32-bit; a whole row group of 2,748 columns decodes to ~0.5 GB).
-    for group in range(parquet.num_row_groups):
-        n_rows = parquet.metadata.row_group(group).num_rows
-        rows = position[start : start + n_rows]
-        start += n_rows
-        wanted = rows >= 0
-        width = batch_columns or max(1, READ_CELLS // max(1, n_rows))
-        for first in range(0, len(feature_names), width):
-            names = feature_names[first : first + width]
-            table = parquet.read_row_group(group, columns=names, use_threads=False)
-            block = _feature_block(table, names, path)
-            features[rows[wanted], first : first + len(names)] = block[wanted]
-        release_pages(features)
+    with readable_parquet(path):
+        _read_features(path, position, feature_names, features, batch_columns)
     # Arrow's allocator keeps the decoded blocks' memory for reuse; the matrix is all there is to read.
     pa.default_memory_pool().release_unused()
     if spill_dir is not None:
@@ -345,6 +375,16 @@ def load_split(
         dropped_rows=dropped,
         data_type=data_type if DATA_TYPE_COL in meta_cols else None,
     )
+
+
+def check_disjoint_ids(train: EraFrame, validation: EraFrame) -> None:
+    """Refuse ids found in both splits: a row trained on and then scored would flatter the validation figures."""
+    shared = validation.ids[pd.Index(validation.ids).isin(train.ids)]
+    if len(shared):
+        raise DataError(
+            f"{train.path} and {validation.path} share {len(shared)} id(s), e.g. {list(shared[:5])}; expected "
+            "each id in one split only (Numerai's ids are unique per stock and era)"
+        )
 
 
 def download(

@@ -8,6 +8,7 @@ neural weights and blend weights.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import lightgbm as lgb
@@ -31,15 +32,33 @@ def rank_within_groups(values: np.ndarray, groups: np.ndarray | None) -> np.ndar
     return (ranked.to_numpy(dtype=np.float64) - 0.5) / counts
 
 
+def first_names(names: list[str], most: int = 10) -> str:
+    """Up to `most` names for a message, and how many more there are."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def feature_matrix(live_features: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
-    """The model's features by name, as float32 rows; extra or reordered columns are fine."""
+    """The model's features by name, as float32 rows; extra or reordered columns are fine. NaN
+    values become 2, Numerai's marker for a missing value, with a warning naming the columns."""
     if not isinstance(live_features, pd.DataFrame):
         raise TypeError(f"predict expects a pandas DataFrame of live features, got {type(live_features).__name__}")
     missing = [name for name in feature_names if name not in live_features.columns]
     if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise KeyError(f"live features lack {len(missing)} feature column(s) the model needs: {shown}")
-    return live_features[feature_names].to_numpy(dtype=np.float32)
+        raise KeyError(f"live features lack {len(missing)} feature column(s) the model needs: {first_names(missing)}")
+    x = live_features[feature_names].to_numpy(dtype=np.float32)
+    unknown = np.isnan(x)
+    if unknown.any():
+        # A few NaN must not cost a round (the neutralization's least-squares fit fails on them):
+        # they get the value Numerai itself gives a feature it lacks.
+        columns = [feature_names[j] for j in np.flatnonzero(unknown.any(axis=0))]
+        warnings.warn(
+            f"live features hold {int(unknown.sum())} NaN value(s) in {len(columns)} column(s) "
+            f"({first_names(columns)}); "
+            f"predicting with them as {MISSING_VALUE}, Numerai's value for a missing feature",
+            stacklevel=2,
+        )
+        x[unknown] = MISSING_VALUE
+    return x
 
 
 def missing_columns(x: np.ndarray) -> np.ndarray:

@@ -159,7 +159,10 @@ def bad_predict(kind: str):
     [
         ("nan_output", r"contain \d+ NaN"),
         ("wrong_type", r"exactly a pandas DataFrame, got pandas.core.series.Series"),
-        ("three_parameters", r"exactly 1 parameter \(live_features\); it takes 3"),
+        (
+            "three_parameters",
+            r"1 or 2 parameters \(live_features\[, live_benchmark_models\]\), as numerai-predict calls it; it takes 3",
+        ),
         ("out_of_range", r"first column must lie within \[0, 1\]"),
         ("constant", r"constant"),
     ],
