@@ -101,6 +101,38 @@ class EraFrame:
             self.data_type,
         )
 
+    def subset(self, eras: Sequence[str]) -> EraFrame:
+        """The rows of `eras` only (a copy of their int8 features), or the frame itself when it has no
+        other era."""
+        if set(self.era_order) <= set(eras):
+            return self
+        rows = self.select_eras(eras)
+        return EraFrame(
+            self.path,
+            self.ids[rows],
+            self.eras[rows],
+            self.features[rows],
+            self.feature_names,
+            self.targets.iloc[rows],
+            0,
+            self.data_type,
+        )
+
+    @staticmethod
+    def concat(frames: Sequence[EraFrame], targets: Sequence[str]) -> EraFrame:
+        """Rows of several splits in one frame with the given target columns (a copy of their int8
+        features), for models that need one; a single frame is returned as it is."""
+        if len(frames) == 1:
+            return frames[0]
+        return EraFrame(
+            path=frames[0].path,
+            ids=np.concatenate([f.ids for f in frames]),
+            eras=np.concatenate([f.eras for f in frames]),
+            features=np.concatenate([f.features for f in frames]),
+            feature_names=frames[0].feature_names,
+            targets=pd.concat([f.targets[list(targets)] for f in frames]),
+        )
+
     def missing_feature_eras(self) -> pd.DataFrame:
         """Boolean frame (eras x features): True where a feature is 2 for every row of an era,
         Numerai's marker for a feature that is missing in that era."""
@@ -110,6 +142,21 @@ class EraFrame:
             mask[i] = missing_columns(self.features[rows])
             release_pages(self.features)
         return pd.DataFrame(mask, index=pd.Index(list(slices), name=ERA_COL), columns=self.feature_names)
+
+
+def check_disjoint_ids(*splits: EraFrame) -> None:
+    """No row id in two splits: an id in both train and validation would be scored by a model that
+    trained on it."""
+    seen: dict[str, Path] = {}
+    for split in splits:
+        shared = pd.Index(split.ids).intersection(pd.Index(list(seen)))
+        if len(shared):
+            first = seen[shared[0]]
+            raise DataError(
+                f"{split.path} and {first}: {len(shared)} id(s) appear in both, e.g. {list(shared[:5])}; expected each "
+                "row id in one split only (a row in both would be scored by a model trained on it)"
+            )
+        seen |= dict.fromkeys(split.ids, split.path)
 
 
 def read_features_json(data_dir: str | Path) -> dict:
@@ -315,10 +362,30 @@ def load_split(
 
     shape = (len(order), len(feature_names))
     features = np.empty(shape, dtype=np.int8) if spill_dir is None else disk_matrix(spill_dir, shape)
+    read_features(path, feature_names, position, features, batch_columns)
+    if spill_dir is not None:
+        features.flags.writeable = False
+    return EraFrame(
+        path=path,
+        ids=ids[order],
+        eras=eras[order],
+        features=features,
+        feature_names=feature_names,
+        targets=targets.iloc[order],
+        dropped_rows=dropped,
+        data_type=data_type if DATA_TYPE_COL in meta_cols else None,
+    )
+
+
+def read_features(
+    path: Path, feature_names: list[str], position: np.ndarray, features: np.ndarray, batch_columns: int | None
+) -> None:
+    """Fill `features` (int8, rows in load order) from the parquet file: file row i goes to row
+    `position[i]` (-1: not kept). Row group by row group, a block of columns at a time, so memory stays
+    at one such block (parquet stores int8 as 32-bit; a whole row group of Numerai's width decodes to
+    about half a gigabyte)."""
     parquet = pq.ParquetFile(path)
     start = 0
-    # Row group by row group, a block of columns at a time: memory stays at one such block
-    # (parquet stores int8 as 32-bit; a whole row group of 2,748 columns decodes to ~0.5 GB).
     for group in range(parquet.num_row_groups):
         n_rows = parquet.metadata.row_group(group).num_rows
         rows = position[start : start + n_rows]
@@ -333,18 +400,6 @@ def load_split(
         release_pages(features)
     # Arrow's allocator keeps the decoded blocks' memory for reuse; the matrix is all there is to read.
     pa.default_memory_pool().release_unused()
-    if spill_dir is not None:
-        features.flags.writeable = False
-    return EraFrame(
-        path=path,
-        ids=ids[order],
-        eras=eras[order],
-        features=features,
-        feature_names=feature_names,
-        targets=targets.iloc[order],
-        dropped_rows=dropped,
-        data_type=data_type if DATA_TYPE_COL in meta_cols else None,
-    )
 
 
 def download(
