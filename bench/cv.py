@@ -20,7 +20,7 @@ from pipeline.build import default_data_dir
 from pipeline.cv import EraWalkForward, holdout_eras
 from pipeline.evaluate import cv_lgbm, strided_rows
 from pipeline.metrics import per_era_corr, summarize
-from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMMember
+from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMModel
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     folds = EraWalkForward(args.folds, args.embargo, min_train_eras=len(train.era_order) // 2).era_folds(
         train.era_order
     )
-    member = LGBMMember(EXAMPLE_PARAMS, args.trees)
+    member = LGBMModel(EXAMPLE_PARAMS, args.trees)
     cv = cv_lgbm(member, train, "target", folds, args.era_stride, name="example")
     cv_seconds = time.perf_counter() - start
 

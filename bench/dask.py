@@ -18,9 +18,10 @@ from pipeline import data as nd
 from pipeline.build import default_data_dir
 from pipeline.cv import holdout_eras
 from pipeline.distributed import dask_trainer
-from pipeline.ensemble import LGBMSpec, faster
+from pipeline.members import LightGBMMember
 from pipeline.metrics import paired_difference, per_era_corr, summarize
-from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMMember
+from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMModel
+from pipeline.presets import faster
 
 
 def main() -> None:
@@ -38,12 +39,12 @@ def main() -> None:
     rows = validation.select_eras(holdout_eras(train.era_order, validation.era_order, args.embargo))
     y = validation.targets[nd.MAIN_TARGET].to_numpy()[rows]
 
-    def member() -> LGBMMember:
-        return LGBMMember(faster(EXAMPLE_PARAMS, 5), args.trees, seed=0, num_threads=1)
+    def member() -> LGBMModel:
+        return LGBMModel(faster(EXAMPLE_PARAMS, 5), args.trees, seed=0, num_threads=1)
 
     per_era, seconds = {}, {}
     start = time.perf_counter()
-    single = LGBMSpec("single", member(), nd.MAIN_TARGET, args.era_stride)
+    single = LightGBMMember("single", member(), nd.MAIN_TARGET, args.era_stride)
     single.fit([train], features, "single machine")
     seconds["single machine"] = time.perf_counter() - start
     per_era["single machine"] = per_era_corr(single.predict(validation.features[rows], None), y, validation.eras[rows])
@@ -51,7 +52,7 @@ def main() -> None:
     start = time.perf_counter()
     with dask_trainer(local_workers=args.workers) as trainer:
         started = time.perf_counter() - start
-        on_cluster = LGBMSpec("dask", member(), nd.MAIN_TARGET, args.era_stride, trainer=trainer)
+        on_cluster = LightGBMMember("dask", member(), nd.MAIN_TARGET, args.era_stride, trainer=trainer)
         on_cluster.fit([train], features, "dask")
     seconds[f"dask, {args.workers} workers"] = time.perf_counter() - start
     per_era[f"dask, {args.workers} workers"] = per_era_corr(

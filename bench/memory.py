@@ -34,7 +34,7 @@ import json, sys, time
 from pathlib import Path
 import lightgbm as lgb
 from pipeline import data as nd
-from pipeline.models.lgbm import LGBMMember, int8_dataset
+from pipeline.models.lgbm import LGBMModel, int8_dataset
 from pipeline.verify_child import peak_rss_mb
 
 path, n_features, trees, spill = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] or None
@@ -48,7 +48,7 @@ split = nd.load_split(path, [f"feature_{j:04d}" for j in range(n_features)], ["t
 stage("load")
 dataset = int8_dataset([(split.features, split.targets["target"].to_numpy(), None)]).construct()
 stage("dataset")
-lgb.train(LGBMMember(num_boost_round=trees, num_threads=1).lgb_params(), dataset, num_boost_round=trees)
+lgb.train(LGBMModel(num_boost_round=trees, num_threads=1).lgb_params(), dataset, num_boost_round=trees)
 stage("train")
 print(json.dumps({"matrix_mb": split.features.nbytes / 2**20, "stages": stages}))
 """

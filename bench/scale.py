@@ -31,9 +31,9 @@ CHILD = r"""
 import json, sys, time
 from pathlib import Path
 from pipeline import data as nd
-from pipeline.ensemble import DEEP_PARAMS, faster
+from pipeline.presets import DEEP_PARAMS, faster
 from pipeline.features import FeaturePipeline
-from pipeline.models.lgbm import LGBMMember, int8_dataset
+from pipeline.models.lgbm import LGBMModel, int8_dataset
 from pipeline.verify_child import peak_rss_mb
 
 world, trees, spill = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] or None
@@ -50,7 +50,7 @@ stage("pipeline")
 y = train.targets["target"].to_numpy()
 dataset = int8_dataset([(pipeline.inputs(train), y, None)], pipeline.feature_names_).construct()
 stage("dataset")
-member = LGBMMember(faster(DEEP_PARAMS, 5), trees, num_threads=1)
+member = LGBMModel(faster(DEEP_PARAMS, 5), trees, num_threads=1)
 member.booster_ = __import__("lightgbm").train(member.lgb_params(), dataset, num_boost_round=trees)
 stage("train")
 print(json.dumps({"rows": len(train), "matrix_mb": train.features.nbytes / 2**20, "stages": stages}))

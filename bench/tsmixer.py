@@ -49,7 +49,7 @@ from pipeline import data as nd  # noqa: E402
 from pipeline.build import default_data_dir  # noqa: E402
 from pipeline.cv import EMBARGO_20D, holdout_eras  # noqa: E402
 from pipeline.metrics import paired_difference, per_era_benchmark_corr, per_era_corr, summarize  # noqa: E402
-from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember  # noqa: E402
+from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMModel  # noqa: E402
 from pipeline.models.tsmixer import EraNetEstimator, MLPBaseline, TSMixerExt, n_parameters, search  # noqa: E402
 from pipeline.runtime import blend_ranks  # noqa: E402
 from pipeline.synthetic import FEATURE_GROUPS  # noqa: E402
@@ -243,7 +243,7 @@ def main() -> None:
         fit_net(name, model)
 
     t0 = time.perf_counter()
-    lgbm = LGBMMember(EXAMPLE_PARAMS, EXAMPLE_ROUNDS, seed=args.seed, num_threads=args.threads)
+    lgbm = LGBMModel(EXAMPLE_PARAMS, EXAMPLE_ROUNDS, seed=args.seed, num_threads=args.threads)
     lgbm_rows = train.select_eras(list(train.era_order[::4]))
     lgbm.fit(train.features, train.targets["target"].to_numpy(), rows=lgbm_rows, feature_names=features)
     record("lgbm_example", lgbm.predict(validation.features[val_rows]), {"seconds": time.perf_counter() - t0})

@@ -25,18 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 
 from pipeline.data import EraFrame
-from pipeline.ensemble import LGBMSpec, MemberSpec, NeuralSpec
 from pipeline.features import FeaturePipeline
-from pipeline.models.lgbm import LGBMMember
+from pipeline.members import Member, MemberSourceError, kinds_with
+from pipeline.members.base import MEMBERS_DIR
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 PIPELINE_FILE = "feature_pipeline.npz"
-MEMBERS_DIR = "members"
 
 
 class ArtifactError(ValueError):
@@ -46,18 +44,16 @@ class ArtifactError(ValueError):
 
 @dataclass
 class SavedMember:
-    """A shipped member with what a refresh needs beyond its fitted spec."""
+    """A shipped member with its blend weight and the newest era whose labels it was trained on."""
 
-    spec: MemberSpec
+    member: Member
     weight: float
-    last_era: str  # the newest era whose labels the member was trained on
-    base_trees: int | None = None  # LightGBM: the trees the CV chose; a refresh adds a share of these
+    last_era: str
 
     @classmethod
-    def trained(cls, spec: MemberSpec, weight: float, frames: Sequence[EraFrame]) -> SavedMember:
+    def trained(cls, member: Member, weight: float, frames: Sequence[EraFrame]) -> SavedMember:
         """A member a build has just fitted on `frames` with the CV's settings."""
-        base_trees = spec.estimator.num_boost_round if isinstance(spec, LGBMSpec) else None
-        return cls(spec, weight, labelled_eras(frames, spec.train_target)[-1], base_trees)
+        return cls(member, weight, labelled_eras(frames, member.train_target)[-1])
 
 
 @dataclass
@@ -73,6 +69,7 @@ class Artifacts:
     embargo: int
     eras: dict[str, str]  # era -> fingerprint of its rows, for every era trained on
     history: list[dict[str, Any]] = field(default_factory=list)
+    pickle_sha256: str = ""  # of the pickle these artifacts were written with
 
     @property
     def last_era(self) -> str:
@@ -108,61 +105,17 @@ def labelled_eras(frames: Sequence[EraFrame], target: str) -> list[str]:
     return sorted(eras)
 
 
-def untrained(member: SavedMember, threads: int, processes: int = 1) -> MemberSpec:
-    """A new, unfitted spec with the member's settings (the CV's trees, not the refreshes' extra ones)."""
-    spec = member.spec
-    if isinstance(spec, LGBMSpec):
-        estimator = LGBMMember(
-            dict(spec.estimator.params), member.base_trees, seed=spec.estimator.seed, num_threads=threads
-        )
-        return LGBMSpec(spec.name, estimator, spec.train_target, spec.era_stride, spec.engineered, spec.features)
-    estimator = type(spec.estimator)(**spec.estimator.get_params())
-    return NeuralSpec(
-        spec.name,
-        estimator,
-        spec.train_target,
-        list(spec.aux_targets),
-        spec.era_stride,
-        spec.n_valid_eras,
-        spec.embargo,
-        processes,
-    )
-
-
-def _member_entry(member: SavedMember, directory: Path) -> dict[str, Any]:
-    """Write one member's model file and return its manifest entry."""
-    spec = member.spec
-    entry: dict[str, Any] = {
-        "name": spec.name,
-        "weight": float(member.weight),
-        "train_target": spec.train_target,
-        "era_stride": int(spec.era_stride),
-        "last_era": member.last_era,
-    }
-    if isinstance(spec, LGBMSpec):
-        path = directory / MEMBERS_DIR / f"{spec.name}.txt"
-        spec.estimator.booster_.save_model(str(path))
-        return entry | {
-            "kind": "lightgbm",
-            "file": str(path.relative_to(directory)),
-            "params": spec.estimator.params,
-            "seed": int(spec.estimator.seed),
-            "trees": int(spec.estimator.booster_.current_iteration()),
-            "base_trees": int(member.base_trees),
-            "engineered": bool(spec.engineered),
-            "features": spec.features,
-        }
-    import torch
-
-    path = directory / MEMBERS_DIR / f"{spec.name}.pt"
-    torch.save(spec.estimator.checkpoint(), path)
-    return entry | {
-        "kind": spec.estimator.kind,
-        "file": str(path.relative_to(directory)),
-        "aux_targets": list(spec.aux_targets),
-        "n_valid_eras": int(spec.n_valid_eras),
-        "embargo": spec.embargo,
-    }
+def _member_entry(saved: SavedMember, directory: Path) -> dict[str, Any]:
+    """Write one member's model files and return its manifest entry."""
+    member = saved.member
+    return {
+        "name": member.name,
+        "kind": member.kind,
+        "weight": float(saved.weight),
+        "train_target": member.train_target,
+        "era_stride": int(member.era_stride),
+        "last_era": saved.last_era,
+    } | member.save(directory)
 
 
 def save_artifacts(directory: Path, artifacts: Artifacts) -> Path:
@@ -185,6 +138,7 @@ def save_artifacts(directory: Path, artifacts: Artifacts) -> Path:
         "last_era": artifacts.last_era,
         "eras": artifacts.eras,
         "history": artifacts.history,
+        "pickle_sha256": artifacts.pickle_sha256,
     }
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
     if directory.exists():
@@ -193,41 +147,19 @@ def save_artifacts(directory: Path, artifacts: Artifacts) -> Path:
     return directory
 
 
-def _load_member(entry: dict[str, Any], directory: Path, pipeline: FeaturePipeline, threads: int) -> SavedMember:
+def _load_member(
+    entry: dict[str, Any], directory: Path, pipeline: FeaturePipeline, threads: int, kinds: dict[str, type[Member]]
+) -> SavedMember:
+    if entry.get("kind") not in kinds:
+        raise ArtifactError(
+            f"{directory / MANIFEST}: member {entry.get('name')!r} has kind {entry.get('kind')!r}; this build knows "
+            f"{sorted(kinds)} (a member of your own needs the same --member FILE:CLASS as the first build)"
+        )
     path = directory / entry["file"]
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; {directory / MANIFEST} lists it for member {entry['name']!r}")
-    if entry["kind"] == "lightgbm":
-        estimator = LGBMMember(entry["params"], entry["trees"], seed=entry["seed"], num_threads=threads)
-        estimator.booster_ = lgb.Booster(model_file=str(path))
-        spec: MemberSpec = LGBMSpec(
-            entry["name"],
-            estimator,
-            entry["train_target"],
-            entry["era_stride"],
-            entry["engineered"],
-            entry.get("features"),
-        )
-        spec.pipeline_ = spec._pipeline(pipeline)
-        return SavedMember(spec, entry["weight"], entry["last_era"], entry["base_trees"])
-    import torch
-
-    from pipeline.models.tsmixer import MLPBaseline, TSMixerExt
-
-    classes = {cls.kind: cls for cls in (TSMixerExt, MLPBaseline)}
-    if entry["kind"] not in classes:
-        raise ArtifactError(f"{directory / MANIFEST}: member {entry['name']!r} has unknown kind {entry['kind']!r}")
-    estimator = classes[entry["kind"]].from_checkpoint(torch.load(path, weights_only=True))
-    spec = NeuralSpec(
-        entry["name"],
-        estimator,
-        entry["train_target"],
-        entry["aux_targets"],
-        entry["era_stride"],
-        entry["n_valid_eras"],
-        entry["embargo"],
-    )
-    return SavedMember(spec, entry["weight"], entry["last_era"])
+    member = kinds[entry["kind"]].load(entry, directory, pipeline, threads)
+    return SavedMember(member, entry["weight"], entry["last_era"])
 
 
 def load_artifacts(directory: Path, threads: int = 0) -> Artifacts:
@@ -248,12 +180,16 @@ def load_artifacts(directory: Path, threads: int = 0) -> Artifacts:
     with np.load(directory / PIPELINE_FILE, allow_pickle=False) as stored:
         arrays = {key: stored[key] for key in stored.files}
     pipeline = FeaturePipeline.from_state(manifest["feature_pipeline"], arrays)
+    try:
+        kinds = kinds_with(list(manifest["settings"].get("members") or []))
+    except MemberSourceError as err:
+        raise ArtifactError(f"{manifest_path}: the previous build's own member cannot be loaded: {err}") from err
     return Artifacts(
         settings=manifest["settings"],
         requested_features=manifest["requested_features"],
         feature_names=manifest["feature_names"],
         pipeline=pipeline,
-        members=[_load_member(entry, directory, pipeline, threads) for entry in manifest["members"]],
+        members=[_load_member(entry, directory, pipeline, threads, kinds) for entry in manifest["members"]],
         neutralization=manifest["neutralization"],
         embargo=manifest["embargo"],
         eras=manifest["eras"],

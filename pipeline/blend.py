@@ -55,11 +55,16 @@ def cross_fold_blend(
     proportion: float = 0.0,
 ) -> tuple[pd.Series, list[np.ndarray]]:
     """Honest CV of the blend: each fold is scored with weights fitted on the other folds only,
-    then neutralized by `proportion` against `features` (rows aligned with `oof`) as the pickle is."""
+    then neutralized by `proportion` against `features` (rows aligned with `oof`) as the pickle is.
+    A CV of one fold has no other fold to fit on: it is scored with equal weights (the rank average),
+    a choice that looked at nothing."""
     per_era, fold_weights = [], []
     for held_out in fold_eras:
         inside = np.isin(eras, held_out)
-        weights = fit_weights(oof[~inside], target[~inside], eras[~inside])
+        if inside.all():
+            weights = np.full(oof.shape[1], 1.0 / oof.shape[1])
+        else:
+            weights = fit_weights(oof[~inside], target[~inside], eras[~inside])
         fold_weights.append(weights)
         features_inside = None if features is None else features[inside]
         blended = ensemble_scores(oof[inside], weights, features_inside, eras[inside], proportion)

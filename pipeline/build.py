@@ -1,13 +1,23 @@
-"""The build behind `build_model.py`: data -> model -> validation figures -> verified pickle -> report."""
+"""The build behind `build_model.py`, stage by stage:
+
+    prepare -> search_members -> choose_features -> cross_validate -> check_stability
+      -> score_holdout -> refit -> export -> write_build_report
+
+Each stage is a function with typed inputs and outputs; `build` runs them in order inside
+`BuildOutputs` (the lock on `--out`, and outputs replaced together), and the weekly refresh
+(`pipeline.refresh`) reuses `load_data`, `export` and `write_outputs_report`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -17,81 +27,37 @@ from threadpoolctl import threadpool_limits
 from pipeline import data as nd
 from pipeline.analysis import (
     ROLLING_WINDOW,
-    feature_era_corr,
-    feature_stability,
     fold_table,
     gain_importance,
     permutation_by_group,
     rolling_corr,
     validation_figures,
 )
-from pipeline.artifacts import Artifacts, SavedMember, artifacts_dir_for, era_fingerprints, save_artifacts
+from pipeline.artifacts import Artifacts, SavedMember, era_fingerprints, save_artifacts
 from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
-from pipeline.cv import EraWalkForward, default_embargo, holdout_eras
+from pipeline.config import BuildConfig
+from pipeline.cv import check_embargo, default_embargo, holdout_eras, walk_forward_folds
 from pipeline.distributed import DaskLGBMTrainer, dask_trainer
-from pipeline.ensemble import (
-    PRESETS,
-    PROBE,
-    LGBMSpec,
-    MemberSpec,
-    NeuralSpec,
-    aux_targets,
-    member_specs,
-    member_targets,
-    oof_matrix,
-)
-from pipeline.evaluate import CVResult, cv_lgbm
+from pipeline.evaluate import CVResult
+from pipeline.feature_choice import choose_feature_pipeline, fold_pipelines, temporal_analysis
 from pipeline.features import RAW_FEATURES, FeaturePipeline
+from pipeline.members import KINDS, Member, MemberContext, MemberEntry, TSMixerMember, kinds_with
 from pipeline.metrics import summarize
-from pipeline.models.lgbm import LGBMMember
+from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
+from pipeline.presets import make_members, member_targets, preset_entries
 from pipeline.report import search_table, summary_table, write_report
-from pipeline.runtime import blend_ranks, ensemble_scores, make_predict
+from pipeline.runtime import PickleState, blend_ranks, ensemble_scores, make_predict
+from pipeline.targets import aux_targets
 from pipeline.tuning import best_settings
 from pipeline.verify import VerificationReport, write_verified_pickle
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "NUMERAI_PIPELINE_CACHE"
-# Feature stability is measured on at most about this many training eras, evenly spaced.
-TEMPORAL_ERAS = 120
 COMPLETE_MARKER = ".complete"
 # Forward-chained folds of the TSMixer-Ext search: each trial trains one network per fold.
 SEARCH_FOLDS = 2
-
-
-@dataclass
-class BuildConfig:
-    """Everything a build depends on; saved in the report so a build can be repeated."""
-
-    data_dir: Path | None = None
-    out: Path = Path("model.pkl")
-    report_dir: Path | None = None
-    feature_set: str = "all"
-    features: list[str] | None = None
-    target: str = nd.MAIN_TARGET
-    preset: str = "demo"
-    embargo: int | None = None
-    cv_folds: int = 3
-    cv_max_train_eras: int | None = None
-    era_stride: int | None = None
-    num_boost_round: int | None = None
-    drop_unstable: bool = False
-    refit: bool = True
-    neutralization: float | None = None
-    seed: int = 0
-    threads: int = 0
-    dask_scheduler: str | None = None
-    dask_local: int | None = None
-    torch_processes: int = 1
-    spill_dir: Path | None = None
-    # Hyperparameter search of the TSMixer-Ext member (0 trials: its preset settings, no search).
-    tsmixer_search: int = 0
-    tsmixer_search_budget: float = 3600.0
-    # Weekly refresh (`pipeline.refresh`): continue the model saved in this artifacts directory.
-    init_model: Path | None = None
-    refresh_trees: float = 0.1
-    refresh_epochs: int = 3
-    refresh_test_eras: int = 4
+Fold = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -138,48 +104,25 @@ def live_path_for(data_dir: Path, scratch: Path, validation: nd.EraFrame) -> Pat
     return path
 
 
-def pickle_state(features: list[str], members: list[tuple[MemberSpec, float]], neutralization: float) -> dict[str, Any]:
-    """The plain data the predict closure holds: feature names, exported members, neutralization."""
-    return {
-        "feature_names": features,
-        "members": [spec.export(weight) for spec, weight in members],
-        "neutralization": neutralization,
-    }
-
-
-def write_pickle(state: dict[str, Any], out: Path, data_dir: Path, validation: nd.EraFrame) -> VerificationReport:
-    """Write the predict closure over `state` to `out`, verified on the data's live file (or a stand-in)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        live = live_path_for(data_dir, Path(scratch), validation)
-        return write_verified_pickle(make_predict(state), out, live)
-
-
-def report_dir_for(config: BuildConfig) -> Path:
-    return Path(config.report_dir) if config.report_dir else config.out.with_name(config.out.stem + "_report")
-
-
-def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
-    """Training rows with the targets the members learn; validation rows with every target."""
+def load_data(
+    config: BuildConfig, data_dir: Path, train_targets: list[str]
+) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
+    """Training rows with `train_targets` (the main target first); validation rows with every target."""
     features = config.features or nd.resolve_features(data_dir, config.feature_set)
     logger.info("data %s: %d features, target %r, preset %r", data_dir, len(features), config.target, config.preset)
-    targets = nd.target_names(data_dir)
-    if config.target not in targets:
-        targets = [config.target] + targets
     train = nd.load_split(
-        data_dir / "train.parquet",
-        features,
-        member_targets(config.preset, targets, config.target),
-        data_type="train",
-        spill_dir=config.spill_dir,
+        data_dir / "train.parquet", features, train_targets, data_type="train", spill_dir=config.spill_dir
     )
+    targets = [config.target] + [t for t in nd.target_names(data_dir) if t != config.target]
     available = nd.parquet_columns(data_dir / "validation.parquet")
     validation = nd.load_split(
         data_dir / "validation.parquet",
         features,
-        [config.target] + [t for t in targets if t != config.target and t in available],
+        [t for t in targets if t == config.target or t in available],
         data_type="validation",
         spill_dir=config.spill_dir,
     )
+    nd.check_disjoint_ids(train, validation)
     for split in (train, validation):
         logger.info(
             "%s: %d labelled rows in %d eras, %.0f MB int8%s (%d unlabelled or other rows left out)",
@@ -193,176 +136,125 @@ def load_data(config: BuildConfig, data_dir: Path) -> tuple[list[str], nd.EraFra
     return features, train, validation
 
 
-def member_features(spec: MemberSpec, features: list[str]) -> dict[str, str]:
-    """How many of the build's raw features a member over a feature subset sees, for the report."""
-    subset = spec.features if isinstance(spec, LGBMSpec) else None
-    return {} if subset is None else {"raw_features": f"{len(subset)} of {len(features)}"}
+def user_entries(kinds: dict[str, type[Member]]) -> list[MemberEntry]:
+    """One preset entry per member class of the user's own (`--member`), named after its kind."""
+    return [MemberEntry(kind, kind) for kind in kinds if kind not in KINDS]
 
 
-def probe_cv(
-    frame: nd.EraFrame, folds: list, pipelines: list[FeaturePipeline], config: BuildConfig, label: str
-) -> pd.Series:
-    """Per-era CV CORR of the quick LightGBM probe on the features of the fold `pipelines`;
-    only differences between probes matter."""
-    probe = LGBMMember(
-        PROBE["params"],
-        min(PROBE["rounds"], config.num_boost_round or PROBE["rounds"]),
+def preset_targets(
+    config: BuildConfig, data_dir: Path
+) -> tuple[tuple[MemberEntry, ...], list[str], dict[str, type[Member]]]:
+    """The entries of the build's preset and `--member`s, the target columns they train on (the main
+    target first) and the member kinds they are made of."""
+    kinds = kinds_with(config.members)
+    entries = preset_entries(config.preset, user_entries(kinds))
+    targets = [config.target] + [t for t in nd.target_names(data_dir) if t != config.target]
+    return entries, member_targets(entries, targets, config.target, kinds), kinds
+
+
+@dataclass
+class Prepared:
+    """Stage `prepare`: the data, the members the preset asks for, the CV folds and the scored eras."""
+
+    config: BuildConfig
+    data_dir: Path
+    requested_features: list[str]
+    features: list[str]
+    train: nd.EraFrame
+    validation: nd.EraFrame
+    groups: dict[str, str]
+    members: list[Member]
+    embargo: int
+    folds: list[Fold]
+    scored_eras: np.ndarray
+    missing_feature_eras: int
+
+
+def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
+    data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
+    entries, targets, kinds = preset_targets(config, data_dir)
+    features, train, validation = load_data(config, data_dir, targets)
+    missing = int(train.missing_feature_eras().to_numpy().sum())
+    logger.info("missing-feature marker (all 2 in an era): %d feature-eras in train", missing)
+    feature_sets = nd.read_features_json(data_dir)["feature_sets"]
+    # 16 eras when a 60-day target is trained on: the entries asked for it and the data has one.
+    embargo = config.embargo if config.embargo is not None else default_embargo(list(train.targets.columns))
+    context = MemberContext(
+        frame=train,
+        main_target=config.target,
         seed=config.seed,
-        num_threads=config.threads,
+        threads=config.threads,
+        num_boost_round=config.num_boost_round,
+        era_stride=config.era_stride,
+        feature_sets=feature_sets,
+        processes=config.torch_processes,
+        embargo=embargo,
+        trainer=trainer,
     )
-    return cv_lgbm(
-        probe,
-        frame,
-        config.target,
+    members = make_members(entries, context, kinds)
+    check_embargo(train.era_order, validation.era_order, embargo)
+    folds = walk_forward_folds(train.era_order, config.cv_folds, embargo, config.cv_max_train_eras)
+    logger.info(
+        "members: %s; %d CV folds, embargo %d eras",
+        ", ".join(f"{m.name} ({m.train_target})" for m in members),
+        len(folds),
+        embargo,
+    )
+    return Prepared(
+        config,
+        data_dir,
+        list(features),
+        features,
+        train,
+        validation,
+        nd.feature_groups(data_dir, features),
+        members,
+        embargo,
         folds,
-        config.era_stride or PROBE["era_stride"],
-        f"probe {label}",
-        pipelines=pipelines,
-    ).per_era
-
-
-def fold_pipelines(frame: nd.EraFrame, folds: list, groups: dict[str, str], settings: dict) -> list[FeaturePipeline]:
-    """One feature pipeline per fold, fitted on that fold's training eras only."""
-    return [FeaturePipeline(groups, **settings).fit([(frame, train_eras)]) for train_eras, _ in folds]
-
-
-def choose_feature_pipeline(
-    frame: nd.EraFrame, folds: list, groups: dict[str, str], config: BuildConfig, mixer_targets: list[str]
-) -> tuple[list[FeaturePipeline], dict, dict]:
-    """The missing-value policy and the transforms, each kept only if the probe's CV CORR is higher
-    with it than without. Returns the chosen fold pipelines, their settings and the ablation table."""
-    full = {
-        "missing": "keep",
-        "clusters": True,
-        "group_stats": True,
-        "mixing": True,
-        "targets": mixer_targets,
-        "seed": config.seed,
-    }
-    fitted = fold_pipelines(frame, folds, groups, full)
-    variants = {
-        "all transforms": {},
-        "missing features as NaN": {"missing": "nan"},
-        "without cluster means": {"clusters": False},
-        "without group statistics": {"group_stats": False},
-        "without group mixers": {"mixing": False},
-        "raw features only": RAW_FEATURES,
-    }
-    scores = {
-        label: probe_cv(frame, folds, [p.variant(**changes) for p in fitted], config, label)
-        for label, changes in variants.items()
-    }
-    means = {label: per_era.mean() for label, per_era in scores.items()}
-    base = means["all transforms"]
-    chosen = {
-        "missing": "nan" if means["missing features as NaN"] > base else "keep",
-        "clusters": bool(means["without cluster means"] <= base),
-        "group_stats": bool(means["without group statistics"] <= base),
-        "mixing": bool(means["without group mixers"] <= base),
-    }
-    logger.info(
-        "feature pipeline: probe CV CORR %s; chosen %s", {k: round(float(v), 4) for k, v in means.items()}, chosen
+        holdout_eras(train.era_order, validation.era_order, embargo),
+        missing,
     )
-    report = {
-        "ablation": {label: summarize(per_era) for label, per_era in scores.items()},
-        "ablation_model": f"LightGBM probe: {PROBE['params']}, trees chosen on the CV",
-        "chosen": chosen,
-    }
-    return [p.variant(**chosen) for p in fitted], full | chosen, report
 
 
-def temporal_analysis(
-    train: nd.EraFrame, config: BuildConfig, folds: list, groups: dict[str, str], settings: dict
-) -> tuple[dict, list[str]]:
-    """Feature stability over training eras, and the CV CORR of a quick LightGBM probe with and
-    without the flagged features (the difference is what matters, so the probe is small and its
-    pipeline `settings` should leave out the costly group mixers)."""
-    eras = train.era_order[:: max(1, len(train.era_order) // TEMPORAL_ERAS)]
-    stability = feature_stability(feature_era_corr(train, train.select_eras(eras), config.target))
-    flagged = list(stability.index[stability["flagged"]])
-    kept = [f for f in train.feature_names if f not in set(flagged)]
-    scores = {
-        label: probe_cv(frame, folds, fold_pipelines(frame, folds, groups, settings), config, label)
-        for label, frame in (("with", train), ("without_flagged", train.with_features(kept)))
-    }
-    report = {
-        "features": stability.reset_index().to_dict(orient="records"),
-        "flagged": flagged,
-        "ablation": {label: summarize(per_era) for label, per_era in scores.items()},
-        "ablation_model": f"LightGBM probe: {PROBE['params']}, trees chosen on the CV",
-    }
-    logger.info(
-        "temporal: %d unstable features flagged; probe CV CORR %.4f with them, %.4f without",
-        len(flagged),
-        scores["with"].mean(),
-        scores["without_flagged"].mean(),
-    )
-    return report, kept
-
-
-def walk_forward_folds(
-    eras: np.ndarray, n_splits: int, embargo: int, max_train_eras: int | None = None
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """CV folds over the newer half of the training eras, expanding (or rolling, with
-    `max_train_eras`); fewer folds (logged) when eras are few."""
-    min_train = max(1, len(eras) // 2)
-    possible = max(1, min(n_splits, len(eras) - min_train - embargo))
-    if possible < n_splits:
-        logger.warning("only %d training eras: %d CV fold(s) instead of %d", len(eras), possible, n_splits)
-    splitter = EraWalkForward(
-        n_splits=possible, embargo=embargo, min_train_eras=min_train, max_train_eras=max_train_eras
-    )
-    return splitter.era_folds(eras)
-
-
-def tsmixer_search(
-    frame: nd.EraFrame, specs: list[MemberSpec], folds: list, embargo: int, config: BuildConfig
-) -> dict[str, Any]:
+def search_members(prep: Prepared) -> dict[str, Any] | None:
     """--tsmixer-search: a bounded random search over TSMixer-Ext's `DEFAULT_SPACE`, each trial scored
     by the member's own CV on SEARCH_FOLDS forward-chained, embargoed folds over the training eras of
     the build's first CV fold. The build's CV then scores the chosen member only on later eras, so its
     figures (which set the blend weights) are not flattered by the choice. Sets the member to the best
     trial and returns the report's entry: the eras and folds searched and one row per trial."""
+    config = prep.config
+    if not config.tsmixer_search:
+        return None
     from pipeline.models.tsmixer import DEFAULT_SPACE
 
-    spec = next(s for s in specs if isinstance(s, NeuralSpec) and s.estimator.kind == "tsmixer")
-    eras = folds[0][0]
+    member = next(m for m in prep.members if m.kind == TSMixerMember.kind)
+    eras = prep.folds[0][0]
     try:
-        search_folds = walk_forward_folds(eras, SEARCH_FOLDS, embargo)
+        search_folds = walk_forward_folds(eras, SEARCH_FOLDS, prep.embargo)
     except ValueError as err:
         raise ValueError(
             f"--tsmixer-search searches the {len(eras)} training eras before the first CV fold's scored eras: {err}"
         ) from err
     logger.info(
         "%s: searching up to %d trials within %.0f s on eras %s..%s (%d folds, embargo %d)",
-        spec.name,
+        member.name,
         config.tsmixer_search,
         config.tsmixer_search_budget,
         eras[0],
         eras[-1],
         len(search_folds),
-        embargo,
+        prep.embargo,
     )
-    table = spec.tune(
-        frame,
-        search_folds,
-        config.target,
-        DEFAULT_SPACE,
-        config.tsmixer_search,
-        config.tsmixer_search_budget,
-        config.seed,
+    budget = config.tsmixer_search_budget
+    table = member.tune(
+        prep.train, search_folds, config.target, DEFAULT_SPACE, config.tsmixer_search, budget, config.seed
     )
     chosen = best_settings(table, DEFAULT_SPACE)
     logger.info(
-        "%s: search ran %d trials in %.0f s; chosen %s (CV CORR %.4f)",
-        spec.name,
-        len(table),
-        table["seconds"].sum(),
-        chosen,
-        table["cv_corr_mean"].iloc[0],
+        "%s: search ran %d trials in %.0f s; chosen %s", member.name, len(table), table["seconds"].sum(), chosen
     )
     return {
-        "member": spec.name,
+        "member": member.name,
         "eras": [str(eras[0]), str(eras[-1]), len(eras)],
         "folds": fold_table(search_folds),
         "space": DEFAULT_SPACE,
@@ -373,223 +265,314 @@ def tsmixer_search(
     }
 
 
-def build(config: BuildConfig) -> BuildResult:
-    """CV, held-out validation, blend, refit, export and verify; raises before writing anything unverified.
+@dataclass
+class FeatureChoice:
+    """Stage `choose_features`: one fitted pipeline per CV fold, the chosen settings and the ablation."""
 
-    With --dask-scheduler or --dask-local the LightGBM members' holdout and refit training runs on
-    that Dask cluster, open for the whole build (reached before any data is loaded). BLAS threads
-    follow --threads too: oversubscribed BLAS made one least-squares fit 13x slower here."""
-    if config.torch_processes < 1:
-        raise ValueError(f"--torch-processes must be at least 1, got {config.torch_processes}")
-    if config.era_stride is not None and config.era_stride < 1:
-        raise ValueError(f"--era-stride must be at least 1, got {config.era_stride}")
-    if config.neutralization is not None and not 0 <= config.neutralization <= 1:
-        raise ValueError(f"--neutralization must be within 0..1, got {config.neutralization}")
-    if config.spill_dir is not None and not Path(config.spill_dir).is_dir():
-        raise ValueError(
-            f"--spill-dir {config.spill_dir} is not a directory; expected one with room for the int8 feature matrix"
-        )
-    if config.tsmixer_search < 0:
-        raise ValueError(
-            f"--tsmixer-search must be a number of trials, at least 0 (0: no search), got {config.tsmixer_search}"
-        )
-    if not config.tsmixer_search_budget > 0:
-        raise ValueError(
-            f"--tsmixer-search-budget must be a positive number of seconds, got {config.tsmixer_search_budget}"
-        )
-    with_tsmixer = sorted(name for name, entries in PRESETS.items() if any(e.get("kind") == "tsmixer" for e in entries))
-    if config.tsmixer_search and config.preset not in with_tsmixer:
-        raise ValueError(
-            f"--tsmixer-search needs a preset with a TSMixer-Ext member ({', '.join(with_tsmixer)}); preset "
-            f"{config.preset!r} has none"
-        )
-    with threadpool_limits(config.threads or None), dask_trainer(config.dask_scheduler, config.dask_local) as trainer:
-        return _build(config, trainer)
+    fold_pipelines: list[FeaturePipeline]
+    settings: dict[str, Any]
+    report: dict[str, Any]
 
 
-def _build(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> BuildResult:
-    data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
-    features, train, validation = load_data(config, data_dir)
-    requested_features = list(features)
-    groups = nd.feature_groups(data_dir, features)
-    missing = train.missing_feature_eras()
-    logger.info("missing-feature marker (all 2 in an era): %d feature-eras in train", int(missing.to_numpy().sum()))
-
-    specs = member_specs(
-        config.preset,
-        train,
-        config.target,
-        config.num_boost_round,
-        config.era_stride,
-        config.seed,
-        config.threads,
-        feature_sets=nd.read_features_json(data_dir)["feature_sets"],
+def choose_features(prep: Prepared) -> FeatureChoice:
+    """The feature pipeline, chosen on the CV when a member reads it; raw features otherwise."""
+    if not any(member.uses_pipeline for member in prep.members):
+        pipelines = fold_pipelines(prep.train, prep.folds, prep.groups, RAW_FEATURES)
+        return FeatureChoice(pipelines, dict(RAW_FEATURES), {"chosen": RAW_FEATURES})
+    mixer_targets = [prep.config.target, *aux_targets(prep.train, prep.config.target, "_20")]
+    pipelines, settings, report = choose_feature_pipeline(
+        prep.train, prep.folds, prep.groups, prep.config, mixer_targets
     )
-    embargo = config.embargo if config.embargo is not None else default_embargo([s.train_target for s in specs])
-    for spec in specs:
-        if isinstance(spec, NeuralSpec):
-            spec.embargo = embargo
-            spec.processes = config.torch_processes
-        elif trainer is not None:
-            # Dask workers read raw parquet partitions, so cluster-trained members take raw features
-            # (the CV too, so that it scores what is trained).
-            spec.trainer, spec.engineered = trainer, False
-    folds = walk_forward_folds(train.era_order, config.cv_folds, embargo, config.cv_max_train_eras)
-    scored_eras = holdout_eras(train.era_order, validation.era_order, embargo)
-    logger.info(
-        "members: %s; %d CV folds, embargo %d eras",
-        ", ".join(f"{s.name} ({s.train_target})" for s in specs),
-        len(folds),
-        embargo,
-    )
-    search = tsmixer_search(train, specs, folds, embargo, config) if config.tsmixer_search else None
+    return FeatureChoice(pipelines, settings, report)
 
-    if any(isinstance(spec, LGBMSpec) and spec.engineered for spec in specs):
-        mixer_targets = [config.target, *aux_targets(train, config.target, "_20")]
-        pipelines, pipeline_settings, feature_report = choose_feature_pipeline(
-            train, folds, groups, config, mixer_targets
+
+@dataclass
+class CrossValidation:
+    """Stage `cross_validate`: each member's out-of-fold figures, the blend weights and neutralization
+    chosen on them, and the blend's honest (cross-fold) CV."""
+
+    results: dict[str, CVResult]
+    weights: np.ndarray
+    neutralization: float
+    neutralization_table: pd.DataFrame
+    blend_per_era: pd.Series
+
+
+def oof_matrix(results: dict[str, CVResult]) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold predictions of every member as rows x members, on the rows every member scored."""
+    stacked = np.column_stack([r.oof for r in results.values()])
+    scored = ~np.isnan(stacked).any(axis=1)
+    return stacked[scored], scored
+
+
+def cross_validate(prep: Prepared, choice: FeatureChoice) -> CrossValidation:
+    config, train = prep.config, prep.train
+    results: dict[str, CVResult] = {}
+    for member in prep.members:
+        results[member.name] = member.cross_validate(train, prep.folds, config.target, choice.fold_pipelines)
+        logger.info(
+            "%s: CV chose %s, CV CORR %.4f",
+            member.name,
+            results[member.name].chosen,
+            results[member.name].per_era.mean(),
         )
-    else:
-        pipeline_settings = RAW_FEATURES
-        pipelines, feature_report = fold_pipelines(train, folds, groups, RAW_FEATURES), {"chosen": RAW_FEATURES}
-    cv: dict[str, CVResult] = {}
-    for spec in specs:
-        cv[spec.name] = spec.cross_validate(train, folds, config.target, pipelines)
-        logger.info("%s: CV chose %s, CV CORR %.4f", spec.name, cv[spec.name].chosen, cv[spec.name].per_era.mean())
-    oof, scored = oof_matrix(cv)
-    oof_eras, oof_y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
-    weights = fit_weights(oof, oof_y, oof_eras)
-    proportion, neutral_table = choose_neutralization(
-        blend_ranks(oof, weights, oof_eras), train.features[scored], oof_y, oof_eras
-    )
+    oof, scored = oof_matrix(results)
+    eras, y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
+    weights = fit_weights(oof, y, eras)
+    proportion, table = choose_neutralization(blend_ranks(oof, weights, eras), train.features[scored], y, eras)
     if config.neutralization is not None:
         logger.info("neutralization %.2f as asked (the CV preferred %.2f)", config.neutralization, proportion)
         proportion = config.neutralization
-    blend_cv, _ = cross_fold_blend(oof, oof_y, oof_eras, [va for _, va in folds], train.features[scored], proportion)
+    fold_eras = [va for _, va in prep.folds]
+    blend_cv, _ = cross_fold_blend(oof, y, eras, fold_eras, train.features[scored], proportion)
     logger.info(
         "blend weights %s, neutralization %.2f",
-        {name: round(float(w), 3) for name, w in zip(cv, weights, strict=False)},
+        {name: round(float(w), 3) for name, w in zip(results, weights, strict=True)},
         proportion,
     )
+    return CrossValidation(results, weights, proportion, table, blend_cv)
 
-    temporal, kept = temporal_analysis(train, config, folds, groups, pipeline_settings | {"mixing": False})
-    if config.drop_unstable:
-        features = kept
-        train, validation = train.with_features(kept), validation.with_features(kept)
 
-    val_rows = validation.select_eras(scored_eras)
-    benchmark_file = data_dir / "validation_benchmark_models.parquet"
+def check_stability(prep: Prepared, choice: FeatureChoice) -> tuple[dict[str, Any], Prepared]:
+    """Feature stability over training eras; with --drop-unstable, the data without the flagged features."""
+    settings = choice.settings | {"mixing": False}
+    temporal, kept = temporal_analysis(prep.train, prep.config, prep.folds, prep.groups, settings)
+    if not prep.config.drop_unstable:
+        return temporal, prep
+    train, validation = prep.train.with_features(kept), prep.validation.with_features(kept)
+    return temporal, replace(prep, features=kept, train=train, validation=validation)
+
+
+@dataclass
+class Holdout:
+    """Stage `score_holdout`: every member and the blend trained on train eras and scored once on the
+    validation eras after the embargo, with the members the blend ships."""
+
+    models: dict[str, dict[str, Any]]
+    pipeline: FeaturePipeline
+    shipped: list[tuple[Member, float]]
+    importance: dict[str, Any]
+
+
+def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, search: dict | None) -> Holdout:
+    config, validation = prep.config, prep.validation
+    rows = validation.select_eras(prep.scored_eras)
+    eras, x = validation.eras[rows], validation.features[rows]
+    benchmark_file = prep.data_dir / "validation_benchmark_models.parquet"
     benchmarks = nd.load_benchmarks(benchmark_file, validation.ids) if benchmark_file.is_file() else None
-    models: dict[str, dict[str, Any]] = {}
-    val_scores = []
-    holdout_pipeline = FeaturePipeline(groups, **pipeline_settings).fit([(train, train.era_order)])
-    for spec in specs:
-        spec.fit([train], holdout_pipeline, "holdout")
-        scores = spec.predict(validation.features[val_rows], validation.eras[val_rows])
-        val_scores.append(scores)
-        figures = validation_figures(scores, validation, val_rows, config.target, benchmarks)
-        result = cv[spec.name]
-        models[spec.name] = {
+    pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(prep.train, prep.train.era_order)])
+    models, scores = {}, []
+    for member in prep.members:
+        member.fit([prep.train], pipeline, "holdout")
+        scores.append(member.predict(x, eras))
+        result = cv.results[member.name]
+        searched = {"searched": search["chosen"]} if search and search["member"] == member.name else {}
+        models[member.name] = {
             "cv": summarize(result.per_era),
             "cv_per_era": result.per_era,
-            "chosen": result.chosen
-            | {"target": spec.train_target, "era_stride": spec.era_stride}
-            | member_features(spec, features)
-            | ({"searched": search["chosen"]} if search and search["member"] == spec.name else {}),
+            "chosen": result.chosen | member.chosen() | searched,
             "cv_curve": result.curve,
-            **figures,
+            **validation_figures(scores[-1], validation, rows, config.target, benchmarks),
         }
-
-    val_eras = validation.eras[val_rows]
     # Members the blend gives no weight are left out of the pickle (and of its refit).
-    shipped = [(spec, w) for spec, w in zip(specs, weights, strict=False) if w > 0]
+    shipped = [(m, float(w)) for m, w in zip(prep.members, cv.weights, strict=True) if w > 0]
 
-    def ensemble_on(x: np.ndarray) -> np.ndarray:
-        stacked = np.column_stack([spec.predict(x, val_eras) for spec, _ in shipped])
-        return ensemble_scores(stacked, np.array([w for _, w in shipped]), x, val_eras, proportion)
+    def ensemble_on(features: np.ndarray) -> np.ndarray:
+        stacked = np.column_stack([member.predict(features, eras) for member, _ in shipped])
+        return ensemble_scores(stacked, np.array([w for _, w in shipped]), features, eras, cv.neutralization)
 
-    ensemble_val = ensemble_scores(
-        np.column_stack(val_scores), weights, validation.features[val_rows], val_eras, proportion
-    )
+    ensemble = ensemble_scores(np.column_stack(scores), cv.weights, x, eras, cv.neutralization)
     models["ensemble"] = {
-        "cv": summarize(blend_cv),
-        "cv_per_era": blend_cv,
+        "cv": summarize(cv.blend_per_era),
+        "cv_per_era": cv.blend_per_era,
         "chosen": {
-            "weights": dict(zip(cv, weights, strict=False)),
-            "neutralization": proportion,
-            "neutralization_cv": neutral_table.to_dict(orient="index"),
+            "weights": dict(zip(cv.results, cv.weights, strict=True)),
+            "neutralization": cv.neutralization,
+            "neutralization_cv": cv.neutralization_table.to_dict(orient="index"),
         },
-        **validation_figures(ensemble_val, validation, val_rows, config.target, benchmarks),
+        **validation_figures(ensemble, validation, rows, config.target, benchmarks),
     }
-    importance = gain_importance(next(g for spec in specs if (g := spec.gain()) is not None), groups)
+    gains = next((gain for member in prep.members if (gain := member.importance()) is not None), None)
+    importance = {} if gains is None else gain_importance(gains, prep.groups)
     importance["permutation_by_group"] = permutation_by_group(
-        ensemble_on, validation, val_rows, config.target, groups, seed=config.seed
+        ensemble_on, validation, rows, config.target, prep.groups, seed=config.seed
     )
+    return Holdout(models, pipeline, shipped, importance)
 
-    final_pipeline, trained_on = holdout_pipeline, [train]
-    if config.refit:
-        logger.info(
-            "refitting the blended members (%s) on all labelled eras (train and validation) with the CV's settings",
-            ", ".join(spec.name for spec, _ in shipped),
-        )
-        final_pipeline = FeaturePipeline(groups, **pipeline_settings).fit(
-            [(train, train.era_order), (validation, validation.era_order)]
-        )
-        trained_on = [train, validation]
-        for spec, _ in shipped:
-            spec.fit(trained_on, final_pipeline, "refit")
-    verification = write_pickle(pickle_state(features, shipped, proportion), config.out, data_dir, validation)
-    artifacts_path = save_artifacts(
-        artifacts_dir_for(config.out),
-        Artifacts(
-            settings=asdict(config) | {"embargo": embargo},
-            requested_features=requested_features,
-            feature_names=features,
-            pipeline=final_pipeline,
-            members=[SavedMember.trained(spec, w, trained_on) for spec, w in shipped],
-            neutralization=proportion,
-            embargo=embargo,
-            eras=era_fingerprints(trained_on, [e for frame in trained_on for e in frame.era_order]),
-        ),
-    )
 
-    summary = {
-        "data_dir": data_dir,
-        "features": len(features),
-        "train": {"rows": len(train), "eras": len(train.era_order), "rows_left_out": train.dropped_rows},
-        "validation": {
-            "rows": len(validation),
-            "eras": len(validation.era_order),
-            "rows_left_out": validation.dropped_rows,
-            "scored_eras": [str(scored_eras[0]), str(scored_eras[-1]), len(scored_eras)],
-        },
-        "embargo": embargo,
-        "missing_feature_eras_train": int(missing.to_numpy().sum()),
-        "pickle": "refit on train and validation eras" if config.refit else "trained on train eras only",
-        "artifacts": artifacts_path,
+@dataclass
+class Refit:
+    """Stage `refit`: the shipped members trained on every labelled era (or left on train eras)."""
+
+    pipeline: FeaturePipeline
+    trained_on: list[nd.EraFrame]
+    members: list[SavedMember]
+
+
+def refit(prep: Prepared, choice: FeatureChoice, holdout: Holdout) -> Refit:
+    frames = [prep.train]
+    pipeline = holdout.pipeline
+    if prep.config.refit:
+        names = ", ".join(member.name for member, _ in holdout.shipped)
+        logger.info("refitting the blended members (%s) on train and validation eras with the CV's settings", names)
+        frames = [prep.train, prep.validation]
+        pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(f, f.era_order) for f in frames])
+        for member, _ in holdout.shipped:
+            member.fit(frames, pipeline, "refit")
+    members = [SavedMember.trained(member, weight, frames) for member, weight in holdout.shipped]
+    return Refit(pipeline, frames, members)
+
+
+def pickle_state(features: list[str], members: list[SavedMember], neutralization: float) -> PickleState:
+    """The plain data the predict closure holds: feature names, exported members, neutralization."""
+    return {
+        "feature_names": features,
+        "members": [saved.member.export(saved.weight) for saved in members],
+        "neutralization": neutralization,
     }
-    report_path = write_report(
-        report_dir_for(config),
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def by_value_modules(members: list[SavedMember]) -> list[ModuleType]:
+    """Modules of members of the user's own kinds: pickled by value, as Numerai's container lacks them."""
+    names = {type(saved.member).__module__ for saved in members}
+    return [sys.modules[name] for name in sorted(names) if name.split(".")[0] != "pipeline"]
+
+
+def export(data_dir: Path, validation: nd.EraFrame, artifacts: Artifacts, outputs: BuildOutputs) -> VerificationReport:
+    """Stage `export`: the pickle written to its staged path and verified on the data's live file (or a
+    stand-in), then the refresh artifacts; nothing reaches `--out` before `BuildOutputs.commit`."""
+    features = artifacts.feature_names
+    state = pickle_state(features, artifacts.members, artifacts.neutralization)
+    with tempfile.TemporaryDirectory() as scratch:
+        live = live_path_for(data_dir, Path(scratch), validation)
+        verification = write_verified_pickle(
+            make_predict(state), outputs.staged.pickle, live, by_value=by_value_modules(artifacts.members)
+        )
+    verification.model_path = outputs.paths.pickle
+    save_artifacts(outputs.staged.artifacts, replace(artifacts, pickle_sha256=file_sha256(outputs.staged.pickle)))
+    return verification
+
+
+def build_artifacts(prep: Prepared, cv: CrossValidation, fitted: Refit) -> Artifacts:
+    return Artifacts(
+        settings=asdict(prep.config) | {"embargo": prep.embargo},
+        requested_features=prep.requested_features,
+        feature_names=prep.features,
+        pipeline=fitted.pipeline,
+        members=fitted.members,
+        neutralization=cv.neutralization,
+        embargo=prep.embargo,
+        eras=era_fingerprints(fitted.trained_on, [e for frame in fitted.trained_on for e in frame.era_order]),
+    )
+
+
+def data_summary(prep: Prepared) -> dict[str, Any]:
+    scored = prep.scored_eras
+    return {
+        "data_dir": prep.data_dir,
+        "features": len(prep.features),
+        "train": {"rows": len(prep.train), "eras": len(prep.train.era_order), "rows_left_out": prep.train.dropped_rows},
+        "validation": {
+            "rows": len(prep.validation),
+            "eras": len(prep.validation.era_order),
+            "rows_left_out": prep.validation.dropped_rows,
+            "scored_eras": [str(scored[0]), str(scored[-1]), len(scored)],
+        },
+        "embargo": prep.embargo,
+        "missing_feature_eras_train": prep.missing_feature_eras,
+        "pickle": "refit on train and validation eras" if prep.config.refit else "trained on train eras only",
+    }
+
+
+def write_outputs_report(
+    outputs: BuildOutputs,
+    config: BuildConfig,
+    embargo: int,
+    features: list[str],
+    verification: VerificationReport,
+    sections: dict[str, Any],
+) -> Path:
+    """report.json, its plots and report.html into the staged report directory; shared by build and
+    refresh: the given sections, then the settings, feature names and verification of the pickle (with
+    its sha256, which the artifacts' manifest records too: the three outputs of one build match)."""
+    sha256 = file_sha256(outputs.staged.pickle)
+    sections["data"] = sections["data"] | {"artifacts": outputs.paths.artifacts, "pickle_sha256": sha256}
+    write_report(
+        outputs.staged.report,
+        sections
+        | {
+            "settings": asdict(config) | {"features": len(features), "embargo": embargo},
+            "feature_names": features,
+            "verification": asdict(verification),
+        },
+    )
+    return outputs.paths.report / "report.json"
+
+
+def write_build_report(
+    prep: Prepared,
+    outputs: BuildOutputs,
+    choice: FeatureChoice,
+    holdout: Holdout,
+    verification: VerificationReport,
+    extra: dict[str, Any],
+) -> Path:
+    models = holdout.models
+    return write_outputs_report(
+        outputs,
+        prep.config,
+        prep.embargo,
+        prep.features,
+        verification,
         {
             "models": models,
-            "folds": fold_table(folds),
+            "folds": fold_table(prep.folds),
             "worst_eras": {name: figures.pop("worst_eras") for name, figures in models.items()},
             "rolling": {"window": ROLLING_WINDOW}
             | {
                 name: rolling_corr(pd.concat([figures["cv_per_era"], figures["validation_per_era"]]))
                 for name, figures in models.items()
             },
-            "importance": importance,
-            "feature_pipeline": feature_report,
-            **({"tsmixer_search": search} if search else {}),
-            "temporal": temporal,
-            "data": summary,
-            "settings": asdict(config) | {"features": len(features), "embargo": embargo},
-            "feature_names": features,
-            "verification": asdict(verification),
-        },
+            "importance": holdout.importance,
+            "feature_pipeline": choice.report,
+            "data": data_summary(prep),
+        }
+        | extra,
     )
-    return BuildResult(config.out, report_path, models, verification, summary, artifacts_path, search)
+
+
+def build(config: BuildConfig) -> BuildResult:
+    """CV, held-out validation, blend, refit, export and verify; `--out` gets the pickle, its artifacts
+    and its report together or not at all.
+
+    With --dask-scheduler or --dask-local the LightGBM members' holdout and refit training runs on
+    that Dask cluster, open for the whole build (reached before any data is loaded). BLAS threads
+    follow --threads too: oversubscribed BLAS made one least-squares fit many times slower."""
+    config.validate()
+    paths = OutputPaths.for_build(config.out, config.report_dir)
+    with (
+        terminate_as_exit(),
+        BuildOutputs(paths) as outputs,
+        threadpool_limits(config.threads or None),
+        dask_trainer(config.dask_scheduler, config.dask_local) as trainer,
+    ):
+        prep = prepare(config, trainer)
+        search = search_members(prep)
+        choice = choose_features(prep)
+        cv = cross_validate(prep, choice)
+        temporal, prep = check_stability(prep, choice)
+        holdout = score_holdout(prep, choice, cv, search)
+        fitted = refit(prep, choice, holdout)
+        verification = export(prep.data_dir, prep.validation, build_artifacts(prep, cv, fitted), outputs)
+        extra = {"temporal": temporal} | ({"tsmixer_search": search} if search else {})
+        report_path = write_build_report(prep, outputs, choice, holdout, verification, extra)
+        outputs.commit()
+    summary = data_summary(prep) | {"artifacts": paths.artifacts}
+    return BuildResult(config.out, report_path, holdout.models, verification, summary, paths.artifacts, search)
 
 
 def format_result(result: BuildResult) -> str:

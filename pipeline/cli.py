@@ -1,17 +1,18 @@
-"""Command line of build_model.py: build (the default), `verify` and `download`."""
+"""Command line of build_model.py: argparse subcommands `build` (the default), `verify` and `upload`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import data as nd
-from pipeline.build import BuildConfig, build, cache_root, format_result
+from pipeline.build import build, cache_root, format_result
+from pipeline.config import BuildConfig
 from pipeline.cv import EMBARGO_20D
-from pipeline.ensemble import PRESETS
+from pipeline.presets import PRESETS
 from pipeline.refresh import format_refresh, refresh
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, UploadError, upload
 from pipeline.verify import LIMIT_SECONDS, VerificationError, runtime_python, verify_pickle
@@ -26,13 +27,14 @@ numerai-tools and verified the way Numerai's container runs it.
   python build_model.py --data-dir DIR --init-model model_artifacts   # weekly refresh on the new eras
   python build_model.py verify model.pkl --live live.parquet
   python build_model.py upload model.pkl --model-name NAME [--dry-run]
+
+Commands: build (the default: `python build_model.py [build] [options]`), verify, upload;
+`python build_model.py COMMAND --help` explains each.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="build_model.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the data comes from and what of it a build reads."""
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -63,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--features", default=None, help="comma-separated feature names; overrides --feature-set")
     parser.add_argument("--target", default=nd.MAIN_TARGET, help="target column to train and score on (default target)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The members, their CV and the blend's neutralization."""
     parser.add_argument(
         "--preset",
         default="demo",
@@ -110,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--trees",
+        dest="num_boost_round",
         type=int,
         default=None,
+        metavar="N",
         help="cap on every member's boosting rounds (default: each preset member's own, e.g. 2000 for Numerai's "
         "example)",
     )
@@ -126,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="proportion (0..1) of feature exposure to remove from the blend within each era (default: the CV's "
         "choice)",
     )
+
+
+def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
+    """Threads, clusters and where the int8 matrix lives."""
     parser.add_argument("--threads", type=int, default=0, help="training threads (default 0: all cores)")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument(
@@ -161,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
         "LightGBM's datasets read them in batches and give the pages back, so a build holds LightGBM's bins "
         "rather than both them and the matrix (for data near this machine's memory; DIR needs room for the matrix)",
     )
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """The TSMixer-Ext member's hyperparameter search."""
     search_options = parser.add_argument_group("TSMixer-Ext hyperparameter search (presets standard and large)")
     search_options.add_argument(
         "--tsmixer-search",
@@ -178,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="no further search trial starts when it would be expected to end past this many seconds (default 3600)",
     )
+
+
+def add_refresh_arguments(parser: argparse.ArgumentParser) -> None:
+    """The weekly refresh (`--init-model`)."""
     refresh_options = parser.add_argument_group("weekly refresh")
     refresh_options.add_argument(
         "--init-model",
@@ -205,16 +225,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=4,
         help="newest labelled eras held out to compare the previous, refreshed and fully retrained models (default 4)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser
 
 
-def verify_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="build_model.py verify",
-        description="Run a pickle as Numerai's container does (one thread, this package not importable) and check its "
-        "output.",
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a build; each is stored under the name of its `BuildConfig` field."""
+    groups = (
+        add_data_arguments,
+        add_model_arguments,
+        add_compute_arguments,
+        add_search_arguments,
+        add_refresh_arguments,
     )
+    for add_group in groups:
+        add_group(parser)
+    parser.add_argument(
+        "--member",
+        dest="members",
+        action="append",
+        default=[],
+        metavar="FILE.py:CLASS",
+        help="add a member of your own kind: a class in FILE.py implementing pipeline.members.Member (see the README, "
+        "'Members of your own'); it is cross-validated, blended, pickled and refreshed like the preset's members. "
+        "Repeat for several",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="the model pickle")
     parser.add_argument("--live", type=Path, required=True, help="a live.parquet (index id, feature columns)")
     parser.add_argument(
@@ -238,15 +275,9 @@ def verify_parser() -> argparse.ArgumentParser:
         help="run in a virtual environment with exactly the pinned versions of Numerai's Python 3.11 image "
         "(created once in the cache; needs the package registry the first time)",
     )
-    return parser
 
 
-def upload_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="build_model.py upload",
-        description="Verify a pickle, then upload it to Numerai's hosted compute with numerapi. Credentials are "
-        "read from NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY only.",
-    )
+def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="the model pickle (must end in .pkl)")
     parser.add_argument("--model-name", required=True, help="your Numerai model's name (resolved to its id)")
     parser.add_argument(
@@ -266,7 +297,6 @@ def upload_parser() -> argparse.ArgumentParser:
         help="live.parquet to verify on (default: download the data version's current one)",
     )
     parser.add_argument("--dry-run", action="store_true", help="verify and resolve names, but do not upload")
-    return parser
 
 
 def setup_logging(verbose: bool) -> None:
@@ -278,59 +308,32 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
-def run_build(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(argv)
+def run_build(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
+    log = logging.getLogger("build_model")
     if args.download is not None:
         if args.data_dir is None:
-            raise SystemExit("--download needs --data-dir DIR to download into")
+            log.error("--download needs --data-dir DIR to download into")
+            return 2
         nd.download(args.data_dir, args.download)
-    config = BuildConfig(
-        data_dir=args.data_dir,
-        out=args.out,
-        report_dir=args.report_dir,
-        feature_set=args.feature_set,
-        features=[f.strip() for f in args.features.split(",") if f.strip()] if args.features else None,
-        target=args.target,
-        preset=args.preset,
-        embargo=args.embargo,
-        cv_folds=args.cv_folds,
-        cv_max_train_eras=args.cv_max_train_eras,
-        drop_unstable=args.drop_unstable,
-        refit=args.refit,
-        neutralization=args.neutralization,
-        era_stride=args.era_stride,
-        num_boost_round=args.trees,
-        seed=args.seed,
-        threads=args.threads,
-        dask_scheduler=args.dask_scheduler,
-        dask_local=args.dask_local,
-        torch_processes=args.torch_processes,
-        spill_dir=args.spill_dir,
-        tsmixer_search=args.tsmixer_search,
-        tsmixer_search_budget=args.tsmixer_search_budget,
-        init_model=args.init_model,
-        refresh_trees=args.refresh_trees,
-        refresh_epochs=args.refresh_epochs,
-        refresh_test_eras=args.refresh_test_eras,
-    )
+    config = BuildConfig.from_options(args)
     try:
         result = refresh(config) if config.init_model is not None else build(config)
     except (nd.DataError, VerificationError, ValueError) as err:
-        logging.getLogger("build_model").error("%s", err)
+        log.error("%s", err)
+        if Path(config.out).is_file():
+            log.error("%s is left as it was (the previous build's), with its artifacts and report", config.out)
         return 1
     print(format_refresh(result) if config.init_model is not None else format_result(result))
     return 0
 
 
-def run_verify(argv: Sequence[str]) -> int:
+def run_verify(args: argparse.Namespace) -> int:
     """0 when the pickle PASSED, 1 when it FAILED, 2 (argparse's) for bad options."""
-    parser = verify_parser()
-    args = parser.parse_args(argv)
     if not args.time_limit > 0:
-        parser.error(f"--time-limit must be more than 0 seconds, got {args.time_limit:g}")
+        args.parser.error(f"--time-limit must be more than 0 seconds, got {args.time_limit:g}")
     if not args.model.is_file():
-        parser.error(f"{args.model}: no such model pickle")
+        args.parser.error(f"{args.model}: no such model pickle")
     python = runtime_python(cache_root()) if args.runtime_env else None
     report = verify_pickle(
         args.model,
@@ -343,8 +346,7 @@ def run_verify(argv: Sequence[str]) -> int:
     return 0 if report.ok else 1
 
 
-def run_upload(argv: Sequence[str]) -> int:
-    args = upload_parser().parse_args(argv)
+def run_upload(args: argparse.Namespace) -> int:
     setup_logging(verbose=False)
     try:
         plan = upload(args.model, args.model_name, args.data_version, args.docker_image, args.live, args.dry_run)
@@ -360,12 +362,41 @@ def run_upload(argv: Sequence[str]) -> int:
     return 0
 
 
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
+    "build": (add_build_arguments, run_build, "build, verify and write the pickle (the default command)"),
+    "verify": (
+        add_verify_arguments,
+        run_verify,
+        "run a pickle as Numerai's container does (one thread, this package not importable) and check its output",
+    ),
+    "upload": (
+        add_upload_arguments,
+        run_upload,
+        "verify a pickle, then upload it to Numerai's hosted compute with numerapi (credentials from "
+        "NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY only)",
+    ),
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="build_model.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (add_arguments, run, text) in COMMANDS.items():
+        description = DESCRIPTION if name == "build" else text[0].upper() + text[1:] + "."
+        command = commands.add_parser(
+            name, help=text, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        add_arguments(command)
+        command.set_defaults(run=run, parser=command)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """`build_model.py [COMMAND] [options]`; without a command, `build`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "verify":
-        return run_verify(argv[1:])
-    if argv and argv[0] == "upload":
-        return run_upload(argv[1:])
-    if argv and argv[0] == "build":
-        argv = argv[1:]
-    return run_build(argv)
+    if not argv or argv[0] not in COMMANDS:
+        argv = ["build", *argv]
+    args = make_parser().parse_args(argv)
+    return args.run(args)

@@ -6,9 +6,12 @@ era share target windows with it; they are embargoed, never scored.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 EMBARGO_20D = 8
 EMBARGO_60D = 16
@@ -104,3 +107,58 @@ class EraWalkForward:
         eras = np.asarray(groups, dtype=object)
         for train_eras, val_eras in self.era_folds(eras):
             yield np.flatnonzero(np.isin(eras, train_eras)), np.flatnonzero(np.isin(eras, val_eras))
+
+
+def largest_embargo(train_eras: Sequence[str], validation_eras: Sequence[str]) -> int:
+    """The largest embargo with room for the build's CV (a fold trains on the older half of the training
+    eras and scores at least one era after the embargo) and for its holdout (at least one validation
+    era after the embargo); -1 when even no embargo leaves room."""
+    train = np.unique(np.asarray(train_eras, dtype=object))
+    after = np.unique(np.asarray(validation_eras, dtype=object))
+    after = after[after > train[-1]] if len(train) else after
+    return min(len(train) - max(1, len(train) // 2) - 1, len(after) - 1)
+
+
+def check_embargo(train_eras: Sequence[str], validation_eras: Sequence[str], embargo: int) -> None:
+    """Fail at once, with advice that works, when the eras leave no room for the CV and the holdout."""
+    largest = largest_embargo(train_eras, validation_eras)
+    if embargo <= largest:
+        return
+    n_train, n_validation = len(np.unique(np.asarray(train_eras))), len(np.unique(np.asarray(validation_eras)))
+    fix = f"use --embargo {largest} or less" if largest >= 0 else "use more data"
+    raise ValueError(
+        f"{n_train} training eras and {n_validation} validation eras are too few for an embargo of {embargo} eras: "
+        f"the CV trains each fold on the older half of the training eras, skips the embargo and scores at least "
+        f"one era, and the holdout scores at least one validation era after the embargo; {fix} (the embargo "
+        "guards against overlapping targets: 8 eras for 20-day targets, 16 for 60-day ones), or use more data"
+    )
+
+
+def walk_forward_folds(
+    eras: Sequence[str], n_splits: int, embargo: int, max_train_eras: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The build's CV folds: forward-chained over the newer half of the training eras, expanding (or
+    rolling, with `max_train_eras`); fewer folds (logged) when eras are few, down to one.
+
+    A fold needs the older half of the eras to train on, the embargo, and at least one era to score, so
+    `n` eras hold a fold only when ceil(n / 2) > embargo; otherwise the error names what would work.
+    """
+    eras = np.unique(np.asarray(eras, dtype=object))
+    min_train = max(1, len(eras) // 2)
+    room = len(eras) - min_train - embargo
+    if room < 1:
+        largest = len(eras) - min_train - 1
+        fix = f"use --embargo {largest} or less" if largest >= 0 else "add training eras"
+        raise ValueError(
+            f"{len(eras)} training eras are too few for a CV with an embargo of {embargo} eras: a fold trains on "
+            f"the older half ({min_train} era(s)), skips the embargo and scores at least one era, so it needs at "
+            f"least {max(2, 2 * embargo + 1)} training eras; {fix} (the embargo guards against "
+            "overlapping targets: 8 eras for 20-day targets, 16 for 60-day ones), or use more data"
+        )
+    possible = min(n_splits, room)
+    if possible < n_splits:
+        logger.warning("only %d training eras: %d CV fold(s) instead of %d", len(eras), possible, n_splits)
+    splitter = EraWalkForward(
+        n_splits=possible, embargo=embargo, min_train_eras=min_train, max_train_eras=max_train_eras
+    )
+    return splitter.era_folds(eras)

@@ -102,6 +102,38 @@ class EraFrame:
             self.data_type,
         )
 
+    def subset(self, eras: Sequence[str]) -> EraFrame:
+        """The rows of `eras` only (a copy of their int8 features), or the frame itself when it has no
+        other era."""
+        if set(self.era_order) <= set(eras):
+            return self
+        rows = self.select_eras(eras)
+        return EraFrame(
+            self.path,
+            self.ids[rows],
+            self.eras[rows],
+            self.features[rows],
+            self.feature_names,
+            self.targets.iloc[rows],
+            0,
+            self.data_type,
+        )
+
+    @staticmethod
+    def concat(frames: Sequence[EraFrame], targets: Sequence[str]) -> EraFrame:
+        """Rows of several splits in one frame with the given target columns (a copy of their int8
+        features), for models that need one; a single frame is returned as it is."""
+        if len(frames) == 1:
+            return frames[0]
+        return EraFrame(
+            path=frames[0].path,
+            ids=np.concatenate([f.ids for f in frames]),
+            eras=np.concatenate([f.eras for f in frames]),
+            features=np.concatenate([f.features for f in frames]),
+            feature_names=frames[0].feature_names,
+            targets=pd.concat([f.targets[list(targets)] for f in frames]),
+        )
+
     def missing_feature_eras(self) -> pd.DataFrame:
         """Boolean frame (eras x features): True where a feature is 2 for every row of an era,
         Numerai's marker for a feature that is missing in that era."""

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.data import DATA_TYPE_COL, ERA_COL, DataError, EraFrame, parquet_columns
-from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMMember
+from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMModel
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -148,9 +148,9 @@ class DaskLGBMTrainer:
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
 
     def fit_member(
-        self, member: LGBMMember, splits: Sequence[EraFrame], era_stride: int, feature_names: list[str], target: str
+        self, member: LGBMModel, splits: Sequence[EraFrame], era_stride: int, feature_names: list[str], target: str
     ) -> lgb.Booster:
-        """Train `member`'s parameters and tree count on the same rows `LGBMSpec.fit` would use."""
+        """Train `member`'s parameters and tree count on the same rows `LightGBMMember.fit` would use."""
         parts = [ParquetPart.of(split, era_stride) for split in splits]
         return self.train(parts, feature_names, target, member.lgb_params(), member.num_boost_round)
 

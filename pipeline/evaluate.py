@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from pipeline.data import EraFrame
 from pipeline.features import FeaturePipeline
 from pipeline.metrics import per_era_corr_columns
-from pipeline.models.lgbm import LGBMMember
+from pipeline.models.lgbm import LGBMModel
 
 
 @dataclass
@@ -39,7 +39,7 @@ def checkpoints(num_boost_round: int, count: int = 20) -> np.ndarray:
 
 
 def cv_lgbm(
-    member: LGBMMember,
+    member: LGBMModel,
     frame: EraFrame,
     target: str,
     folds: list[tuple[np.ndarray, np.ndarray]],

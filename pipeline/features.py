@@ -350,7 +350,7 @@ def sample_rows(parts: Sequence[tuple[EraFrame, Sequence[str]]], limit: int) -> 
             for (frame, r), lo, hi in zip(rows, offsets[:-1], offsets[1:], strict=False)
         ]
     )
-    # Each sampled row of a matrix on disk faulted in the 64 KB around it: 1.3 GB for 20,000 rows.
+    # Each sampled row of a matrix on disk faults in the 64 KB around it: give those pages back.
     for frame, _ in rows:
         release_pages(frame.features)
     return sample

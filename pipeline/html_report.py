@@ -389,8 +389,8 @@ def _refresh_section(report: dict[str, Any]) -> str:
         return ""
 
     steps = [
-        [_cell(name), _cell(_era_span(as_dict(step).get("eras")))]
-        + [_cell(as_dict(step).get(k), None) for k in ("trees_added", "trees", "epochs", "lr", "skipped")]
+        [_cell(name), _cell(_era_span(as_dict(step).get("eras"))), _cell(as_dict(step).get("done"), None)]
+        + [_cell(as_dict(step).get("skipped"), None)]
         for name, step in as_dict(refresh.get("members")).items()
     ]
     parts = [
@@ -398,9 +398,7 @@ def _refresh_section(report: dict[str, Any]) -> str:
         f"{_esc(refresh.get('previous_trained_through'))}, "
         f"continued on its new eras {_esc(_era_span(refresh.get('new_eras')))}. Kept: "
         f"{_esc(refresh.get('kept', ''))}.</p>",
-        _table(["member", "eras", "trees added", "trees", "epochs", "learning rate", "skipped"], steps)
-        if steps
-        else "",
+        _table(["member", "eras", "what was done", "skipped"], steps) if steps else "",
     ]
     comparison = as_dict(refresh.get("comparison"))
     if comparison.get("skipped"):

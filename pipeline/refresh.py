@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +34,17 @@ from pipeline.artifacts import (
     ArtifactError,
     Artifacts,
     SavedMember,
-    artifacts_dir_for,
     era_fingerprints,
     labelled_eras,
     load_artifacts,
-    save_artifacts,
-    untrained,
 )
-from pipeline.build import (
-    BuildConfig,
-    BuildResult,
-    default_data_dir,
-    load_data,
-    pickle_state,
-    report_dir_for,
-    write_pickle,
-)
-from pipeline.ensemble import LGBMSpec, subset_frame
+from pipeline.build import BuildResult, default_data_dir, export, load_data, preset_targets, write_outputs_report
+from pipeline.config import BuildConfig
 from pipeline.features import SETTINGS, FeaturePipeline
+from pipeline.members import RefreshSettings
 from pipeline.metrics import per_era_corr, summarize
-from pipeline.report import refresh_table, write_report
+from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
+from pipeline.report import refresh_table
 from pipeline.runtime import ensemble_scores
 
 logger = logging.getLogger(__name__)
@@ -116,6 +107,10 @@ def check_history(previous: Artifacts, frames: Sequence[nd.EraFrame], data_dir: 
         )
 
 
+def refresh_settings(config: BuildConfig) -> RefreshSettings:
+    return RefreshSettings(trees=config.refresh_trees, epochs=config.refresh_epochs, lr_factor=FINE_TUNE_LR_FACTOR)
+
+
 def continue_members(
     members: Sequence[SavedMember], frames: Sequence[nd.EraFrame], allowed: Sequence[str], config: BuildConfig
 ) -> tuple[list[SavedMember], dict[str, dict[str, Any]]]:
@@ -124,26 +119,20 @@ def continue_members(
     members and what was done to each."""
     allowed_set = set(allowed)
     refreshed, steps = [], {}
-    for member in members:
-        spec = copy.deepcopy(member.spec)
-        eras = [e for e in labelled_eras(frames, spec.train_target) if e > member.last_era and e in allowed_set]
+    for saved in members:
+        member = copy.deepcopy(saved.member)
+        eras = [e for e in labelled_eras(frames, member.train_target) if e > saved.last_era and e in allowed_set]
         if not eras:
-            steps[spec.name] = {"skipped": f"no new era with {spec.train_target} resolved"}
-            refreshed.append(replace(member, spec=spec))
+            steps[member.name] = {"skipped": f"no new era with {member.train_target} resolved"}
+            refreshed.append(replace(saved, member=member))
             continue
         parts = [(frame, [e for e in eras if e in set(frame.era_order)]) for frame in frames]
         parts = [(frame, part) for frame, part in parts if part]
-        if isinstance(spec, LGBMSpec):
-            rounds = max(1, round(config.refresh_trees * member.base_trees))
-            spec.continue_fit(parts, rounds)
-            steps[spec.name] = {"trees_added": rounds, "trees": spec.estimator.num_boost_round}
-        else:
-            lr = round(spec.estimator.lr * FINE_TUNE_LR_FACTOR, 12)
-            spec.continue_fit(parts, config.refresh_epochs, lr)
-            steps[spec.name] = {"epochs": config.refresh_epochs, "lr": lr}
-        steps[spec.name]["eras"] = span(eras)
-        refreshed.append(replace(member, spec=spec, last_era=eras[-1]))
-        logger.info("%s: refreshed on %d eras %s..%s: %s", spec.name, len(eras), eras[0], eras[-1], steps[spec.name])
+        steps[member.name] = member.continue_training(parts, refresh_settings(config)) | {"eras": span(eras)}
+        refreshed.append(replace(saved, member=member, last_era=eras[-1]))
+        logger.info(
+            "%s: refreshed on %d eras %s..%s: %s", member.name, len(eras), eras[0], eras[-1], steps[member.name]
+        )
     return refreshed, steps
 
 
@@ -153,14 +142,14 @@ def retrain(
     """The previous build's members trained from scratch on `eras`, with its settings (the CV's trees,
     its feature pipeline settings, refitted on those eras): a full build without a new CV."""
     wanted = set(eras)
-    parts = [subset_frame(f, [e for e in f.era_order if e in wanted]) for f in frames if wanted & set(f.era_order)]
+    parts = [f.subset([e for e in f.era_order if e in wanted]) for f in frames if wanted & set(f.era_order)]
     pipeline = FeaturePipeline(previous.pipeline.groups, **{k: getattr(previous.pipeline, k) for k in SETTINGS})
     pipeline.fit([(f, f.era_order) for f in parts])
     retrained = []
-    for member in previous.members:
-        spec = untrained(member, config.threads, config.torch_processes)
-        spec.fit(parts, pipeline, "full retrain")
-        retrained.append(SavedMember(spec, member.weight, max(eras), member.base_trees))
+    for saved in previous.members:
+        member = saved.member.untrained(config.threads, config.torch_processes)
+        member.fit(parts, pipeline, "full retrain")
+        retrained.append(SavedMember(member, saved.weight, max(eras)))
     return retrained
 
 
@@ -200,9 +189,9 @@ def compare(
     }
     models, members = {}, {}
     for label, saved in candidates.items():
-        scores = np.column_stack([m.spec.predict(x, test_eras) for m in saved])
-        for member, column in zip(saved, scores.T, strict=False):
-            members.setdefault(member.spec.name, {})[label] = summarize(per_era_corr(column, y, test_eras))
+        scores = np.column_stack([m.member.predict(x, test_eras) for m in saved])
+        for member, column in zip(saved, scores.T, strict=True):
+            members.setdefault(member.member.name, {})[label] = summarize(per_era_corr(column, y, test_eras))
         blended = ensemble_scores(scores, np.array([m.weight for m in saved]), x, test_eras, previous.neutralization)
         per_era = per_era_corr(blended, y, test_eras)
         models[label] = {"validation": summarize(per_era), "validation_per_era": per_era}
@@ -218,30 +207,28 @@ def compare(
 
 def refresh(config: BuildConfig) -> BuildResult:
     """Continue the model in `config.init_model` on the new labelled eras of the data; write a verified
-    pickle, new artifacts and a report comparing it with the previous model and a full retrain."""
+    pickle, new artifacts and a report comparing it with the previous model and a full retrain, all
+    three replacing what `--out` held together (`BuildOutputs`)."""
     if config.init_model is None:
         raise ValueError("a refresh needs --init-model DIR (the <out>_artifacts directory of a previous build)")
-    if not 0 < config.refresh_trees <= 1:
-        raise ValueError(
-            f"--refresh-trees must be within (0, 1], a share of the CV's trees; got {config.refresh_trees}"
-        )
-    if config.refresh_epochs < 1:
-        raise ValueError(f"--refresh-epochs must be at least 1, got {config.refresh_epochs}")
-    if config.refresh_test_eras < 1:
-        raise ValueError(f"--refresh-test-eras must be at least 1, got {config.refresh_test_eras}")
-    if config.dask_scheduler or config.dask_local:
-        raise ValueError("--init-model refreshes on this machine: leave out --dask-scheduler and --dask-local")
-    with threadpool_limits(config.threads or None):
-        return _refresh(config)
+    config.validate()
+    paths = OutputPaths.for_build(config.out, config.report_dir)
+    with terminate_as_exit(), BuildOutputs(paths) as outputs, threadpool_limits(config.threads or None):
+        result = _refresh(config, outputs)
+        outputs.commit()
+    return result
 
 
-def _refresh(config: BuildConfig) -> BuildResult:
-    previous = load_artifacts(config.init_model, config.threads)
-    data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
+def load_new_data(
+    previous: Artifacts, config: BuildConfig, data_dir: Path
+) -> tuple[list[str], list[nd.EraFrame], list[str], list[str]]:
+    """The data of the refresh, checked against the previous model: features, the two splits, every
+    labelled era and the new ones."""
     check_options(previous, config, config.features or nd.resolve_features(data_dir, config.feature_set))
-    features, train, validation = load_data(replace(config, features=previous.feature_names), data_dir)
+    _, targets, _ = preset_targets(config, data_dir)
+    features, train, validation = load_data(replace(config, features=previous.feature_names), data_dir, targets)
     frames = [train, validation]
-    absent = [m.spec.train_target for m in previous.members if m.spec.train_target not in train.targets.columns]
+    absent = [m.member.train_target for m in previous.members if m.member.train_target not in train.targets.columns]
     if absent:
         raise ArtifactError(f"{data_dir}: the previous model's members train on {absent}, which train.parquet lacks")
     check_history(previous, frames, data_dir)
@@ -253,6 +240,13 @@ def _refresh(config: BuildConfig) -> BuildResult:
             f"through era {previous.last_era}, the data's newest labelled era is {eras[-1]}. Download the new data "
             "first; an era's targets are published about four weeks after it is live"
         )
+    return features, frames, eras, new
+
+
+def _refresh(config: BuildConfig, outputs: BuildOutputs) -> BuildResult:
+    previous = load_artifacts(config.init_model, config.threads)
+    data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
+    features, frames, eras, new = load_new_data(previous, config, data_dir)
     embargo = previous.embargo if config.embargo is None else config.embargo
     logger.info(
         "refresh of %s (trained through %s) on %d new eras %s..%s",
@@ -262,58 +256,38 @@ def _refresh(config: BuildConfig) -> BuildResult:
         new[0],
         new[-1],
     )
-
     comparison = compare(previous, frames, eras, embargo, config)
     members, steps = continue_members(previous.members, frames, eras, config)
-    verification = write_pickle(
-        pickle_state(features, [(m.spec, m.weight) for m in members], previous.neutralization),
-        config.out,
-        data_dir,
-        validation,
-    )
     record = {"init_model": config.init_model, "data_dir": data_dir, "new_eras": span(new), "members": steps}
-    artifacts_path = save_artifacts(
-        artifacts_dir_for(config.out),
-        replace(
-            previous,
-            members=members,
-            eras=previous.eras | era_fingerprints(frames, new),
-            history=previous.history + [record],
-        ),
+    artifacts = replace(
+        previous,
+        members=members,
+        eras=previous.eras | era_fingerprints(frames, new),
+        history=previous.history + [record],
     )
+    verification = export(data_dir, frames[1], artifacts, outputs)
     refresh_report = {
         "init_model": config.init_model,
         "previous_trained_through": previous.last_era,
         "new_eras": span(new),
         "members": steps,
         "kept": "the previous build's feature pipeline, blend weights and neutralization",
-        "weights": {m.spec.name: m.weight for m in members},
+        "weights": {m.member.name: m.weight for m in members},
         "comparison": {k: v for k, v in comparison.items() if k != "models"},
     }
     summary = {
         "data_dir": data_dir,
         "features": len(features),
-        "train": {"rows": len(train), "eras": len(train.era_order)},
-        "validation": {"rows": len(validation), "eras": len(validation.era_order)},
+        "train": {"rows": len(frames[0]), "eras": len(frames[0].era_order)},
+        "validation": {"rows": len(frames[1]), "eras": len(frames[1].era_order)},
         "embargo": embargo,
         "pickle": f"the previous model refreshed on every new labelled era ({new[0]}..{new[-1]})",
-        "artifacts": artifacts_path,
     }
     models = comparison.get("models", {})
-    report_path = write_report(
-        report_dir_for(config),
-        {
-            "models": models,
-            "refresh": refresh_report,
-            "data": summary,
-            "settings": asdict(config) | {"features": len(features), "embargo": embargo},
-            "feature_names": features,
-            "verification": asdict(verification),
-        },
-    )
-    return BuildResult(
-        config.out, report_path, models, verification, summary | {"refresh": refresh_report}, artifacts_path
-    )
+    sections = {"models": models, "refresh": refresh_report, "data": summary}
+    report_path = write_outputs_report(outputs, config, embargo, features, verification, sections)
+    summary |= {"artifacts": outputs.paths.artifacts, "refresh": refresh_report}
+    return BuildResult(config.out, report_path, models, verification, summary, outputs.paths.artifacts)
 
 
 def format_refresh(result: BuildResult) -> str:

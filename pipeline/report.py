@@ -121,11 +121,7 @@ def refresh_table(refresh: dict[str, Any], models: dict[str, dict[str, Any]]) ->
         f"new eras {first}..{last}"
     ]
     for name, step in refresh["members"].items():
-        done = step.get("skipped") or (
-            f"+{step['trees_added']} trees ({step['trees']} in all)"
-            if "trees_added" in step
-            else f"fine-tuned {step['epochs']} epochs at lr {step['lr']:.2g}"
-        )
+        done = step.get("skipped") or step.get("done") or ", ".join(f"{k} {v}" for k, v in step.items() if k != "eras")
         lines.append(f"  {name:<22} {done}")
     comparison = refresh["comparison"]
     if "skipped" in comparison:

@@ -2,14 +2,16 @@
 
 It imports numpy, pandas and lightgbm and nothing else, and is pickled by value
 (`cloudpickle.register_pickle_by_value`), so the pickle works where this package is not installed.
-Its state is plain data: feature names, LightGBM model text, the feature pipeline's arrays,
-neural weights and blend weights.
+Its state is plain data (`PickleState`): feature names, LightGBM model text, the feature pipeline's
+arrays, neural weights and blend weights. The TypedDicts below are its schema; at run time they are
+plain dicts, so the pickle's bytes do not depend on them.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple, TypedDict, Union
 
 import lightgbm as lgb
 import numpy as np
@@ -17,6 +19,83 @@ import pandas as pd
 
 PREDICT_CHUNK_ROWS = 8192
 MISSING_VALUE = 2
+
+
+class MixerState(TypedDict):
+    """The feature pipeline's per-group MLPs: token columns [groups, width] and each cross-fitted
+    model's weights (`w1` [groups, width, hidden], `b1`, `w2` [groups, hidden], `b2`)."""
+
+    index: np.ndarray
+    models: list[dict[str, np.ndarray]]
+
+
+class TransformState(TypedDict):
+    """A fitted feature pipeline (`pipeline.features.FeaturePipeline.transform_`): the missing-value
+    policy ("keep" or "nan"), averaging matrices (features x sets) of correlated-feature clusters and
+    of feature groups, the group mixers, the names of the era-wise columns, and the raw columns a
+    member over a feature subset keeps (None: all)."""
+
+    missing: Literal["keep", "nan"]
+    cluster_avg: np.ndarray | None
+    group_avg: np.ndarray | None
+    mixer: MixerState | None
+    extra_names: list[str]
+    columns: np.ndarray | None
+
+
+class LightGBMState(TypedDict):
+    """A LightGBM member: its model text and the feature pipeline it reads (None: raw features)."""
+
+    name: str
+    kind: Literal["lightgbm"]
+    weight: float
+    model_text: str
+    transform: TransformState | None
+
+
+class NeuralState(TypedDict):
+    """An MLP or TSMixer-Ext member: float32 arrays of its torch state_dict, and a config of plain
+    Python (architecture, head, tokens, feature names, ...) for the numpy forward pass below."""
+
+    name: str
+    kind: Literal["mlp", "tsmixer"]
+    weight: float
+    arrays: dict[str, np.ndarray]
+    config: dict[str, Any]
+
+
+class FunctionState(TypedDict):
+    """A member of a kind this module does not know (a user's own): `function(params, features, eras)`
+    gives its raw scores. The function's module is pickled by value with this one, so it may import
+    only what Numerai's container has (numpy, pandas, lightgbm, scikit-learn, scipy)."""
+
+    name: str
+    kind: Literal["function"]
+    weight: float
+    function: Callable[[dict[str, Any], np.ndarray, np.ndarray | None], np.ndarray]
+    params: dict[str, Any]
+
+
+MemberState = Union[LightGBMState, NeuralState, FunctionState]
+
+
+class PickleState(TypedDict):
+    """Everything the predict closure holds: feature names (live columns by name), the exported
+    members (blended by `weight`) and the neutralization proportion of the blend."""
+
+    feature_names: list[str]
+    members: list[MemberState]
+    neutralization: float
+
+
+class LiveInputs(NamedTuple):
+    """One predict call's rows as the members read them: float32 features, each row's era (None: all
+    one era), built boosters (kept across calls) and each feature pipeline's matrix (this call's)."""
+
+    features: np.ndarray
+    eras: np.ndarray | None
+    boosters: dict[str, lgb.Booster]
+    matrices: dict
 
 
 def rank_within_groups(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
@@ -74,13 +153,13 @@ def set_sums(x: np.ndarray, averaging: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return x.astype(np.float32) @ members.astype(np.float32), members.sum(axis=0).astype(np.float32)
 
 
-def group_means(transform: dict, x: np.ndarray) -> np.ndarray:
+def group_means(transform: TransformState, x: np.ndarray) -> np.ndarray:
     """Each row's mean of every feature group (rows x groups)."""
     sums, sizes = set_sums(x, transform["group_avg"])
     return sums / sizes
 
 
-def era_features(transform: dict, x: np.ndarray, era_group_means: np.ndarray | None = None) -> np.ndarray:
+def era_features(transform: TransformState, x: np.ndarray, era_group_means: np.ndarray | None = None) -> np.ndarray:
     """Cross-sectional features of rows of one era: means of correlated-feature clusters, each
     group's mean and dispersion, and how far a row's group mean sits from its era's mean of it.
 
@@ -105,7 +184,7 @@ def era_features(transform: dict, x: np.ndarray, era_group_means: np.ndarray | N
     return np.hstack(blocks).astype(np.float32)
 
 
-def group_mixer_outputs(mixer: dict, x: np.ndarray, models: list[int] | None = None) -> np.ndarray:
+def group_mixer_outputs(mixer: MixerState, x: np.ndarray, models: list[int] | None = None) -> np.ndarray:
     """Main-target outputs (rows x groups) of the small per-group MLPs on raw 0..4 rows, averaged
     over the mixer's cross-fitted models (or only `models`)."""
     index = mixer["index"]
@@ -119,14 +198,14 @@ def group_mixer_outputs(mixer: dict, x: np.ndarray, models: list[int] | None = N
     return (out / len(chosen)).T
 
 
-def mixer_features(mixer: dict, x: np.ndarray, models: list[int] | None = None) -> np.ndarray:
+def mixer_features(mixer: MixerState, x: np.ndarray, models: list[int] | None = None) -> np.ndarray:
     """Per-era ranks of the group mixers' outputs on ONE era's rows: ranks keep a row's place in its
     era, so cross-fitted outputs in training and averaged outputs live look alike to the trees."""
     outputs = group_mixer_outputs(mixer, x, models)
     return np.column_stack([rank_within_groups(column, None) for column in outputs.T]).astype(np.float32)
 
 
-def model_matrix(transform: dict | None, x: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
+def model_matrix(transform: TransformState | None, x: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
     """What the LightGBM members see: the raw features (a member over a feature subset: its
     `columns` only; NaN where missing in an era, under the "nan" policy) followed by the era-wise
     features of all features, as float32, built one era at a time. No transform: the raw features."""
@@ -161,7 +240,7 @@ def booster_predict(
 
 
 def shared_model_matrix(
-    transform: dict | None, features: np.ndarray, eras: np.ndarray | None, matrices: dict
+    transform: TransformState | None, features: np.ndarray, eras: np.ndarray | None, matrices: dict
 ) -> np.ndarray:
     """`model_matrix` of `transform`, built once per feature pipeline and kept in `matrices`:
     members over feature subsets, whose transforms differ from their pipeline's only in the raw
@@ -184,8 +263,22 @@ def shared_model_matrix(
     return matrices[key][:, np.concatenate([columns, np.arange(features.shape[1], matrices[key].shape[1])])]
 
 
+def lightgbm_member_scores(member: LightGBMState, inputs: LiveInputs) -> np.ndarray:
+    """A LightGBM member's raw scores on its feature pipeline's matrix (shared with the members that
+    read the same pipeline), the booster built once from its model text."""
+    if member["name"] not in inputs.boosters:
+        inputs.boosters[member["name"]] = lgb.Booster(model_str=member["model_text"])
+    matrix = shared_model_matrix(member.get("transform"), inputs.features, inputs.eras, inputs.matrices)
+    return booster_predict(inputs.boosters[member["name"]], matrix)
+
+
+def function_member_scores(member: FunctionState, inputs: LiveInputs) -> np.ndarray:
+    """A user's own member: its exported function on the raw float32 features."""
+    return np.asarray(member["function"](member["params"], inputs.features, inputs.eras), dtype=np.float64)
+
+
 def member_scores(
-    member: dict, features: np.ndarray, cache: dict, eras: np.ndarray | None = None, matrices: dict | None = None
+    member: MemberState, features: np.ndarray, cache: dict, eras: np.ndarray | None = None, matrices: dict | None = None
 ) -> np.ndarray:
     """Raw scores of one exported member on float32 features; `cache` keeps built boosters.
 
@@ -193,15 +286,10 @@ def member_scores(
     era context of neural members. `matrices`, kept for one call's `features`, holds each feature
     pipeline's output, so LightGBM members sharing a pipeline transform the rows once.
     """
-    kind = member["kind"]
-    if kind == "lightgbm":
-        if member["name"] not in cache:
-            cache[member["name"]] = lgb.Booster(model_str=member["model_text"])
-        matrix = shared_model_matrix(member.get("transform"), features, eras, {} if matrices is None else matrices)
-        return booster_predict(cache[member["name"]], matrix)
-    if kind in ("tsmixer", "mlp"):
-        return neural_member_scores(member, features, eras)
-    raise ValueError(f"unknown member kind {kind!r}")
+    if member["kind"] not in MEMBER_PREDICTORS:
+        raise ValueError(f"unknown member kind {member['kind']!r}; this runtime knows {sorted(MEMBER_PREDICTORS)}")
+    inputs = LiveInputs(features, eras, cache, {} if matrices is None else matrices)
+    return MEMBER_PREDICTORS[member["kind"]](member, inputs)
 
 
 def blend_ranks(scores: np.ndarray, weights: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
@@ -247,12 +335,12 @@ def ensemble_scores(
     return neutralize_within_eras(blend_ranks(scores, weights, eras), features, eras, proportion)
 
 
-def make_predict(state: dict) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def make_predict(state: PickleState) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """Build the closure Numerai calls each round.
 
-    `state` holds `feature_names`, `members` (exported models: `{"name", "kind", "weight", ...}`,
-    blended as a weighted average of per-era ranks) and optionally `neutralization`, the proportion
-    of feature exposure removed from the blend within each era.
+    `state` holds `feature_names`, `members` (exported models, blended as a weighted average of
+    per-era ranks) and `neutralization`, the proportion of feature exposure removed from the blend
+    within each era (0 when absent).
     """
     feature_names = list(state["feature_names"])
     members = [dict(m) for m in state["members"]]
@@ -380,7 +468,7 @@ def tsmixer_forward(arrays: dict, config: dict, x: np.ndarray, index: np.ndarray
 
 # Rows per chunk of TSMixer-Ext's blocks: at Numerai's width a whole era's [N, G, ff] temporaries
 # are ~0.5 GB each, and every one of them is fresh memory the kernel has to map and zero; chunks of a
-# few MB are reused by the allocator (6,720 x 2,748 on one thread, under load: 9.3 s -> 4.5 s).
+# few MB are reused by the allocator (bench.tsmixer times the forward pass; the README has the figures).
 MIXER_ROWS = 256
 
 
@@ -433,7 +521,7 @@ def neural_prediction(main: np.ndarray, aux: np.ndarray, config: dict) -> np.nda
     return pred
 
 
-def neural_member_scores(member: dict, features: np.ndarray, eras: np.ndarray | None = None) -> np.ndarray:
+def neural_member_scores(member: NeuralState, features: np.ndarray, eras: np.ndarray | None = None) -> np.ndarray:
     """Scores of a "tsmixer" or "mlp" member on raw 0..4 float32 features, one era at a time
     (the era context summarizes only the era's own rows)."""
     arrays, config = member["arrays"], member["config"]
@@ -450,3 +538,17 @@ def neural_member_scores(member: dict, features: np.ndarray, eras: np.ndarray | 
             main, aux = mlp_forward(arrays, config, x)
         out[rows] = neural_prediction(main, aux, config)
     return out
+
+
+def neural_scores(member: NeuralState, inputs: LiveInputs) -> np.ndarray:
+    """`neural_member_scores` on one predict call's rows."""
+    return neural_member_scores(member, inputs.features, inputs.eras)
+
+
+# How each kind of exported member predicts: one function per kind, `fn(member, inputs)`.
+MEMBER_PREDICTORS: dict[str, Callable[[Any, LiveInputs], np.ndarray]] = {
+    "lightgbm": lightgbm_member_scores,
+    "mlp": neural_scores,
+    "tsmixer": neural_scores,
+    "function": function_member_scores,
+}

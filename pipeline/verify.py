@@ -10,9 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import cloudpickle
 import pandas as pd
@@ -307,17 +308,26 @@ def runtime_python(cache_dir: str | Path) -> Path:
     return python
 
 
-def dump_predict(predict: Callable[[pd.DataFrame], pd.DataFrame], path: str | Path) -> None:
-    """Cloudpickle the closure with the runtime module by value: Numerai's container lacks this package."""
-    cloudpickle.register_pickle_by_value(runtime)
+def dump_predict(
+    predict: Callable[[pd.DataFrame], pd.DataFrame], path: str | Path, by_value: Sequence[ModuleType] = ()
+) -> None:
+    """Cloudpickle the closure with the runtime module (and `by_value`, the modules of a user's own
+    members) by value: Numerai's container lacks this package."""
+    modules = [runtime, *by_value]
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
     try:
         Path(path).write_bytes(cloudpickle.dumps(predict))
     finally:
-        cloudpickle.unregister_pickle_by_value(runtime)
+        for module in modules:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def write_verified_pickle(
-    predict: Callable[[pd.DataFrame], pd.DataFrame], out_path: str | Path, live_path: str | Path
+    predict: Callable[[pd.DataFrame], pd.DataFrame],
+    out_path: str | Path,
+    live_path: str | Path,
+    by_value: Sequence[ModuleType] = (),
 ) -> VerificationReport:
     """Write the pickle under a temporary name, verify it, and only then move it to `out_path`.
 
@@ -327,7 +337,7 @@ def write_verified_pickle(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pending = out_path.with_name(out_path.name + ".unverified")
-    dump_predict(predict, pending)
+    dump_predict(predict, pending, by_value)
     try:
         report = verify_pickle(pending, live_path)
     except BaseException:

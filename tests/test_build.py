@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from pipeline.ensemble import EXAMPLE_MEMBER, PRESETS, TSMIXER_MEMBER, NeuralSpec
+from pipeline.members import NeuralMember
 from pipeline.models.tsmixer import TSMixerExt
+from pipeline.presets import EXAMPLE_MEMBER, PRESETS, TSMIXER_MEMBER
 from pipeline.verify import verify_pickle
 from tests.conftest import write_foreign_layout
 
@@ -135,8 +137,8 @@ def test_rolling_cv_windows_reach_the_report(tiny_world: Path, tmp_path: Path) -
 def test_too_few_eras_for_the_embargo_is_a_clear_error(tmp_path: Path, caplog) -> None:
     world = write_foreign_layout(tmp_path / "short", n_eras=20)
     assert main(["--data-dir", str(world), "--out", str(tmp_path / "m.pkl"), "--trees", "10", "--threads", "1"]) == 1
-    assert "14 eras are too few for 1 folds" in caplog.text and "embargo of 8" in caplog.text
-    assert "smaller embargo" in caplog.text
+    assert "14 training eras and 6 validation eras are too few for an embargo of 8 eras" in caplog.text
+    assert "use --embargo 5 or less" in caplog.text, "advice that works (tests/test_reliability.py follows it)"
 
 
 @pytest.mark.slow
@@ -194,19 +196,19 @@ def test_tsmixer_search_table_reaches_the_report_and_its_choice_is_trained(
     monkeypatch.setitem(
         PRESETS,
         "standard",
-        [
+        (
             EXAMPLE_MEMBER,
-            TSMIXER_MEMBER | {"params": TSMIXER_MEMBER["params"] | {"max_epochs": 2, "patience": 1}},
-        ],
+            replace(TSMIXER_MEMBER, params=TSMIXER_MEMBER.params | {"max_epochs": 2, "patience": 1}),
+        ),
     )
     fits = []
-    neural_fit = NeuralSpec._fit
+    neural_fit = NeuralMember._fit
 
-    def recording_fit(spec: NeuralSpec, frame, eras) -> None:
+    def recording_fit(spec: NeuralMember, frame, eras) -> None:
         fits.append((frame.data_type, list(eras), spec.estimator.get_params()))
         neural_fit(spec, frame, eras)
 
-    monkeypatch.setattr(NeuralSpec, "_fit", recording_fit)
+    monkeypatch.setattr(NeuralMember, "_fit", recording_fit)
     out = tmp_path / "searched.pkl"
     args = [
         "--data-dir",
@@ -234,7 +236,7 @@ def test_tsmixer_search_table_reaches_the_report_and_its_choice_is_trained(
     assert {"n_block", "d", "ff", "dropout", "lr", "era_context", "head", "cv_corr_mean", "seconds"} <= set(
         search["trials"][0]
     )
-    preset = TSMixerExt(**TSMIXER_MEMBER["params"]).get_params()
+    preset = TSMixerExt(**TSMIXER_MEMBER.params).get_params()
     trial_0 = next(trial for trial in search["trials"] if trial["trial"] == 0)
     assert all(trial_0[name] == preset[name] for name in search["space"]), "trial 0 is the preset's settings"
     first_cv_train_last = report["folds"][0]["train_last"]

@@ -86,7 +86,7 @@ def resident_kb(directory: Path) -> int:
 
 def test_spilled_split_matches_memory_and_trains_the_same_trees(tiny_world: Path, tmp_path: Path) -> None:
     from pipeline.features import FeaturePipeline
-    from pipeline.models.lgbm import LGBMMember
+    from pipeline.models.lgbm import LGBMModel
 
     features = nd.resolve_features(tiny_world, "all")
     path = tiny_world / "train.parquet"
@@ -102,7 +102,7 @@ def test_spilled_split_matches_memory_and_trains_the_same_trees(tiny_world: Path
     predictions = []
     for frame in (memory, spilled):
         pipeline = FeaturePipeline(groups, group_stats=False).fit([(frame, frame.era_order)])
-        member = LGBMMember({"objective": "regression", "num_leaves": 7, "verbosity": -1}, 10, num_threads=1)
+        member = LGBMModel({"objective": "regression", "num_leaves": 7, "verbosity": -1}, 10, num_threads=1)
         member.fit(pipeline.inputs(frame), frame.targets["target"].to_numpy(), feature_names=pipeline.feature_names_)
         if frame is spilled:
             assert resident_kb(tmp_path) == 0, (

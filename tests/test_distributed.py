@@ -17,10 +17,10 @@ from pipeline import data as nd
 from pipeline.build import BuildConfig, build
 from pipeline.cli import main
 from pipeline.distributed import ClusterError, dask_client, dask_trainer, free_port
-from pipeline.ensemble import LGBMSpec
 from pipeline.features import FeaturePipeline
+from pipeline.members import LightGBMMember
 from pipeline.metrics import paired_difference, per_era_corr
-from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMMember
+from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMModel
 from pipeline.models.tsmixer import TSMixerExt
 from pipeline.runtime import booster_predict
 
@@ -68,16 +68,16 @@ def test_dask_lightgbm_scores_like_one_machine(splits: dict, cluster) -> None:
     raw = FeaturePipeline({f: "all" for f in splits["features"]}, clusters=False, group_stats=False).fit(
         [(train, train.era_order)]
     )
-    local = LGBMSpec("local", LGBMMember(params, 120, seed=3, num_threads=1), nd.MAIN_TARGET, era_stride=2)
+    local = LightGBMMember("local", LGBMModel(params, 120, seed=3, num_threads=1), nd.MAIN_TARGET, era_stride=2)
     local.fit([train], raw, "test")
     with dask_trainer(scheduler=cluster.scheduler_address) as trainer:
-        on_cluster = LGBMSpec(
-            "dask", LGBMMember(params, 120, seed=3, num_threads=1), nd.MAIN_TARGET, era_stride=2, trainer=trainer
+        on_cluster = LightGBMMember(
+            "dask", LGBMModel(params, 120, seed=3, num_threads=1), nd.MAIN_TARGET, era_stride=2, trainer=trainer
         )
         on_cluster.fit([train], raw, "test")
         half = splits["features"][::2]
-        subset = LGBMSpec(
-            "dask_half", LGBMMember(params, 5, seed=3), nd.MAIN_TARGET, era_stride=2, features=half, trainer=trainer
+        subset = LightGBMMember(
+            "dask_half", LGBMModel(params, 5, seed=3), nd.MAIN_TARGET, era_stride=2, features=half, trainer=trainer
         )
         subset.fit([train], raw, "test")
     assert subset.estimator.booster_.feature_name() == half, "the workers read a member's feature subset"

@@ -11,24 +11,19 @@ import pytest
 from pipeline import data as nd
 from pipeline import runtime
 from pipeline.cv import EraWalkForward
-from pipeline.ensemble import (
-    GROUP_HALVES,
-    LGBMSpec,
-    NeuralSpec,
-    best_aux_target,
-    features_without,
-    member_specs,
-    member_targets,
-)
 from pipeline.features import FeaturePipeline
-from pipeline.models.lgbm import LGBMMember
+from pipeline.members import LightGBMMember, MemberContext, TSMixerMember
+from pipeline.members.lgbm import features_without
+from pipeline.models.lgbm import LGBMModel
+from pipeline.presets import GROUP_HALVES, PRESETS, make_members, member_targets, preset_entries
 from pipeline.runtime import make_predict
+from pipeline.targets import best_aux_target
 
 
 @pytest.fixture(scope="module")
 def frames(tiny_world: Path) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
     features = nd.resolve_features(tiny_world, "all")
-    targets = member_targets("demo", nd.target_names(tiny_world), "target")
+    targets = member_targets(PRESETS["demo"], nd.target_names(tiny_world), "target")
     train = nd.load_split(tiny_world / "train.parquet", features, targets, data_type="train")
     validation = nd.load_split(tiny_world / "validation.parquet", features, targets, data_type="validation")
     return features, train, validation
@@ -58,7 +53,7 @@ def check_member(spec, features, train, validation, live: pd.DataFrame, groups: 
 
 def test_lightgbm_member_protocol(frames, tiny_world: Path) -> None:
     features, train, validation = frames
-    spec = LGBMSpec("lgbm", LGBMMember(num_boost_round=20, num_threads=1), "target", era_stride=2)
+    spec = LightGBMMember("lgbm", LGBMModel(num_boost_round=20, num_threads=1), "target", era_stride=2)
     check_member(
         spec,
         features,
@@ -73,7 +68,9 @@ def test_lightgbm_member_protocol(frames, tiny_world: Path) -> None:
 def test_member_over_a_feature_subset_sees_only_its_raw_columns(frames, tiny_world: Path) -> None:
     features, train, validation = frames
     kept = features_without(GROUP_HALVES[1], nd.read_features_json(tiny_world)["feature_sets"], features)
-    spec = LGBMSpec("lgbm_half", LGBMMember(num_boost_round=20, num_threads=1), "target", era_stride=2, features=kept)
+    spec = LightGBMMember(
+        "lgbm_half", LGBMModel(num_boost_round=20, num_threads=1), "target", era_stride=2, features=kept
+    )
     check_member(
         spec,
         features,
@@ -92,7 +89,7 @@ def test_members_over_feature_subsets_share_their_pipelines_matrix(frames, tiny_
     features, train, validation = frames
     pipeline = FeaturePipeline(nd.feature_groups(tiny_world, features)).fit([(train, train.era_order)])
     specs = [
-        LGBMSpec(name, LGBMMember(num_boost_round=10, num_threads=1), "target", 2, features=subset)
+        LightGBMMember(name, LGBMModel(num_boost_round=10, num_threads=1), "target", 2, features=subset)
         for name, subset in (("all", None), ("odd", features[1::2]), ("even", features[::2]))
     ]
     for spec in specs:
@@ -124,7 +121,7 @@ def test_neural_member_protocol(frames, tiny_world: Path) -> None:
     features, train, validation = frames
     aux = [c for c in train.targets.columns if c != "target" and c.endswith("_20")]
     estimator = TSMixerExt(d=8, n_block=1, ff=16, context_dim=4, max_epochs=2, patience=1, threads=1, progress=False)
-    spec = NeuralSpec("tsmixer", estimator, "target", aux, era_stride=1, n_valid_eras=3, embargo=2)
+    spec = TSMixerMember("tsmixer", estimator, "target", aux, era_stride=1, n_valid_eras=3, embargo=2)
     check_member(
         spec,
         features,
@@ -161,7 +158,8 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
     aux = best_aux_target(train, "target", "_20")
     assert aux is not None and aux.endswith("_20") and aux != "target_ender_20"
     sets = nd.read_features_json(tiny_world)["feature_sets"]
-    specs = member_specs("demo", train, "target", num_boost_round=50, seed=3, feature_sets=sets)
+    context = MemberContext(train, "target", seed=3, num_boost_round=50, feature_sets=sets)
+    specs = make_members(PRESETS["demo"], context)
     assert [s.name for s in specs] == [
         "lgbm_example",
         "lgbm_deep",
@@ -173,7 +171,7 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
     ]
     assert [s.train_target for s in specs] == ["target"] * 5 + [aux, "target"]
     assert specs[1].estimator.params == specs[2].estimator.params and specs[1].estimator.seed != specs[2].estimator.seed
-    assert all(s.estimator.num_boost_round <= 50 for s in specs if isinstance(s, LGBMSpec))
+    assert all(s.estimator.num_boost_round <= 50 for s in specs if isinstance(s, LightGBMMember))
     assert [s.features for s in specs[:3]] == [None] * 3
     assert sorted(specs[3].features + specs[4].features) == sorted(train.feature_names), (
         "the two halves cover the features"
@@ -181,11 +179,11 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
     assert "target_ender_20" not in specs[-1].aux_targets, "the main target is never its own auxiliary head"
     only_main = train.with_features(train.feature_names)
     only_main.targets = train.targets[["target"]]
-    assert [s.name for s in member_specs("demo", only_main, "target")] == [
+    assert [s.name for s in make_members(PRESETS["demo"], MemberContext(only_main, "target"))] == [
         "lgbm_example",
         "lgbm_deep",
         "lgbm_deep_2",
         "mlp",
     ], "no auxiliary target, no feature sets: those members are left out"
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
-        member_specs("huge", train, "target")
+        preset_entries("huge")

@@ -14,14 +14,14 @@ import pytest
 
 from pipeline import data as nd
 from pipeline import runtime
-from pipeline.models.lgbm import LGBMMember
+from pipeline.models.lgbm import LGBMModel
 from pipeline.verify import VerificationError, dump_predict, verify_pickle, write_verified_pickle
 
 
 def train_state(world: Path, seed: int = 0, trees: int = 30) -> dict:
     features = nd.resolve_features(world, "all")
     train = nd.load_split(world / "train.parquet", features, ["target"], data_type="train")
-    member = LGBMMember(num_boost_round=trees, seed=seed, num_threads=1).fit(
+    member = LGBMModel(num_boost_round=trees, seed=seed, num_threads=1).fit(
         train.features, train.targets["target"].to_numpy(), feature_names=features
     )
     return {
@@ -188,7 +188,7 @@ def test_verification_catches_a_pickle_that_imports_this_package(state: dict, ti
 def test_staged_predictions_equal_predictions_at_each_tree_count(tiny_world: Path) -> None:
     features = nd.resolve_features(tiny_world, "all")
     train = nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train")
-    member = LGBMMember(num_boost_round=30, num_threads=1).fit(train.features, train.targets["target"].to_numpy())
+    member = LGBMModel(num_boost_round=30, num_threads=1).fit(train.features, train.targets["target"].to_numpy())
     x = train.features[::7].astype(np.float32)
     staged = member.staged_predict(x, np.array([1, 10, 30]))
     for stage, scores in zip([1, 10, 30], staged, strict=False):

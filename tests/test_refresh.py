@@ -16,12 +16,13 @@ from pipeline import data as nd
 from pipeline.artifacts import Artifacts, SavedMember, load_artifacts, save_artifacts
 from pipeline.build import BuildConfig
 from pipeline.cli import main
-from pipeline.ensemble import LGBMSpec, NeuralSpec, aux_targets
 from pipeline.features import RAW_FEATURES, FeaturePipeline
-from pipeline.models.lgbm import LGBMMember
+from pipeline.members import LightGBMMember, MLPMember, TSMixerMember
+from pipeline.models.lgbm import LGBMModel
 from pipeline.models.tsmixer import MLPBaseline, TSMixerExt
 from pipeline.refresh import continue_members
 from pipeline.synthetic import earlier_world, write_world
+from pipeline.targets import aux_targets
 from tests.conftest import TINY_WORLD
 
 BUILD = ["--preset", "example", "--trees", "40", "--threads", "1", "--embargo", "2"]
@@ -68,8 +69,8 @@ def test_refresh_continues_the_booster_and_compares_on_held_out_eras(
     assert code == 0 and out.is_file()
     assert "previous, unchanged" in printed and "full retrain" in printed and "verification PASSED" in printed
 
-    before = load_artifacts(previous).members[0].spec.estimator.booster_
-    after = load_artifacts(tmp_path / "refreshed_artifacts").members[0].spec.estimator.booster_
+    before = load_artifacts(previous).members[0].member.estimator.booster_
+    after = load_artifacts(tmp_path / "refreshed_artifacts").members[0].member.estimator.booster_
     n = before.current_iteration()
     assert after.current_iteration() == n + max(1, round(0.1 * n))
     assert after.dump_model()["tree_info"][:n] == before.dump_model()["tree_info"]
@@ -188,21 +189,22 @@ def test_neural_refresh_fine_tunes_from_the_saved_weights(estimator_class, tiny_
     if estimator_class is TSMixerExt:
         params |= {"d": 8, "ff": 16, "n_block": 1, "context_dim": 4}
     estimator = estimator_class(**params).fit(frame, eras[:24], aux_targets=aux)
-    spec = NeuralSpec("net", estimator, "target", aux, 1, n_valid_eras=4, embargo=2)
+    member_class = TSMixerMember if estimator_class is TSMixerExt else MLPMember
+    spec = member_class("net", estimator, "target", aux, 1, n_valid_eras=4, embargo=2)
     pipeline = FeaturePipeline(nd.feature_groups(tiny_world, features), **RAW_FEATURES).fit([(frame, eras[:24])])
     saved = Artifacts(
         {}, features, features, pipeline, [SavedMember(spec, 1.0, eras[23])], 0.0, 2, {e: "" for e in eras[:24]}
     )
     loaded = load_artifacts(save_artifacts(tmp_path / "artifacts", saved)).members[0]
     x = frame.features[frame.select_eras(eras[-2:])]
-    np.testing.assert_array_equal(loaded.spec.predict(x, None), estimator.predict(x))
+    np.testing.assert_array_equal(loaded.member.predict(x, None), estimator.predict(x))
 
     (refreshed,), steps = continue_members([loaded], [frame], eras, BuildConfig(refresh_epochs=2))
     assert steps["net"]["eras"] == [eras[24], eras[-1], len(eras) - 24] and steps["net"]["lr"] == pytest.approx(
         0.1 * estimator.lr
     )
     assert refreshed.last_era == eras[-1]
-    start, tuned = _weights(loaded.spec.estimator), _weights(refreshed.spec.estimator)
+    start, tuned = _weights(loaded.member.estimator), _weights(refreshed.member.estimator)
     assert torch.equal(start, _weights(estimator)), "the saved member itself is left as it was"
     fresh = _weights(estimator_class(**params | {"seed": 1}).fit(frame, eras[:24], aux_targets=aux))
     assert 0 < (tuned - start).norm() < 0.5 * (fresh - start).norm(), "fine-tuning moves the saved weights a little"
@@ -212,19 +214,21 @@ def test_a_member_over_a_feature_subset_is_saved_with_its_subset(tiny_world: Pat
     features = nd.resolve_features(tiny_world, "all")
     frame = nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train")
     pipeline = FeaturePipeline(nd.feature_groups(tiny_world, features)).fit([(frame, frame.era_order)])
-    spec = LGBMSpec("lgbm_half", LGBMMember(num_boost_round=10, num_threads=1), "target", 1, features=features[::2])
+    spec = LightGBMMember(
+        "lgbm_half", LGBMModel(num_boost_round=10, num_threads=1), "target", 1, features=features[::2], cv_trees=10
+    )
     spec.fit([frame], pipeline, "holdout")
     saved = Artifacts(
         {},
         features,
         features,
         pipeline,
-        [SavedMember(spec, 1.0, frame.era_order[-1], 10)],
+        [SavedMember(spec, 1.0, frame.era_order[-1])],
         0.0,
         2,
         {e: "" for e in frame.era_order},
     )
-    loaded = load_artifacts(save_artifacts(tmp_path / "artifacts", saved)).members[0].spec
+    loaded = load_artifacts(save_artifacts(tmp_path / "artifacts", saved)).members[0].member
     assert loaded.features == features[::2] and loaded.pipeline_.feature_names_ == spec.pipeline_.feature_names_
     rows = frame.select_eras(frame.era_order[-2:])
     np.testing.assert_array_equal(

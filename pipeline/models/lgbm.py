@@ -25,7 +25,7 @@ EXAMPLE_ROUNDS = 2000
 
 
 # Values per batch handed to LightGBM: a float32 batch and its transformed copy stay near 32 MB each
-# (16,384 rows of 3,030 columns held ~0.6 GB while the Dataset was built).
+# (bench.memory measures what the Dataset holds while it is built).
 BATCH_VALUES = 8_000_000
 
 
@@ -86,8 +86,9 @@ def int8_dataset(
     )
 
 
-class LGBMMember:
-    """One LightGBM model of the ensemble, in the scikit-learn style: `__init__` only stores."""
+class LGBMModel:
+    """A LightGBM regressor trained from int8 matrices, in the scikit-learn style: `__init__` only
+    stores; the fitted booster is `booster_`. Deterministic for a seed."""
 
     def __init__(
         self,
@@ -116,7 +117,7 @@ class LGBMMember:
         rows: np.ndarray | None = None,
         feature_names: list[str] | None = None,
         callbacks: list | None = None,
-    ) -> "LGBMMember":
+    ) -> "LGBMModel":
         """Train on `features[rows]` (all rows when None) against `target[rows]`."""
         return self.fit_parts([(features, target, rows)], feature_names=feature_names, callbacks=callbacks)
 
@@ -125,7 +126,7 @@ class LGBMMember:
         parts: list[tuple[np.ndarray | TransformedFrame, np.ndarray, np.ndarray | None]],
         feature_names: list[str] | None = None,
         callbacks: list | None = None,
-    ) -> "LGBMMember":
+    ) -> "LGBMModel":
         """Train on several (features, target, rows) parts, e.g. train and validation, without
         concatenating their int8 matrices: each part is one LightGBM Sequence."""
         dataset = int8_dataset(parts, feature_names)
@@ -156,7 +157,7 @@ class LGBMMember:
 
     def continue_training(
         self, x: np.ndarray, target: np.ndarray, rounds: int, feature_names: list[str] | None = None
-    ) -> "LGBMMember":
+    ) -> "LGBMModel":
         """Add `rounds` trees, fitted on model-ready rows `x`, to the trained booster, starting from
         its own scores on them (LightGBM's `init_model`); its existing trees stay as they are.
 

@@ -1,0 +1,182 @@
+"""The members a build trains, by preset, and how a preset's entries become members.
+
+Each entry is a typed `MemberEntry`; its `kind` names a class of `pipeline.members.KINDS`. A member
+trains on its own target (the main one or an auxiliary one: labels only, never inputs) and is always
+scored and chosen on the main target. Why each setting is what it is, with the figures behind it, is
+in the README ("What a build does", "Figures").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.members import KINDS, Member, MemberContext, MemberEntry
+from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS
+from pipeline.targets import best_aux_target
+
+logger = logging.getLogger(__name__)
+
+# Deeper trees that see more features per tree, with row bagging: the interactions across feature
+# groups that the example's 10 % column sample rarely puts into one tree.
+DEEP_PARAMS: dict[str, Any] = {
+    "objective": "regression",
+    "learning_rate": 0.01,
+    "max_depth": 6,
+    "num_leaves": 64,
+    "feature_fraction": 0.3,
+    "min_data_in_leaf": 200,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+}
+# Numerai's published "standard large" settings: 20,000 trees at learning rate 0.001.
+LARGE_PARAMS: dict[str, Any] = EXAMPLE_PARAMS | {"learning_rate": 0.001, "max_depth": 6, "num_leaves": 64}
+
+
+def faster(params: Mapping[str, Any], factor: float) -> dict[str, Any]:
+    """The same model with a `factor` times larger learning rate (and so ~factor times fewer trees)."""
+    return dict(params) | {"learning_rate": params["learning_rate"] * factor}
+
+
+# Neural members: whole eras per batch, early stopping on the newest 40 training eras (embargoed),
+# auxiliary 20-day targets as extra outputs, the kept weights a moving average over steps
+# (bench/tsmixer.py chose these settings; its docstring says on which eras).
+NEURAL_TRAINING: dict[str, Any] = {
+    "lr": 3e-3,
+    "max_epochs": 12,
+    "patience": 3,
+    "eras_per_batch": 2,
+    "n_valid_eras": 40,
+    "ema_decay": 0.99,
+}
+MLP_MEMBER = MemberEntry("mlp", "mlp", NEURAL_TRAINING | {"hidden": (64, 64)})
+# Correlation-cluster tokens of ~10 features, a higher learning rate than the MLP's, dropout 0.1, and
+# the era-wise correlation term in the loss, with which it peaks after a few epochs (so 8, not 12).
+TSMIXER_MEMBER = MemberEntry(
+    "tsmixer_ext",
+    "tsmixer",
+    NEURAL_TRAINING
+    | {
+        "d": 32,
+        "n_block": 2,
+        "ff": 64,
+        "context_dim": 8,
+        "token_size": 10,
+        "era_context": True,
+        "bin_embedding": False,
+        "dropout": 0.1,
+        "lr": 2e-2,
+        "corr_weight": 1.0,
+        "max_epochs": 8,
+    },
+)
+
+# Numerai's example model, on the raw features so that its figures are the example's.
+EXAMPLE_MEMBER = MemberEntry("lgbm_example", "lightgbm", EXAMPLE_PARAMS, rounds=EXAMPLE_ROUNDS, era_stride=4, raw=True)
+# Members over feature subsets: the deep member on one half of Numerai's feature groups, the other
+# half's named sets of features.json left out (features in no group stay in both). The halves are
+# about equal in size on v5.2.
+GROUP_HALVES = (
+    ("constitution", "agility", "strength", "dexterity"),
+    ("charisma", "wisdom", "serenity", "intelligence"),
+)
+
+
+def deep_member(name: str, params: Mapping[str, Any], rounds: int) -> MemberEntry:
+    """Deeper trees on the feature pipeline's output, every era. Members that differ only in name train
+    on other seeds (each member's seed is the build's seed plus its position in the preset)."""
+    return MemberEntry(name, "lightgbm", params, rounds=rounds)
+
+
+def group_half_member(name: str, params: Mapping[str, Any], rounds: int, kept: int) -> MemberEntry:
+    """A deep member (`name`) on the feature groups of `GROUP_HALVES[kept]`, the other half left out."""
+    return MemberEntry(name, "lightgbm", params, rounds=rounds, without=GROUP_HALVES[1 - kept])
+
+
+def aux_member(name: str, params: Mapping[str, Any], rounds: int, horizon: int, era_stride: int) -> MemberEntry:
+    """A member on the auxiliary target of `horizon` days that best predicts the main target."""
+    return MemberEntry(name, "lightgbm", params, rounds=rounds, target="aux", horizon=horizon, era_stride=era_stride)
+
+
+DEMO_DEEP = faster(DEEP_PARAMS, 5)
+PRESETS: dict[str, tuple[MemberEntry, ...]] = {
+    "example": (EXAMPLE_MEMBER,),
+    "demo": (
+        EXAMPLE_MEMBER,
+        deep_member("lgbm_deep", DEMO_DEEP, 400),
+        deep_member("lgbm_deep_2", DEMO_DEEP, 400),
+        group_half_member("lgbm_deep_a", DEMO_DEEP, 400, 0),
+        group_half_member("lgbm_deep_b", DEMO_DEEP, 400, 1),
+        aux_member("lgbm_aux20", faster(EXAMPLE_PARAMS, 5), 400, 20, era_stride=4),
+        MLP_MEMBER,
+    ),
+    "standard": (
+        EXAMPLE_MEMBER,
+        deep_member("lgbm_deep", DEEP_PARAMS, 2000),
+        deep_member("lgbm_deep_2", DEEP_PARAMS, 2000),
+        group_half_member("lgbm_deep_a", DEEP_PARAMS, 2000, 0),
+        group_half_member("lgbm_deep_b", DEEP_PARAMS, 2000, 1),
+        aux_member("lgbm_aux20", EXAMPLE_PARAMS, EXAMPLE_ROUNDS, 20, era_stride=2),
+        aux_member("lgbm_aux60", EXAMPLE_PARAMS, EXAMPLE_ROUNDS, 60, era_stride=2),
+        MLP_MEMBER,
+        TSMIXER_MEMBER,
+    ),
+    "large": (
+        EXAMPLE_MEMBER,
+        MemberEntry("lgbm_large", "lightgbm", LARGE_PARAMS, rounds=20_000, era_stride=4),
+        deep_member("lgbm_deep", DEEP_PARAMS, 4000),
+        deep_member("lgbm_deep_2", DEEP_PARAMS, 4000),
+        group_half_member("lgbm_deep_a", DEEP_PARAMS, 4000, 0),
+        group_half_member("lgbm_deep_b", DEEP_PARAMS, 4000, 1),
+        aux_member("lgbm_aux20", DEEP_PARAMS, 4000, 20, era_stride=2),
+        aux_member("lgbm_aux60", DEEP_PARAMS, 4000, 60, era_stride=2),
+        MLP_MEMBER,
+        TSMIXER_MEMBER,
+    ),
+}
+# A quick model for ablations, where only the difference between two variants matters.
+PROBE = {"params": faster(EXAMPLE_PARAMS, 5), "rounds": 300, "era_stride": 4}
+
+
+def preset_entries(preset: str, extra: Sequence[MemberEntry] = ()) -> tuple[MemberEntry, ...]:
+    """A preset's entries followed by `extra` ones (a user's own members, `--member`)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[preset] + tuple(extra)
+
+
+def make_members(
+    entries: Sequence[MemberEntry], context: MemberContext, kinds: Mapping[str, type[Member]] = KINDS
+) -> list[Member]:
+    """The members of `entries` that this data supports (an aux member needs an auxiliary target).
+
+    The context's `num_boost_round`, when given, caps every member's trees; its `era_stride` overrides
+    every member's. Each member's seed is the build's seed plus its position in `entries`.
+    """
+    members = []
+    for k, entry in enumerate(entries):
+        if entry.kind not in kinds:
+            raise ValueError(f"member {entry.name!r} has kind {entry.kind!r}; known kinds: {sorted(kinds)}")
+        if entry.target == "main":
+            target = context.main_target
+        else:
+            target = best_aux_target(context.frame, context.main_target, entry.horizon_suffix)
+        if target is None:
+            continue
+        member = kinds[entry.kind].from_entry(entry, target, context, context.seed + k)
+        if member is not None:
+            members.append(member)
+    return members
+
+
+def member_targets(
+    entries: Sequence[MemberEntry], available: Sequence[str], main: str, kinds: Mapping[str, type[Member]] = KINDS
+) -> list[str]:
+    """Target columns to load for training: the main one and the auxiliary horizons the entries use
+    (neural members learn the 20-day auxiliary targets as extra outputs)."""
+    horizons = {entry.horizon_suffix for entry in entries if entry.target == "aux"}
+    if any(getattr(kinds.get(entry.kind), "learns_aux_targets", False) for entry in entries):
+        horizons.add("_20")
+    return [main] + [t for t in available if t != main and any(t.endswith(h) for h in horizons)]
