@@ -183,6 +183,7 @@ class EraNetEstimator:
         )
 
     def _keep(self, result: TrainResult) -> None:
+        """Record what a training run found, as sklearn-style fitted attributes."""
         self.best_epoch_ = result.best_epoch
         self.best_valid_corr_ = result.best_valid_corr
         self.history_ = result.history
