@@ -81,10 +81,13 @@ def choose_neutralization(
 ) -> tuple[float, pd.DataFrame]:
     """Neutralization proportion for the blend: the best Sharpe among proportions whose mean CORR
     is within `MEAN_TOLERANCE` of the best mean (Numerai pays on CORR, so Sharpe only breaks
-    near-ties); returns it and the table of every proportion's figures."""
+    near-ties; a CV of one era has no Sharpe, and the best mean decides); returns it and the table of
+    every proportion's figures."""
     ranks, projection = feature_projection(blended, features, eras)
     neutral = np.column_stack([ranks - p * projection for p in grid])
     per_era = per_era_corr_columns(neutral, target, eras)
     table = pd.DataFrame({p: summarize(per_era[k]) for k, p in enumerate(grid)}).T.rename_axis("proportion")
     good = table[table["mean"] >= table["mean"].max() - MEAN_TOLERANCE * abs(table["mean"].max())]
+    if good["sharpe"].isna().all():
+        return float(good["mean"].idxmax()), table
     return float(good["sharpe"].idxmax()), table

@@ -25,6 +25,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from pipeline import data as nd
+from pipeline import synthetic
 from pipeline.analysis import (
     ROLLING_WINDOW,
     fold_table,
@@ -43,6 +44,7 @@ from pipeline.feature_choice import choose_feature_pipeline, fold_pipelines, tem
 from pipeline.features import RAW_FEATURES, FeaturePipeline
 from pipeline.members import KINDS, Member, MemberContext, MemberEntry, TSMixerMember, kinds_with
 from pipeline.metrics import summarize
+from pipeline.models.tsmixer import DEFAULT_SPACE
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
 from pipeline.presets import make_members, member_targets, preset_entries
 from pipeline.report import search_table, summary_table, write_report
@@ -77,8 +79,6 @@ def cache_root() -> Path:
 
 def default_data_dir() -> Path:
     """The embedded default data: the default synthetic world, generated once and cached."""
-    from pipeline import synthetic
-
     # Keyed by the generator's source, so a changed generator never reuses a stale world.
     version = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:12]
     target = cache_root() / f"synthetic-default-{version}"
@@ -225,8 +225,6 @@ def search_members(prep: Prepared) -> dict[str, Any] | None:
     config = prep.config
     if not config.tsmixer_search:
         return None
-    from pipeline.models.tsmixer import DEFAULT_SPACE
-
     member = next(m for m in prep.members if m.kind == TSMixerMember.kind)
     eras = prep.folds[0][0]
     try:

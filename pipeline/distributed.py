@@ -1,9 +1,10 @@
 """Training on a cluster: LightGBM members on Dask (`lightgbm.dask`), neural members data-parallel
 over CPU processes (`torch.distributed`, gloo).
 
-Both give back what the single-machine path gives (a `lgb.Booster`, a fitted `EraNetEstimator`),
-so export, the pickle and prediction never depend on where a model was trained. Dask is an optional
-extra (`pip install .[dask]`), imported only when a cluster is asked for; the pickle never needs it.
+Both give back what the single-machine path gives (a `lgb.Booster`; a trained network and its
+`TrainResult`, as `pipeline.models.training.train` does), so export, the pickle and prediction never
+depend on where a model was trained. Dask is an optional extra (`pip install .[dask]`), imported
+only when a cluster is asked for; the pickle never needs it.
 """
 
 from __future__ import annotations
@@ -22,18 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
 
 from pipeline.data import DATA_TYPE_COL, ERA_COL, DataError, EraFrame, parquet_columns
 from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMModel
+from pipeline.models.training import EraBatches, GlooReplicas, TrainResult, TrainSettings, torch_settings, train
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
     from distributed import Client
-
-    from pipeline.models.tsmixer import EraBatches, EraNetEstimator
 
 logger = logging.getLogger(__name__)
 
@@ -248,59 +251,53 @@ def _train_rank(
     rank: int,
     world: int,
     port: int,
-    estimator: EraNetEstimator,
+    network: nn.Module,
+    settings: TrainSettings,
+    threads: int,
     train_data: EraBatches,
     valid_data: EraBatches,
     result: Path,
 ) -> None:
-    """One process of data-parallel training; rank 0 writes the fitted weights and history to `result`."""
-    import torch
-    import torch.distributed as dist
-
-    from pipeline.models.tsmixer import GlooReplicas, torch_settings
-
+    """One process of data-parallel training; rank 0 writes the fitted weights and the run's
+    `TrainResult` to `result`."""
     # torch.multiprocessing hands the parent's tensors over in shared memory: each rank trains its own
     # copy (the same starting weights everywhere), or the ranks would step on each other's weights.
-    network = copy.deepcopy(estimator.network_)
+    network = copy.deepcopy(network)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        with torch_settings(estimator.threads, True, "cpu"):
-            torch.manual_seed(estimator.seed + rank)  # dropout draws differ by rank
-            estimator._train(network, train_data, valid_data, torch.device("cpu"), GlooReplicas(rank, world))
+        with torch_settings(threads, True, "cpu"):
+            torch.manual_seed(settings.seed + rank)  # dropout draws differ by rank
+            fitted = train(network, settings, train_data, valid_data, torch.device("cpu"), GlooReplicas(rank, world))
         if rank == 0:
-            fitted = {
-                "state": network.state_dict(),
-                "history": estimator.history_.to_dict(orient="records"),
-                "best_epoch": estimator.best_epoch_,
-                "best_valid_corr": estimator.best_valid_corr_,
-            }
-            result.write_bytes(pickle.dumps(fitted))
+            result.write_bytes(pickle.dumps({"state": network.state_dict(), "result": fitted}))
     finally:
         dist.destroy_process_group()
 
 
 def train_data_parallel(
-    estimator: EraNetEstimator, train_data: EraBatches, valid_data: EraBatches, processes: int
-) -> None:
-    """Train `estimator.network_` over `processes` CPU processes (torch.distributed, gloo) and load the
-    fitted weights back into it; called by `EraNetEstimator.fit(processes=N)` after its setup.
+    network: nn.Module,
+    settings: TrainSettings,
+    threads: int,
+    train_data: EraBatches,
+    valid_data: EraBatches,
+    processes: int,
+) -> TrainResult:
+    """Train `network` over `processes` CPU processes (torch.distributed, gloo, `threads` threads
+    each) and load the fitted weights back into it; called by `EraNetEstimator.fit(processes=N)`.
 
     Each step's eras are the ones a single process would take; each rank computes the gradient of
     its share and the ranks average them, so the N processes walk the same schedule as one process,
     with a deterministic result for a seed and N. The history's train loss is rank 0's share.
     """
-    import torch.multiprocessing as mp
-
     with tempfile.TemporaryDirectory() as scratch:
         result = Path(scratch) / "rank0.pkl"
         mp.spawn(
             _train_rank,
-            args=(processes, free_port(), estimator, train_data, valid_data, result),
+            args=(processes, free_port(), network, settings, threads, train_data, valid_data, result),
             nprocs=processes,
             join=True,
         )
         fitted = pickle.loads(result.read_bytes())
-    estimator.network_.load_state_dict(fitted["state"])
-    estimator.network_.eval()
-    estimator.best_epoch_, estimator.best_valid_corr_ = fitted["best_epoch"], fitted["best_valid_corr"]
-    estimator.history_ = pd.DataFrame(fitted["history"])
+    network.load_state_dict(fitted["state"])
+    network.eval()
+    return fitted["result"]

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.cluster import AgglomerativeClustering
 
+from pipeline.clustering import cluster_labels
 from pipeline.data import EraFrame, release_pages
+from pipeline.models.networks import fit_group_mixer
 from pipeline.runtime import (
     era_features,
     era_row_groups,
@@ -30,29 +31,14 @@ from pipeline.runtime import (
 MISSING_POLICIES = ("keep", "nan")
 # Settings of the pipeline of members that take the features as they are (Numerai's example model).
 RAW_FEATURES = {"missing": "keep", "clusters": False, "group_stats": False, "mixing": False}
-# Group mixers: hidden units per group, epochs, Adam's learning rate and eras per batch.
+# Group mixers (trained by `pipeline.models.networks.fit_group_mixer`): hidden units per group, epochs.
 MIXER_HIDDEN = 8
 MIXER_EPOCHS = 4
-MIXER_LR = 3e-3
-MIXER_ERAS_PER_BATCH = 4
 # Correlations are measured on at most this many rows of the fit eras (evenly spread over them).
 CORR_SAMPLE_ROWS = 20_000
 # Constructor settings of a FeaturePipeline besides its groups.
 SETTINGS = ("missing", "clusters", "group_stats", "mixing", "targets", "cluster_distance", "seed", "columns")
 MIXER_ARRAYS = ("w1", "b1", "w2", "b2")
-
-
-def cluster_labels(x: np.ndarray, n_clusters: int | None = None, distance: float | None = None) -> np.ndarray:
-    """Cluster label of each column of `x`: average linkage on 1 - |correlation|, cut at
-    `n_clusters` clusters or at `distance`. Correlations in float32, never a float64 copy of `x`."""
-    z = x.astype(np.float32)
-    z -= z.mean(axis=0)
-    z /= np.maximum(z.std(axis=0), 1e-6)
-    dist = 1.0 - np.abs(z.T @ z / len(z))
-    np.fill_diagonal(dist, 0.0)
-    return AgglomerativeClustering(
-        n_clusters=n_clusters, metric="precomputed", linkage="average", distance_threshold=distance
-    ).fit_predict(np.clip(dist, 0.0, 1.0))
 
 
 def correlation_clusters(x: np.ndarray, groups: np.ndarray, distance: float) -> list[np.ndarray]:
@@ -80,61 +66,6 @@ def era_blocks(parts: Sequence[tuple[EraFrame, Sequence[str]]]) -> list[tuple[Er
     """(frame, row indices) of every era of the parts, oldest first, without copying rows."""
     slices = [(frame, era, frame.era_slices()[era]) for frame, eras in parts for era in sorted(eras)]
     return [(frame, np.arange(rows.start, rows.stop)) for frame, _, rows in sorted(slices, key=lambda t: t[1])]
-
-
-def fit_group_mixer(
-    blocks: list[tuple[EraFrame, np.ndarray]],
-    targets: list[str],
-    index: np.ndarray,
-    hidden: int,
-    epochs: int,
-    seed: int,
-) -> dict[str, np.ndarray]:
-    """Train one small MLP per feature group (torch), each predicting the main and auxiliary
-    targets (masked where NaN) from its own group only; batches of whole eras. Weights as arrays
-    for `runtime.group_mixer_outputs`."""
-    import torch
-
-    from pipeline.models.tsmixer import scale_features
-
-    torch.manual_seed(seed)
-    n_groups, width = index.shape
-    w1 = torch.nn.Parameter(torch.randn(n_groups, width, hidden) / np.sqrt(width))
-    b1 = torch.nn.Parameter(torch.zeros(n_groups, hidden))
-    w2 = torch.nn.Parameter(torch.randn(n_groups, hidden, len(targets)) / np.sqrt(hidden))
-    b2 = torch.nn.Parameter(torch.zeros(n_groups, len(targets)))
-    optimizer = torch.optim.Adam([w1, b1, w2, b2], lr=MIXER_LR)
-    flat_index = torch.as_tensor(index.ravel())
-    order = np.random.default_rng(seed)
-    labels_of = {id(frame): frame.targets[targets].to_numpy(np.float32) for frame, _ in blocks}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(epochs):
-            for batch in np.array_split(order.permutation(len(blocks)), max(1, len(blocks) // MIXER_ERAS_PER_BATCH)):
-                x = np.vstack([blocks[i][0].features[blocks[i][1]] for i in batch])
-                for i in batch:
-                    release_pages(blocks[i][0].features)
-                y = np.vstack([labels_of[id(blocks[i][0])][blocks[i][1]] for i in batch])
-                scaled = torch.cat([scale_features(torch.as_tensor(x)), torch.zeros(len(x), 1)], dim=1)
-                grouped = scaled[:, flat_index].reshape(len(x), n_groups, width).transpose(0, 1)
-                hidden_units = torch.nn.functional.gelu(torch.matmul(grouped, w1) + b1[:, None, :], approximate="tanh")
-                out = torch.matmul(hidden_units, w2) + b2[:, None, :]
-                labels = torch.as_tensor(y)
-                mask = ~torch.isnan(labels)
-                error = (out - torch.nan_to_num(labels - 0.5)[None]) * mask[None]
-                loss = error.square().sum() / (mask.sum() * n_groups)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    return {
-        "w1": w1.detach().numpy().copy(),
-        "b1": b1.detach().numpy().copy(),
-        "w2": w2.detach().numpy()[:, :, 0].copy(),
-        "b2": b2.detach().numpy()[:, 0].copy(),
-    }
 
 
 class FeaturePipeline:

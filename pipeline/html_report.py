@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.plots import ENSEMBLE, as_dict, as_list, report_models
-from pipeline.report import COMPARED
+
+# The three models of a refresh's comparison (`pipeline.refresh.compare`), as the report names them.
+COMPARED = {"previous": "previous, unchanged", "refreshed": "refreshed", "full_retrain": "full retrain"}
 
 SUMMARY_COLUMNS = (("mean", 4), ("std", 4), ("sharpe", 2), ("max_drawdown", 4), ("eras", 0))
 SUMMARY_LABELS = {"mean": "mean", "std": "std", "sharpe": "Sharpe", "max_drawdown": "max DD", "eras": "eras"}

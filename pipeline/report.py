@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.html_report import COMPARED, write_html
+from pipeline.plots import write_plots
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,9 +44,6 @@ def write_report(report_dir: str | Path, report: dict[str, Any]) -> Path:
     `report["models"]` maps each model's name to its figures. A plot that fails is logged, not
     raised: the verified pickle is already written and is worth more than a figure.
     """
-    from pipeline.html_report import write_html
-    from pipeline.plots import write_plots
-
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / "report.json"
@@ -107,9 +107,6 @@ def search_table(search: dict[str, Any]) -> str:
             )
         )
     return "\n".join(lines)
-
-
-COMPARED = {"previous": "previous, unchanged", "refreshed": "refreshed", "full_retrain": "full retrain"}
 
 
 def refresh_table(refresh: dict[str, Any], models: dict[str, dict[str, Any]]) -> str:

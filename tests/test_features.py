@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline import data as nd
 from pipeline.features import FeaturePipeline, correlation_clusters
 from pipeline.models.lgbm import Int8RowSequence
-from pipeline.runtime import group_mixer_outputs, mixer_features, model_matrix
+from pipeline.models.networks import GroupMixerNet, scale_features
+from pipeline.runtime import group_mixer_outputs, mixer_features, model_matrix, token_index
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +124,6 @@ def test_bad_settings_are_named(train: nd.EraFrame, groups: dict[str, str]) -> N
 
 
 def test_group_mixers_are_cross_fitted_and_match_torch(tiny_world: Path, groups: dict[str, str]) -> None:
-    import torch
-
     features = nd.resolve_features(tiny_world, "all")
     aux = [t for t in nd.target_names(tiny_world) if t.endswith("_20") and t != "target_ender_20"][:2]
     frame = nd.load_split(tiny_world / "train.parquet", features, ["target", *aux], data_type="train")
@@ -141,12 +141,25 @@ def test_group_mixers_are_cross_fitted_and_match_torch(tiny_world: Path, groups:
     live = model_matrix(pipeline.transform_, frame.features[rows], frame.eras[rows])[:, len(features) :]
     np.testing.assert_allclose(live, mixer_features(mixer, frame.features[rows]), atol=1e-6)
     assert 0 < live.min() and live.max() < 1, "per-era ranks"
-    # The numpy forward pass equals the same network in torch.
+    # The numpy forward pass equals the network that was trained, in torch.
     model, x = mixer["models"][0], frame.features[rows[:50]]
-    scaled = torch.cat([(torch.as_tensor(x, dtype=torch.float32) - 2) / 2, torch.zeros(len(x), 1)], dim=1)
-    grouped = scaled[:, torch.as_tensor(mixer["index"].ravel())].reshape(len(x), *mixer["index"].shape).transpose(0, 1)
-    hidden = torch.nn.functional.gelu(
-        grouped @ torch.as_tensor(model["w1"]) + torch.as_tensor(model["b1"])[:, None], approximate="tanh"
-    )
-    expected = (hidden @ torch.as_tensor(model["w2"])[:, :, None])[:, :, 0] + torch.as_tensor(model["b2"])[:, None]
+    network = GroupMixerNet(mixer["index"], hidden=model["w1"].shape[-1], n_targets=1)
+    weights = {"w1": model["w1"], "b1": model["b1"], "w2": model["w2"][:, :, None], "b2": model["b2"][:, None]}
+    network.load_state_dict({name: torch.as_tensor(array) for name, array in weights.items()})
+    with torch.no_grad():
+        expected = network(scale_features(torch.as_tensor(x)))[:, :, 0]
     np.testing.assert_allclose(group_mixer_outputs(mixer, x, [0]), expected.T.numpy(), atol=1e-5)
+
+
+def test_a_group_mixer_reads_only_its_own_group() -> None:
+    """Changing one group's features changes that group's output only (padding reads zeros)."""
+    torch.manual_seed(0)
+    index = token_index([[0, 1, 2], [3, 4]], 5)
+    network = GroupMixerNet(index, hidden=4, n_targets=2)
+    x = torch.randint(0, 5, (6, 5)) / 2 - 1
+    changed = x.clone()
+    changed[:, 3:] = -changed[:, 3:] + 0.5
+    with torch.no_grad():
+        before, after = network(x), network(changed)
+    assert before.shape == (2, 6, 2)
+    assert torch.equal(before[0], after[0]) and not torch.allclose(before[1], after[1])

@@ -13,21 +13,10 @@ import torch
 from pipeline import data as nd
 from pipeline import runtime
 from pipeline.metrics import per_era_corr
-from pipeline.models.tsmixer import (
-    EraBatches,
-    MLPBaseline,
-    MLPNet,
-    TSMixerExt,
-    TSMixerNet,
-    bias_corrected_ema,
-    bin_one_hot,
-    cluster_tokens,
-    feature_bins,
-    lr_factor,
-    n_parameters,
-    search,
-    token_groups,
-)
+from pipeline.models.networks import MLPNet, TSMixerNet, bin_one_hot, feature_bins
+from pipeline.models.tokens import cluster_tokens, token_groups
+from pipeline.models.training import EraBatches, bias_corrected_ema, era_loss, lr_factor, score_batches
+from pipeline.models.tsmixer import MLPBaseline, TSMixerExt, n_parameters, search
 from pipeline.verify import write_verified_pickle
 from tests.conftest import write_foreign_layout
 
@@ -170,7 +159,7 @@ def test_aux_loss_ignores_nan_labels(world: dict) -> None:
     }
     main = torch.zeros(4, 5, requires_grad=True)
     aux = torch.full((4, 2), 0.3, requires_grad=True)
-    loss = model._loss(main, aux, batch)
+    loss = era_loss(main, aux, batch, model.train_settings())
     loss.backward()
     assert torch.isfinite(loss)
     nan = torch.isnan(batch["aux"])
@@ -237,7 +226,8 @@ def test_early_stopping_keeps_the_best_validation_epoch(world: dict, ema_decay: 
     assert model.best_epoch_ == int(history.loc[history["valid_corr"].idxmax(), "epoch"])
     assert len(history) == min(model.max_epochs, model.best_epoch_ + model.patience)
     valid = EraBatches.from_frame(train, model.valid_eras_, "target", [])
-    assert model._score(model.network_, valid, torch.device("cpu")).mean() == pytest.approx(model.best_valid_corr_)
+    scores = score_batches(model.network_, valid, torch.device("cpu"), model.train_settings())
+    assert scores.mean() == pytest.approx(model.best_valid_corr_)
     assert max(model.fit_eras_) < min(model.valid_eras_)
     gap = list(train.era_order).index(min(model.valid_eras_)) - list(train.era_order).index(max(model.fit_eras_)) - 1
     assert gap == 8

@@ -6,6 +6,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+from tqdm.auto import tqdm
 
 from pipeline.data import release_pages
 from pipeline.features import TransformedFrame
@@ -185,8 +186,6 @@ class TqdmCallback:
         self.bar_ = None
 
     def __call__(self, env: lgb.callback.CallbackEnv) -> None:
-        from tqdm.auto import tqdm
-
         if self.bar_ is None:
             self.bar_ = tqdm(total=self.total, desc=self.desc, unit="tree", leave=False)
         self.bar_.update(1)
