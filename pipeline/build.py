@@ -35,6 +35,7 @@ from pipeline.analysis import (
     validation_figures,
 )
 from pipeline.artifacts import Artifacts, SavedMember, era_fingerprints, save_artifacts
+from pipeline.binning import DatasetCache
 from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
 from pipeline.config import BuildConfig
 from pipeline.cv import check_embargo, default_embargo, holdout_eras, walk_forward_folds
@@ -168,6 +169,7 @@ class Prepared:
     folds: list[Fold]
     scored_eras: np.ndarray
     missing_feature_eras: int
+    bins: DatasetCache
 
 
 def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
@@ -190,6 +192,7 @@ def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
         processes=config.torch_processes,
         embargo=embargo,
         trainer=trainer,
+        bins=DatasetCache(seed=config.seed, spill_dir=config.spill_dir),
     )
     members = make_members(entries, context, kinds)
     check_embargo(train.era_order, validation.era_order, embargo)
@@ -213,6 +216,7 @@ def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
         folds,
         holdout_eras(train.era_order, validation.era_order, embargo),
         missing,
+        context.bins,
     )
 
 
@@ -562,9 +566,18 @@ def build(config: BuildConfig) -> BuildResult:
         search = search_members(prep)
         choice = choose_features(prep)
         cv = cross_validate(prep, choice)
+        prep.bins.clear()
         temporal, prep = check_stability(prep, choice)
         holdout = score_holdout(prep, choice, cv, search)
+        prep.bins.clear()
         fitted = refit(prep, choice, holdout)
+        prep.bins.clear()
+        logger.info(
+            "LightGBM datasets: %d binned in %.0f s, %d fits reused one",
+            prep.bins.binned,
+            prep.bins.seconds,
+            prep.bins.reused,
+        )
         verification = export(prep.data_dir, prep.validation, build_artifacts(prep, cv, fitted), outputs)
         extra = {"temporal": temporal} | ({"tsmixer_search": search} if search else {})
         report_path = write_build_report(prep, outputs, choice, holdout, verification, extra)

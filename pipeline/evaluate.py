@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from pipeline.binning import DatasetCache
 from pipeline.data import EraFrame
 from pipeline.features import FeaturePipeline
 from pipeline.metrics import per_era_corr_columns
@@ -47,26 +48,27 @@ def cv_lgbm(
     name: str = "lgbm",
     score_target: str | None = None,
     pipelines: Sequence[FeaturePipeline] | None = None,
+    datasets: DatasetCache | None = None,
 ) -> CVResult:
     """Train `member` on `target` in each fold and choose its number of trees by mean out-of-fold
     per-era CORR on `score_target` (the main target; defaults to `target`).
 
     `pipelines` (one per fold, fitted on that fold's training eras) transform the features; None:
-    the raw features."""
-    y = frame.targets[target].to_numpy()
+    the raw features. `datasets` holds the folds' binned rows for every fit of the build that reads
+    the same view (None: binned for this CV alone)."""
+    datasets = datasets if datasets is not None else DatasetCache(seed=member.seed)
     y_score = frame.targets[score_target or target].to_numpy()
     steps = checkpoints(member.num_boost_round)
     oof_by_step = np.full((len(steps), len(frame)), np.nan)
     for k, (train_eras, val_eras) in enumerate(tqdm(folds, desc=f"CV {name}", unit="fold", leave=False)):
-        rows = strided_rows(frame, train_eras, era_stride)
-        rows = rows[~np.isnan(y[rows])]
+        pipeline = None if pipelines is None else pipelines[k]
+        names = frame.feature_names if pipeline is None else pipeline.feature_names_
+        member.fit_dataset(datasets.dataset(pipeline, [(frame, train_eras)], era_stride, target, names))
         val_rows = frame.select_eras(val_eras)
-        if pipelines is None:
-            member.fit(frame.features, y, rows=rows, feature_names=frame.feature_names)
+        if pipeline is None:
             x_val = frame.features[val_rows].astype(np.float32)
         else:
-            member.fit(pipelines[k].inputs(frame), y, rows=rows, feature_names=pipelines[k].feature_names_)
-            x_val = pipelines[k].matrix(frame.features[val_rows], frame.eras[val_rows])
+            x_val = pipeline.matrix(frame.features[val_rows], frame.eras[val_rows])
         oof_by_step[:, val_rows] = member.staged_predict(x_val, steps)
     scored = ~np.isnan(oof_by_step[0])
     per_era_by_step = per_era_corr_columns(oof_by_step[:, scored].T, y_score[scored], frame.eras[scored])

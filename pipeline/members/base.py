@@ -22,6 +22,7 @@ from pipeline.features import FeaturePipeline
 from pipeline.runtime import MemberState
 
 if TYPE_CHECKING:
+    from pipeline.binning import DatasetCache
     from pipeline.distributed import DaskLGBMTrainer
 
 # Model files of members inside an artifacts directory.
@@ -70,7 +71,8 @@ class MemberEntry:
 class MemberContext:
     """What every member is made from besides its entry: the training frame (feature names, targets),
     the build's seed and threads, the options that override presets, features.json's sets, the
-    build's embargo (members that hold out eras of their own keep it) and a Dask trainer."""
+    build's embargo (members that hold out eras of their own keep it), a Dask trainer, and the build's
+    cache of binned LightGBM datasets."""
 
     frame: EraFrame
     main_target: str
@@ -82,6 +84,7 @@ class MemberContext:
     processes: int = 1
     embargo: int | None = None
     trainer: DaskLGBMTrainer | None = None
+    bins: DatasetCache | None = None
 
 
 @dataclass(frozen=True)

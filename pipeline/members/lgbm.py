@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import lightgbm as lgb
 import numpy as np
 
+from pipeline.binning import DatasetCache
 from pipeline.data import EraFrame
-from pipeline.evaluate import CVResult, cv_lgbm, strided_rows
+from pipeline.evaluate import CVResult, cv_lgbm
 from pipeline.features import RAW_FEATURES, FeaturePipeline
 from pipeline.members.base import MEMBERS_DIR, EraParts, MemberContext, MemberEntry, RefreshSettings, Stage
 from pipeline.models.lgbm import EXAMPLE_ROUNDS, LGBMModel, TqdmCallback
@@ -55,6 +56,7 @@ class LightGBMMember:
     features: list[str] | None = None
     trainer: DaskLGBMTrainer | None = None
     cv_trees: int | None = None
+    bins: DatasetCache | None = None
 
     @classmethod
     def from_entry(cls, entry: MemberEntry, target: str, context: MemberContext, seed: int) -> LightGBMMember | None:
@@ -73,7 +75,8 @@ class LightGBMMember:
         rounds = entry.rounds or EXAMPLE_ROUNDS
         rounds = min(rounds, context.num_boost_round or rounds)
         estimator = LGBMModel(dict(entry.params), rounds, seed=seed, num_threads=context.threads)
-        member = cls(entry.name, estimator, target, context.era_stride or entry.era_stride, not entry.raw, subset)
+        stride = context.era_stride or entry.era_stride
+        member = cls(entry.name, estimator, target, stride, not entry.raw, subset, bins=context.bins)
         if context.trainer is not None:
             # Dask workers read raw parquet partitions, so cluster-trained members take raw features
             # (the CV too, so that it scores what is trained).
@@ -101,7 +104,15 @@ class LightGBMMember:
         """Out-of-fold CV that also fixes the member's number of trees to the CV's choice."""
         pipelines = [self._pipeline(p) for p in pipelines]
         result = cv_lgbm(
-            self.estimator, frame, self.train_target, folds, self.era_stride, self.name, score_target, pipelines
+            self.estimator,
+            frame,
+            self.train_target,
+            folds,
+            self.era_stride,
+            self.name,
+            score_target,
+            pipelines,
+            self.bins,
         )
         self.estimator.num_boost_round = self.cv_trees = result.chosen["num_boost_round"]
         return result
@@ -116,18 +127,11 @@ class LightGBMMember:
                 self.estimator, splits, self.era_stride, pipeline.columns_, self.train_target
             )
             return
-        self.estimator.fit_parts(
-            [
-                (
-                    pipeline.inputs(s),
-                    s.targets[self.train_target].to_numpy(),
-                    strided_rows(s, s.era_order, self.era_stride),
-                )
-                for s in splits
-            ],
-            feature_names=pipeline.feature_names_,
-            callbacks=[TqdmCallback(self.estimator.num_boost_round, f"{self.name} {stage}")],
-        )
+        bins = self.bins if self.bins is not None else DatasetCache(seed=self.estimator.seed)
+        parts = [(split, split.era_order) for split in splits]
+        dataset = bins.dataset(pipeline, parts, self.era_stride, self.train_target, pipeline.feature_names_)
+        callbacks = [TqdmCallback(self.estimator.num_boost_round, f"{self.name} {stage}")]
+        self.estimator.fit_dataset(dataset, callbacks)
 
     def predict(self, features: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
         return self.estimator.predict(self.pipeline_.matrix(features, eras))

@@ -130,7 +130,10 @@ class LGBMModel:
     ) -> "LGBMModel":
         """Train on several (features, target, rows) parts, e.g. train and validation, without
         concatenating their int8 matrices: each part is one LightGBM Sequence."""
-        dataset = int8_dataset(parts, feature_names)
+        return self.fit_dataset(int8_dataset(parts, feature_names), callbacks)
+
+    def fit_dataset(self, dataset: lgb.Dataset, callbacks: list | None = None) -> "LGBMModel":
+        """Train on a LightGBM Dataset, constructed or not (a shared one of `pipeline.binning`)."""
         self.booster_ = lgb.train(self.lgb_params(), dataset, num_boost_round=self.num_boost_round, callbacks=callbacks)
         return self
 

@@ -1,0 +1,148 @@
+"""LightGBM datasets binned once per build and shared by every fit that trains on the same rows.
+
+Binning (LightGBM's Dataset construction, through `lgb.Sequence` batches transformed by the feature
+pipeline) costs as much as a good share of the trees at Numerai's width, and a build fits every member
+on every CV fold, the holdout and the refit, and a search fits many settings on the same folds. A
+`DatasetCache` bins the rows of a (feature view, frames, eras, era stride) once: every member and
+trial that reads that view on those rows trains on it, another target through `set_label`, and rows
+whose target is unknown are left out through `Dataset.subset`, which reuses the bins.
+
+With `spill_dir`, a binned dataset is written there in LightGBM's binary format and loaded back for
+each fit (a load reads bins; it does not bin again), so only the dataset in use is in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from pipeline.data import EraFrame
+from pipeline.features import FeaturePipeline
+from pipeline.models.lgbm import BIN_SAMPLE_ROWS, Int8RowSequence
+
+logger = logging.getLogger(__name__)
+
+
+def dataset_params(seed: int) -> dict[str, Any]:
+    """Dataset parameters every shared dataset is built with. Without the pre-filter, fits with other
+    `min_data_in_leaf` settings may train on the same bins."""
+    return {
+        "verbosity": -1,
+        "bin_construct_sample_cnt": BIN_SAMPLE_ROWS,
+        "feature_pre_filter": False,
+        "data_random_seed": seed,
+    }
+
+
+def view_key(pipeline: FeaturePipeline | None) -> tuple:
+    """What makes two pipelines give the same matrix: their fitted arrays, policy and columns."""
+    if pipeline is None:
+        return ("raw",)
+    transform = pipeline.transform_
+    columns = None if transform.get("columns") is None else tuple(int(c) for c in transform["columns"])
+    arrays = tuple(id(transform.get(part)) for part in ("cluster_avg", "group_avg", "mixer"))
+    return (transform["missing"], tuple(transform["extra_names"]), columns, *arrays)
+
+
+@dataclass
+class Binned:
+    """One binned dataset: the rows of each part it holds (frame row indices), in order."""
+
+    rows: list[np.ndarray]
+    dataset: lgb.Dataset | None = None
+    path: Path | None = None
+    keep: tuple = ()  # the pipeline and frames, so that the ids in the key stay theirs
+
+    def load(self) -> lgb.Dataset:
+        if self.dataset is not None:
+            return self.dataset
+        return lgb.Dataset(str(self.path), params={"verbosity": -1}).construct()
+
+
+@dataclass
+class DatasetCache:
+    """Datasets binned once per build (see the module docstring); `seconds` is the time spent binning."""
+
+    seed: int = 0
+    spill_dir: Path | None = None
+    entries: dict[tuple, Binned] = field(default_factory=dict)
+    seconds: float = 0.0
+    binned: int = 0
+    reused: int = 0
+
+    def dataset(
+        self,
+        pipeline: FeaturePipeline | None,
+        parts: Sequence[tuple[EraFrame, Sequence[str]]],
+        era_stride: int,
+        target: str,
+        feature_names: list[str],
+    ) -> lgb.Dataset:
+        """The rows of every `era_stride`-th era of each part's eras, as `pipeline` presents them (None:
+        raw features), labelled with `target`; rows where `target` is unknown are left out."""
+        key = (
+            view_key(pipeline),
+            tuple((id(frame), tuple(np.asarray(eras, dtype=str)[::era_stride])) for frame, eras in parts),
+        )
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = self._bin(pipeline, parts, era_stride, feature_names)
+        else:
+            self.reused += 1
+        labels = np.concatenate(
+            [frame.targets[target].to_numpy()[rows] for (frame, _), rows in zip(parts, entry.rows, strict=True)]
+        )
+        known = ~np.isnan(labels)
+        dataset = entry.load()
+        if known.all():
+            dataset.set_label(labels)
+            return dataset
+        subset = dataset.subset(np.flatnonzero(known)).construct()
+        subset.set_label(labels[known])
+        return subset
+
+    def _bin(
+        self,
+        pipeline: FeaturePipeline | None,
+        parts: Sequence[tuple[EraFrame, Sequence[str]]],
+        era_stride: int,
+        feature_names: list[str],
+    ) -> Binned:
+        start = time.perf_counter()
+        rows = [frame.select_eras(np.asarray(eras, dtype=object)[::era_stride]) for frame, eras in parts]
+        sequences = [
+            Int8RowSequence(frame.features if pipeline is None else pipeline.inputs(frame), part_rows)
+            for (frame, _), part_rows in zip(parts, rows, strict=True)
+        ]
+        dataset = lgb.Dataset(
+            sequences,
+            label=np.zeros(sum(len(r) for r in rows), dtype=np.float32),
+            feature_name=feature_names,
+            params=dataset_params(self.seed),
+            free_raw_data=True,
+        ).construct()
+        entry = Binned(rows, dataset, keep=(pipeline, *(frame for frame, _ in parts)))
+        if self.spill_dir is not None:
+            with tempfile.NamedTemporaryFile(dir=self.spill_dir, suffix=".bin", delete=False) as handle:
+                entry.path = Path(handle.name)
+            dataset.save_binary(str(entry.path))
+            entry.dataset = None
+        self.seconds += time.perf_counter() - start
+        self.binned += 1
+        logger.debug("binned %d rows x %d features in %.1f s", dataset.num_data(), len(feature_names), self.seconds)
+        return entry
+
+    def clear(self) -> None:
+        """Drop every dataset (and its file): a stage's fits are done."""
+        for entry in self.entries.values():
+            if entry.path is not None:
+                entry.path.unlink(missing_ok=True)
+        self.entries.clear()
