@@ -13,7 +13,7 @@ from pipeline.build import BuildConfig, build, cache_root, format_result
 from pipeline.cv import EMBARGO_20D
 from pipeline.ensemble import PRESETS
 from pipeline.refresh import format_refresh, refresh
-from pipeline.upload import DEFAULT_DOCKER_IMAGE, UploadError, upload
+from pipeline.upload import DEFAULT_DOCKER_IMAGE, add_numerai_options, upload_command
 from pipeline.verify import VerificationError, runtime_python, verify_pickle
 
 DESCRIPTION = """\
@@ -22,7 +22,7 @@ numerai-tools and verified the way Numerai's container runs it.
 
   python build_model.py                                   # demo: embedded synthetic data
   python build_model.py --data-dir DIR --out model.pkl    # any Numerai v5 data directory
-  python build_model.py --data-dir DIR --download         # fetch v5.2 with numerapi, then build
+  python build_model.py --data-dir DIR --download         # fetch v5.3 with numerapi, then build
   python build_model.py --data-dir DIR --init-model model_artifacts   # weekly refresh on the new eras
   python build_model.py verify model.pkl --live live.parquet
   python build_model.py upload model.pkl --model-name NAME [--dry-run]
@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         const=nd.DEFAULT_DATA_VERSION,
         default=None,
         metavar="VERSION",
-        help=f"first fetch data VERSION (default {nd.DEFAULT_DATA_VERSION}) with numerapi into --data-dir, "
-        "skipping files already there",
+        help=f"first fetch data VERSION (default {nd.DEFAULT_DATA_VERSION}; v5.2 still works) with numerapi into "
+        "--data-dir, skipping files already there; each call to Numerai has a timeout and retries",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("model.pkl"), help="where the verified pickle goes (default model.pkl)"
@@ -251,6 +251,7 @@ def upload_parser() -> argparse.ArgumentParser:
         help="live.parquet to verify on (default: download the data version's current one)",
     )
     parser.add_argument("--dry-run", action="store_true", help="verify and resolve names, but do not upload")
+    add_numerai_options(parser)
     return parser
 
 
@@ -317,20 +318,10 @@ def run_verify(argv: Sequence[str]) -> int:
 
 
 def run_upload(argv: Sequence[str]) -> int:
-    args = upload_parser().parse_args(argv)
+    parser = upload_parser()
+    args = parser.parse_args(argv)
     setup_logging(verbose=False)
-    try:
-        plan = upload(args.model, args.model_name, args.data_version, args.docker_image, args.live, args.dry_run)
-    except (UploadError, VerificationError) as err:
-        logging.getLogger("build_model").error("%s", err)
-        return 1
-    print(plan.verification.summary())
-    action = "would upload (dry run)" if args.dry_run else f"uploaded, upload id {plan.upload_id}"
-    print(
-        f"{plan.model_path} -> model {plan.model_name} ({plan.model_id}), {plan.data_version}, {plan.docker_image}: "
-        f"{action}"
-    )
-    return 0
+    return upload_command(args, parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
