@@ -228,3 +228,12 @@ def test_the_poll_gives_up_after_wait_without_failing(numerai, good_pickle: Path
     assert main(args) == 0
     assert "after 0.2 s Numerai is still validation validating" in capsys.readouterr().out
     assert 2 <= numerai.status_polls <= 5
+
+
+def test_a_status_poll_that_cannot_reach_numerai_says_the_upload_went_through(numerai, good_pickle, caplog) -> None:
+    numerai.fail("computePickleUpload {", error=requests.exceptions.ConnectionError, times=100)
+    args = ["upload", str(good_pickle), "--model-name", "my_model", "--retries", "0", "--poll-interval", "0.01"]
+    assert main(args) == 1
+    assert numerai.uploads["model.pkl"] == good_pickle.read_bytes()
+    assert "upload upload-1 went through, but reading its status failed: Numerai call " in caplog.text
+    assert "account.models.computePickleUpload to api-tournament.numer.ai" in caplog.text
