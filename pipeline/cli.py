@@ -14,7 +14,7 @@ from pipeline.config import BuildConfig
 from pipeline.cv import EMBARGO_20D
 from pipeline.presets import PRESETS
 from pipeline.refresh import format_refresh, refresh
-from pipeline.upload import DEFAULT_DOCKER_IMAGE, UploadError, upload
+from pipeline.upload import DEFAULT_DOCKER_IMAGE, add_numerai_options, upload_command
 from pipeline.verify import LIMIT_SECONDS, VerificationError, runtime_python, verify_pickle
 
 DESCRIPTION = """\
@@ -23,7 +23,7 @@ numerai-tools and verified the way Numerai's container runs it.
 
   python build_model.py                                   # demo: embedded synthetic data
   python build_model.py --data-dir DIR --out model.pkl    # any Numerai v5 data directory
-  python build_model.py --data-dir DIR --download         # fetch v5.2 with numerapi, then build
+  python build_model.py --data-dir DIR --download         # fetch v5.3 with numerapi, then build
   python build_model.py --data-dir DIR --init-model model_artifacts   # weekly refresh on the new eras
   python build_model.py verify model.pkl --live live.parquet
   python build_model.py upload model.pkl --model-name NAME [--dry-run]
@@ -49,8 +49,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         const=nd.DEFAULT_DATA_VERSION,
         default=None,
         metavar="VERSION",
-        help=f"first fetch data VERSION (default {nd.DEFAULT_DATA_VERSION}) with numerapi into --data-dir, "
-        "skipping files already there",
+        help=f"first fetch data VERSION (default {nd.DEFAULT_DATA_VERSION}; v5.2 still works) with numerapi into "
+        "--data-dir, skipping files already there; each call to Numerai has a timeout and retries",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("model.pkl"), help="where the verified pickle goes (default model.pkl)"
@@ -297,6 +297,7 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
         help="live.parquet to verify on (default: download the data version's current one)",
     )
     parser.add_argument("--dry-run", action="store_true", help="verify and resolve names, but do not upload")
+    add_numerai_options(parser)
 
 
 def setup_logging(verbose: bool) -> None:
@@ -311,13 +312,13 @@ def setup_logging(verbose: bool) -> None:
 def run_build(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     log = logging.getLogger("build_model")
-    if args.download is not None:
-        if args.data_dir is None:
-            log.error("--download needs --data-dir DIR to download into")
-            return 2
-        nd.download(args.data_dir, args.download)
+    if args.download is not None and args.data_dir is None:
+        log.error("--download needs --data-dir DIR to download into")
+        return 2
     config = BuildConfig.from_options(args)
     try:
+        if args.download is not None:
+            nd.download(args.data_dir, args.download)
         result = refresh(config) if config.init_model is not None else build(config)
     except (nd.DataError, VerificationError, ValueError) as err:
         log.error("%s", err)
@@ -348,18 +349,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_upload(args: argparse.Namespace) -> int:
     setup_logging(verbose=False)
-    try:
-        plan = upload(args.model, args.model_name, args.data_version, args.docker_image, args.live, args.dry_run)
-    except (UploadError, VerificationError) as err:
-        logging.getLogger("build_model").error("%s", err)
-        return 1
-    print(plan.verification.summary())
-    action = "would upload (dry run)" if args.dry_run else f"uploaded, upload id {plan.upload_id}"
-    print(
-        f"{plan.model_path} -> model {plan.model_name} ({plan.model_id}), {plan.data_version}, {plan.docker_image}: "
-        f"{action}"
-    )
-    return 0
+    return upload_command(args, args.parser)
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.runtime import first_names, missing_columns
+
+if TYPE_CHECKING:
+    from pipeline.numerai_api import NetworkPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ FEATURE_MIN, FEATURE_MAX = 0, 4
 FEATURE_GROUPS = ("constitution", "charisma", "agility", "wisdom", "strength", "serenity", "dexterity", "intelligence")
 UNGROUPED = "ungrouped"
 
-DEFAULT_DATA_VERSION = "v5.2"
+DEFAULT_DATA_VERSION = "v5.3"
 REQUIRED_FILES = ("features.json", "train.parquet", "validation.parquet")
 OPTIONAL_FILES = (
     "live.parquet",
@@ -424,26 +428,34 @@ def download(
     version: str = DEFAULT_DATA_VERSION,
     napi: object | None = None,
     files: Sequence[str] = REQUIRED_FILES + OPTIONAL_FILES,
+    policy: NetworkPolicy | None = None,
 ) -> list[Path]:
-    """Fetch a data version's files with numerapi into `data_dir`, skipping files already there."""
-    import numerapi
+    """Fetch a data version's files with numerapi into `data_dir`, skipping files already there.
+
+    By default through `NumeraiClient`, so each call has timeouts and bounded retries (`policy`, a
+    `NetworkPolicy`) and one that cannot be made raises DataError naming the call and the host.
+    """
+    from pipeline.numerai_api import NumeraiCallError, NumeraiClient
 
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    api = napi if napi is not None else numerapi.NumerAPI()
-    available = set(api.list_datasets())
+    api = napi if napi is not None else NumeraiClient(policy=policy)
     fetched = []
-    for name in files:
-        dest = data_dir / name
-        remote = f"{version}/{name}"
-        if dest.exists():
-            logger.info("%s already present, not downloaded again", dest)
-            continue
-        if remote not in available:
-            if name in REQUIRED_FILES:
-                raise DataError(f"numerapi lists no {remote}; is {version!r} a Numerai data version?")
-            logger.info("numerapi lists no %s; skipped", remote)
-            continue
-        api.download_dataset(remote, dest_path=str(dest))
-        fetched.append(dest)
+    try:
+        available = set(api.list_datasets())
+        for name in files:
+            dest = data_dir / name
+            remote = f"{version}/{name}"
+            if dest.exists():
+                logger.info("%s already present, not downloaded again", dest)
+                continue
+            if remote not in available:
+                if name in REQUIRED_FILES:
+                    raise DataError(f"numerapi lists no {remote}; is {version!r} a Numerai data version?")
+                logger.info("numerapi lists no %s; skipped", remote)
+                continue
+            api.download_dataset(remote, dest_path=str(dest))
+            fetched.append(dest)
+    except NumeraiCallError as err:
+        raise DataError(f"downloading {version} into {data_dir}: {err}") from err
     return fetched

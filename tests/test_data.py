@@ -2,16 +2,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
+import time
 from pathlib import Path
 
 import numerapi
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 
 from pipeline import data as nd
 from tests.conftest import write_foreign_layout
+from tests.fake_numerai import FAST_RETRIES
 
 
 def copy_world(world: Path, tmp_path: Path) -> Path:
@@ -177,19 +181,63 @@ def test_integer_eras_become_zero_padded_strings_in_time_order(tmp_path: Path) -
 
 
 def test_download_fetches_missing_files_through_numerapi(tiny_world: Path, tmp_path: Path, fake_numerai) -> None:
-    fake_numerai.serve_dir("v5.2", tiny_world)
+    fake_numerai.serve_dir("v5.3", tiny_world)
     dest = tmp_path / "data"
     dest.mkdir()
     (dest / "features.json").write_text("{}")
-    fetched = nd.download(dest, "v5.2", napi=numerapi.NumerAPI())
+    fetched = nd.download(dest)
     names = {p.name for p in fetched}
     assert "features.json" not in names, "a file already present is not downloaded again"
     assert {"train.parquet", "validation.parquet", "live.parquet"} <= names
     assert (dest / "train.parquet").read_bytes() == (tiny_world / "train.parquet").read_bytes()
     gets = [url for method, url, _ in fake_numerai.requests_seen if method == "GET"]
     assert not any(url.endswith("features.json") for url in gets)
+    assert all(url.split("/")[-2] == "v5.3" for url in gets), "v5.3 is the default"
+    assert all(isinstance(t, tuple) and None not in t for t in fake_numerai.timeouts_seen)
+
+
+def test_download_of_v52_still_works(tiny_world: Path, tmp_path: Path, fake_numerai) -> None:
+    fake_numerai.serve_dir("v5.2", tiny_world)
+    fetched = nd.download(tmp_path, "v5.2", files=("features.json", "live.parquet"))
+    assert [p.name for p in fetched] == ["features.json", "live.parquet"]
+    assert (tmp_path / "live.parquet").read_bytes() == (tiny_world / "live.parquet").read_bytes()
 
 
 def test_download_rejects_unknown_version(tmp_path: Path, fake_numerai) -> None:
     with pytest.raises(nd.DataError, match=r"numerapi lists no v9\.9/features\.json"):
         nd.download(tmp_path, "v9.9", napi=numerapi.NumerAPI())
+
+
+def test_a_download_cut_off_part_way_resumes_where_it_stopped(tiny_world: Path, tmp_path: Path, fake_numerai) -> None:
+    fake_numerai.serve_dir("v5.3", tiny_world)
+    fake_numerai.fail("GET https://files.fake-numer.ai/v5.3/train.parquet", cut_after=1000)
+    fake_numerai.fail("listDatasets", status=502)
+    assert nd.download(tmp_path, files=("train.parquet",), policy=FAST_RETRIES) == [tmp_path / "train.parquet"]
+    assert (tmp_path / "train.parquet").read_bytes() == (tiny_world / "train.parquet").read_bytes()
+    assert not (tmp_path / "train.parquet.part").exists()
+    seen = list(zip(fake_numerai.requests_seen, fake_numerai.headers_seen, strict=True))
+    assert sum("listDatasets" in body.get("query", "") for (_, _, body), _ in seen) == 2, "the 502 was retried"
+    ranges = [headers.get("Range") for (method, url, _), headers in seen if url.endswith("train.parquet")]
+    assert ranges == [None, "bytes=1000-"]
+
+
+@pytest.mark.parametrize(
+    "match, error, call",
+    [
+        ("", requests.exceptions.ConnectionError, "listDatasets to api-tournament.numer.ai"),
+        ("", requests.exceptions.ReadTimeout, "listDatasets to api-tournament.numer.ai"),
+        ("GET", requests.exceptions.ReadTimeout, "download of v5.3/train.parquet to files.fake-numer.ai"),
+    ],
+)
+def test_an_offline_or_stalled_download_is_a_data_error_naming_the_call(
+    tiny_world: Path, tmp_path: Path, fake_numerai, match: str, error: type, call: str
+) -> None:
+    fake_numerai.serve_dir("v5.3", tiny_world)
+    fake_numerai.fail(match, error=error, times=100)
+    started = time.monotonic()
+    with pytest.raises(
+        nd.DataError, match=re.escape(f"downloading v5.3 into {tmp_path}: Numerai call {call} failed after 4 tries")
+    ):
+        nd.download(tmp_path, files=("train.parquet",), policy=FAST_RETRIES)
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "train.parquet").exists() and not (tmp_path / "train.parquet.part").exists()
