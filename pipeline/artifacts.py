@@ -70,6 +70,7 @@ class Artifacts:
     eras: dict[str, str]  # era -> fingerprint of its rows, for every era trained on
     history: list[dict[str, Any]] = field(default_factory=list)
     pickle_sha256: str = ""  # of the pickle these artifacts were written with
+    neutralizers: list[str] | None = None  # the features the blend is neutralized against (None: all)
 
     @property
     def last_era(self) -> str:
@@ -134,6 +135,7 @@ def save_artifacts(directory: Path, artifacts: Artifacts) -> Path:
         "feature_pipeline": settings,
         "members": [_member_entry(m, partial) for m in artifacts.members],
         "neutralization": float(artifacts.neutralization),
+        "neutralizers": artifacts.neutralizers,
         "embargo": int(artifacts.embargo),
         "last_era": artifacts.last_era,
         "eras": artifacts.eras,
@@ -191,6 +193,7 @@ def load_artifacts(directory: Path, threads: int = 0) -> Artifacts:
         pipeline=pipeline,
         members=[_load_member(entry, directory, pipeline, threads, kinds) for entry in manifest["members"]],
         neutralization=manifest["neutralization"],
+        neutralizers=manifest.get("neutralizers"),
         embargo=manifest["embargo"],
         eras=manifest["eras"],
         history=manifest["history"],

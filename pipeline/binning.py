@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,9 +85,12 @@ class DatasetCache:
         era_stride: int,
         target: str,
         feature_names: list[str],
+        era_weights: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> lgb.Dataset:
         """The rows of every `era_stride`-th era of each part's eras, as `pipeline` presents them (None:
-        raw features), labelled with `target`; rows where `target` is unknown are left out."""
+        raw features), labelled with `target`; rows where `target` is unknown are left out.
+        `era_weights` maps each row's era to its weight (recency, a window); weighted fits train on a
+        subset of their own, so the shared dataset never carries another fit's weights."""
         key = (
             view_key(pipeline),
             tuple((id(frame), tuple(np.asarray(eras, dtype=str)[::era_stride])) for frame, eras in parts),
@@ -102,11 +105,14 @@ class DatasetCache:
         )
         known = ~np.isnan(labels)
         dataset = entry.load()
-        if known.all():
+        if known.all() and era_weights is None:
             dataset.set_label(labels)
             return dataset
         subset = dataset.subset(np.flatnonzero(known)).construct()
         subset.set_label(labels[known])
+        if era_weights is not None:
+            eras = np.concatenate([frame.eras[rows] for (frame, _), rows in zip(parts, entry.rows, strict=True)])
+            subset.set_weight(np.asarray(era_weights(eras[known]), dtype=np.float32))
         return subset
 
     def _bin(

@@ -1,19 +1,24 @@
 """Blend weights and neutralization, both chosen on out-of-fold per-era CORR.
 
 The blend is a weighted average of per-era ranks, the same arithmetic the pickle runs
-(`pipeline.runtime.ensemble_scores`), so the CV scores
-exactly what ships.
+(`pipeline.runtime.ensemble_scores`), so the CV scores exactly what ships.
+
+How the weights are found is itself chosen on the CV (`choose_blend`): greedy ensemble selection,
+that shrunk toward the best single member or toward equal weights, the best member alone, or equal
+weights, each after leaving out the members the CV puts below the reference (Numerai's example
+model) by more than one standard error. Each rule is scored by the cross-fold CV (weights fitted on
+the other folds), so a blend that only fits noise loses to the best member alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics import per_era_corr, per_era_corr_columns, summarize
-from pipeline.runtime import ensemble_scores, feature_projection, rank_within_groups
+from pipeline.metrics import paired_difference, per_era_corr, per_era_corr_columns, summarize
+from pipeline.runtime import blend_ranks, ensemble_scores, feature_projection, rank_within_groups
 
 NEUTRALIZATION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 # A proportion may cost at most this share of the best mean CORR for a better Sharpe.
@@ -46,6 +51,83 @@ def fit_weights(oof: np.ndarray, target: np.ndarray, eras: np.ndarray, steps: in
     return best
 
 
+# Blend rules, simplest last: a tie on the cross-fold CV goes to the later (simpler) one.
+BLEND_RULES = (
+    "greedy",
+    "greedy, halfway to the best member",
+    "greedy, halfway to equal weights",
+    "best member",
+    "equal",
+)
+BlendRule = str
+
+
+def eligible_members(per_era: pd.DataFrame, reference: int | None) -> np.ndarray:
+    """Members (columns of `per_era`, eras x members) the CV does not put below the reference member by
+    more than one standard error of the paired per-era difference (all when there is no reference)."""
+    n = per_era.shape[1]
+    keep = np.ones(n, dtype=bool)
+    if reference is None:
+        return keep
+    for k in range(n):
+        if k != reference:
+            mean, se = paired_difference(per_era[k], per_era[reference])
+            keep[k] = not mean < -se
+    return keep
+
+
+def blend_rules(oof: np.ndarray, target: np.ndarray, eras: np.ndarray, reference: int | None) -> dict[str, np.ndarray]:
+    """The weights of every rule of `BLEND_RULES` fitted on these out-of-fold rows (one greedy fit serves
+    the three greedy rules); members below the reference get none in any."""
+    per_era = per_era_corr_columns(oof, target, eras)
+    chosen = np.flatnonzero(eligible_members(per_era, reference))
+    best = np.eye(len(chosen))[int(np.argmax(per_era[chosen].mean().to_numpy()))]
+    equal = np.full(len(chosen), 1.0 / len(chosen))
+    greedy = fit_weights(oof[:, chosen], target, eras)
+    shares = {
+        "greedy": greedy,
+        "greedy, halfway to the best member": 0.5 * greedy + 0.5 * best,
+        "greedy, halfway to equal weights": 0.5 * greedy + 0.5 * equal,
+        "best member": best,
+        "equal": equal,
+    }
+    rules = {}
+    for rule, share in shares.items():
+        rules[rule] = np.zeros(oof.shape[1])
+        rules[rule][chosen] = share
+    return rules
+
+
+def fit_blend(
+    oof: np.ndarray, target: np.ndarray, eras: np.ndarray, rule: BlendRule = "greedy", reference: int | None = None
+) -> np.ndarray:
+    """Weights of `rule` fitted on these out-of-fold rows; members below the reference get none."""
+    if rule not in BLEND_RULES:
+        raise ValueError(f"unknown blend rule {rule!r}; expected one of {BLEND_RULES}")
+    return blend_rules(oof, target, eras, reference)[rule]
+
+
+def choose_blend(
+    oof: np.ndarray, target: np.ndarray, eras: np.ndarray, fold_eras: Sequence[np.ndarray], reference: int | None
+) -> tuple[BlendRule, pd.DataFrame]:
+    """The blend rule with the best cross-fold CV mean CORR (ties to the simpler), and every rule's
+    cross-fold figures: each fold scored with every rule's weights fitted on the other folds."""
+    per_era = []
+    for held_out in fold_eras:
+        inside = np.isin(eras, held_out)
+        if inside.all():
+            rules = {rule: np.full(oof.shape[1], 1.0 / oof.shape[1]) for rule in BLEND_RULES}
+        else:
+            rules = blend_rules(oof[~inside], target[~inside], eras[~inside], reference)
+        blends = np.column_stack([blend_ranks(oof[inside], weights, eras[inside]) for weights in rules.values()])
+        per_era.append(per_era_corr_columns(blends, target[inside], eras[inside]))
+    scores = pd.concat(per_era).sort_index()
+    table = pd.DataFrame({rule: summarize(scores[k]) for k, rule in enumerate(BLEND_RULES)}).T.rename_axis("rule")
+    means = table["mean"].to_numpy()
+    chosen = BLEND_RULES[len(means) - 1 - int(np.argmax(means[::-1]))]
+    return chosen, table
+
+
 def cross_fold_blend(
     oof: np.ndarray,
     target: np.ndarray,
@@ -53,21 +135,24 @@ def cross_fold_blend(
     fold_eras: Sequence[np.ndarray],
     features: np.ndarray | None = None,
     proportion: float = 0.0,
+    rule: BlendRule = "greedy",
+    reference: int | None = None,
+    columns: np.ndarray | None = None,
 ) -> tuple[pd.Series, list[np.ndarray]]:
-    """Honest CV of the blend: each fold is scored with weights fitted on the other folds only,
-    then neutralized by `proportion` against `features` (rows aligned with `oof`) as the pickle is.
-    A CV of one fold has no other fold to fit on: it is scored with equal weights (the rank average),
-    a choice that looked at nothing."""
+    """Honest CV of the blend: each fold is scored with weights fitted by `rule` on the other folds only
+    (members left out there too), then neutralized by `proportion` against `features` (rows aligned with
+    `oof`) as the pickle is. A CV of one fold has no other fold to fit on: it is scored with equal
+    weights (the rank average), a choice that looked at nothing."""
     per_era, fold_weights = [], []
     for held_out in fold_eras:
         inside = np.isin(eras, held_out)
         if inside.all():
             weights = np.full(oof.shape[1], 1.0 / oof.shape[1])
         else:
-            weights = fit_weights(oof[~inside], target[~inside], eras[~inside])
+            weights = fit_blend(oof[~inside], target[~inside], eras[~inside], rule, reference)
         fold_weights.append(weights)
         features_inside = None if features is None else features[inside]
-        blended = ensemble_scores(oof[inside], weights, features_inside, eras[inside], proportion)
+        blended = ensemble_scores(oof[inside], weights, features_inside, eras[inside], proportion, columns)
         per_era.append(per_era_corr(blended, target[inside], eras[inside]))
     return pd.concat(per_era).sort_index(), fold_weights
 
@@ -77,17 +162,22 @@ def choose_neutralization(
     features: np.ndarray,
     target: np.ndarray,
     eras: np.ndarray,
+    neutralizers: Mapping[str, np.ndarray | None] | None = None,
     grid: Sequence[float] = NEUTRALIZATION_GRID,
-) -> tuple[float, pd.DataFrame]:
-    """Neutralization proportion for the blend: the best Sharpe among proportions whose mean CORR
-    is within `MEAN_TOLERANCE` of the best mean (Numerai pays on CORR, so Sharpe only breaks
-    near-ties; a CV of one era has no Sharpe, and the best mean decides); returns it and the table of
-    every proportion's figures."""
-    ranks, projection = feature_projection(blended, features, eras)
-    neutral = np.column_stack([ranks - p * projection for p in grid])
-    per_era = per_era_corr_columns(neutral, target, eras)
-    table = pd.DataFrame({p: summarize(per_era[k]) for k, p in enumerate(grid)}).T.rename_axis("proportion")
+) -> tuple[float, str, pd.DataFrame]:
+    """Neutralization of the blend: a proportion of the grid against one set of feature columns of
+    `neutralizers` (name -> columns, None: all features; by default all features only). The best Sharpe
+    among the candidates whose mean CORR is within `MEAN_TOLERANCE` of the best mean (Numerai pays on
+    CORR, so Sharpe only breaks near-ties; a CV of one era has no Sharpe, and the best mean decides).
+    Returns the proportion, the set's name and the table of every candidate's figures."""
+    neutralizers = {"all features": None} if neutralizers is None else neutralizers
+    rows = {}
+    for name, columns in neutralizers.items():
+        x = features if columns is None else features[:, np.asarray(columns)]
+        ranks, projection = feature_projection(blended, x, eras)
+        per_era = per_era_corr_columns(np.column_stack([ranks - p * projection for p in grid]), target, eras)
+        rows |= {(name, p): summarize(per_era[k]) for k, p in enumerate(grid) if p > 0 or not rows}
+    table = pd.DataFrame(rows).T.rename_axis(["neutralizers", "proportion"])
     good = table[table["mean"] >= table["mean"].max() - MEAN_TOLERANCE * abs(table["mean"].max())]
-    if good["sharpe"].isna().all():
-        return float(good["mean"].idxmax()), table
-    return float(good["sharpe"].idxmax()), table
+    chosen = good["mean"].idxmax() if good["sharpe"].isna().all() else good["sharpe"].idxmax()
+    return float(chosen[1]), str(chosen[0]), table

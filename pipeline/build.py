@@ -36,18 +36,18 @@ from pipeline.analysis import (
 )
 from pipeline.artifacts import Artifacts, SavedMember, era_fingerprints, save_artifacts
 from pipeline.binning import DatasetCache
-from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
+from pipeline.blend import choose_blend, choose_neutralization, cross_fold_blend, fit_blend
 from pipeline.config import BuildConfig
 from pipeline.cv import check_embargo, default_embargo, holdout_eras, walk_forward_folds
 from pipeline.distributed import DaskLGBMTrainer, dask_trainer
 from pipeline.evaluate import CVResult
 from pipeline.feature_choice import choose_feature_pipeline, fold_pipelines, temporal_analysis
 from pipeline.features import RAW_FEATURES, FeaturePipeline
-from pipeline.members import KINDS, Member, MemberContext, MemberEntry, TSMixerMember, kinds_with
+from pipeline.members import KINDS, Member, MemberContext, MemberEntry, TSMixerMember, kinds_with, lgbm_search
 from pipeline.metrics import summarize
 from pipeline.models.tsmixer import DEFAULT_SPACE
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
-from pipeline.presets import make_members, member_targets, preset_entries
+from pipeline.presets import REFERENCE_MEMBER, SEARCH_BUDGETS, make_members, member_targets, preset_entries
 from pipeline.report import search_table, summary_table, write_report
 from pipeline.runtime import PickleState, blend_ranks, ensemble_scores, make_predict
 from pipeline.targets import aux_targets
@@ -220,7 +220,7 @@ def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
     )
 
 
-def search_members(prep: Prepared) -> dict[str, Any] | None:
+def search_tsmixer(prep: Prepared) -> dict[str, Any] | None:
     """--tsmixer-search: a bounded random search over TSMixer-Ext's `DEFAULT_SPACE`, each trial scored
     by the member's own CV on SEARCH_FOLDS forward-chained, embargoed folds over the training eras of
     the build's first CV fold. The build's CV then scores the chosen member only on later eras, so its
@@ -288,6 +288,47 @@ def choose_features(prep: Prepared) -> FeatureChoice:
     return FeatureChoice(pipelines, settings, report)
 
 
+def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[str, CVResult], dict[str, Any]]:
+    """Each LightGBM member whose entry asks for a search (`MemberEntry.search`) is replaced by the best
+    trials of a bounded search of its settings on the build's CV folds (`pipeline.members.lgbm_search`),
+    within --gbdt-search-budget seconds shared by all of them. Returns the data with those members, their
+    CV results (the search's: no second CV) and the report's tables."""
+    config = prep.config
+    searched = [member for member in prep.members if getattr(member, "search", 0)]
+    if not searched:
+        return prep, {}, {}
+    budget = config.gbdt_search_budget if config.gbdt_search_budget is not None else SEARCH_BUDGETS[config.preset]
+    members, results, report = [], {}, {}
+    for member in prep.members:
+        if member not in searched:
+            members.append(member)
+            continue
+        kept, table = lgbm_search.search(
+            member,
+            prep.train,
+            prep.folds,
+            config.target,
+            choice.fold_pipelines,
+            member.search,
+            config.gbdt_search_trials,
+            budget / len(searched),
+            config.seed,
+        )
+        for found, result in kept:
+            found.search = 0
+            members.append(found)
+            results[found.name] = result
+        report[member.name] = {"budget_s": budget / len(searched), "trials": table.to_dict(orient="records")}
+        logger.info(
+            "%s: search ran %d trials in %.0f s; kept %s",
+            member.name,
+            len(table),
+            table["seconds"].sum(),
+            [found.name for found, _ in kept],
+        )
+    return replace(prep, members=members), results, report
+
+
 @dataclass
 class CrossValidation:
     """Stage `cross_validate`: each member's out-of-fold figures, the blend weights and neutralization
@@ -298,6 +339,10 @@ class CrossValidation:
     neutralization: float
     neutralization_table: pd.DataFrame
     blend_per_era: pd.Series
+    blend_rule: str
+    blend_rules: pd.DataFrame
+    neutralizer: str
+    neutralizer_names: list[str] | None
 
 
 def oof_matrix(results: dict[str, CVResult]) -> tuple[np.ndarray, np.ndarray]:
@@ -307,10 +352,17 @@ def oof_matrix(results: dict[str, CVResult]) -> tuple[np.ndarray, np.ndarray]:
     return stacked[scored], scored
 
 
-def cross_validate(prep: Prepared, choice: FeatureChoice) -> CrossValidation:
+def cross_validate(
+    prep: Prepared, choice: FeatureChoice, searched: dict[str, CVResult], unstable: list[str]
+) -> CrossValidation:
+    """Every member's out-of-fold CV (members found by a search keep the search's), then the blend and its
+    neutralization (against all features, the `unstable` ones or a feature group)."""
     config, train = prep.config, prep.train
     results: dict[str, CVResult] = {}
     for member in prep.members:
+        if member.name in searched:
+            results[member.name] = searched[member.name]
+            continue
         results[member.name] = member.cross_validate(train, prep.folds, config.target, choice.fold_pipelines)
         logger.info(
             "%s: CV chose %s, CV CORR %.4f",
@@ -320,19 +372,49 @@ def cross_validate(prep: Prepared, choice: FeatureChoice) -> CrossValidation:
         )
     oof, scored = oof_matrix(results)
     eras, y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
-    weights = fit_weights(oof, y, eras)
-    proportion, table = choose_neutralization(blend_ranks(oof, weights, eras), train.features[scored], y, eras)
+    fold_eras = [va for _, va in prep.folds]
+    reference = next((k for k, member in enumerate(prep.members) if member.name == REFERENCE_MEMBER), None)
+    rule, rules = choose_blend(oof, y, eras, fold_eras, reference)
+    weights = fit_blend(oof, y, eras, rule, reference)
+    sets = neutralizer_sets(prep, unstable)
+    columns = {
+        name: None if names is None else feature_columns(train.feature_names, names) for name, names in sets.items()
+    }
+    blended = blend_ranks(oof, weights, eras)
+    proportion, neutralizer, table = choose_neutralization(blended, train.features[scored], y, eras, columns)
     if config.neutralization is not None:
         logger.info("neutralization %.2f as asked (the CV preferred %.2f)", config.neutralization, proportion)
-        proportion = config.neutralization
-    fold_eras = [va for _, va in prep.folds]
-    blend_cv, _ = cross_fold_blend(oof, y, eras, fold_eras, train.features[scored], proportion)
+        proportion, neutralizer = config.neutralization, "all features"
+    x = train.features[scored]
+    blend_cv, _ = cross_fold_blend(oof, y, eras, fold_eras, x, proportion, rule, reference, columns[neutralizer])
     logger.info(
-        "blend weights %s, neutralization %.2f",
+        "blend %r (cross-fold CV %s): weights %s, neutralization %.2f against %s",
+        rule,
+        {name: round(float(m), 4) for name, m in rules["mean"].items()},
         {name: round(float(w), 3) for name, w in zip(results, weights, strict=True)},
         proportion,
+        neutralizer,
     )
-    return CrossValidation(results, weights, proportion, table, blend_cv)
+    return CrossValidation(results, weights, proportion, table, blend_cv, rule, rules, neutralizer, sets[neutralizer])
+
+
+def neutralizer_sets(prep: Prepared, unstable: list[str]) -> dict[str, list[str] | None]:
+    """Feature sets the blend may be neutralized against: all features, the features flagged unstable
+    over the training eras (unless --drop-unstable leaves them out), and each feature group."""
+    sets: dict[str, list[str] | None] = {"all features": None}
+    if unstable and not prep.config.drop_unstable:
+        sets["unstable features"] = list(unstable)
+    for group in dict.fromkeys(prep.groups.values()):
+        sets[f"group {group}"] = [name for name in prep.features if prep.groups[name] == group]
+    return sets
+
+
+def feature_columns(feature_names: list[str], names: list[str] | None) -> np.ndarray | None:
+    """Column indices of `names` among `feature_names` (None: all)."""
+    if names is None:
+        return None
+    position = {name: k for k, name in enumerate(feature_names)}
+    return np.asarray([position[name] for name in names if name in position], dtype=np.int64)
 
 
 def check_stability(prep: Prepared, choice: FeatureChoice) -> tuple[dict[str, Any], Prepared]:
@@ -381,16 +463,24 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
 
     def ensemble_on(features: np.ndarray) -> np.ndarray:
         stacked = np.column_stack([member.predict(features, eras) for member, _ in shipped])
-        return ensemble_scores(stacked, np.array([w for _, w in shipped]), features, eras, cv.neutralization)
+        shipped_weights = np.array([w for _, w in shipped])
+        return ensemble_scores(stacked, shipped_weights, features, eras, cv.neutralization, columns)
 
-    ensemble = ensemble_scores(np.column_stack(scores), cv.weights, x, eras, cv.neutralization)
+    columns = feature_columns(prep.features, cv.neutralizer_names)
+    ensemble = ensemble_scores(np.column_stack(scores), cv.weights, x, eras, cv.neutralization, columns)
     models["ensemble"] = {
         "cv": summarize(cv.blend_per_era),
         "cv_per_era": cv.blend_per_era,
         "chosen": {
             "weights": dict(zip(cv.results, cv.weights, strict=True)),
+            "blend_rule": cv.blend_rule,
+            "blend_rules_cv": cv.blend_rules.to_dict(orient="index"),
             "neutralization": cv.neutralization,
-            "neutralization_cv": cv.neutralization_table.to_dict(orient="index"),
+            "neutralizer": cv.neutralizer,
+            "neutralization_cv": {
+                f"{name}: {proportion:g}": figures
+                for (name, proportion), figures in cv.neutralization_table.to_dict(orient="index").items()
+            },
         },
         **validation_figures(ensemble, validation, rows, config.target, benchmarks),
     }
@@ -425,12 +515,16 @@ def refit(prep: Prepared, choice: FeatureChoice, holdout: Holdout) -> Refit:
     return Refit(pipeline, frames, members)
 
 
-def pickle_state(features: list[str], members: list[SavedMember], neutralization: float) -> PickleState:
+def pickle_state(
+    features: list[str], members: list[SavedMember], neutralization: float, neutralizers: list[str] | None
+) -> PickleState:
     """The plain data the predict closure holds: feature names, exported members, neutralization."""
+    columns = feature_columns(features, neutralizers)
     return {
         "feature_names": features,
         "members": [saved.member.export(saved.weight) for saved in members],
         "neutralization": neutralization,
+        "neutralizer_columns": None if columns is None else columns.tolist(),
     }
 
 
@@ -448,7 +542,7 @@ def export(data_dir: Path, validation: nd.EraFrame, artifacts: Artifacts, output
     """Stage `export`: the pickle written to its staged path and verified on the data's live file (or a
     stand-in), then the refresh artifacts; nothing reaches `--out` before `BuildOutputs.commit`."""
     features = artifacts.feature_names
-    state = pickle_state(features, artifacts.members, artifacts.neutralization)
+    state = pickle_state(features, artifacts.members, artifacts.neutralization, artifacts.neutralizers)
     with tempfile.TemporaryDirectory() as scratch:
         live = live_path_for(data_dir, Path(scratch), validation)
         verification = write_verified_pickle(
@@ -467,6 +561,7 @@ def build_artifacts(prep: Prepared, cv: CrossValidation, fitted: Refit) -> Artif
         pipeline=fitted.pipeline,
         members=fitted.members,
         neutralization=cv.neutralization,
+        neutralizers=cv.neutralizer_names,
         embargo=prep.embargo,
         eras=era_fingerprints(fitted.trained_on, [e for frame in fitted.trained_on for e in frame.era_order]),
     )
@@ -563,11 +658,13 @@ def build(config: BuildConfig) -> BuildResult:
         dask_trainer(config.dask_scheduler, config.dask_local) as trainer,
     ):
         prep = prepare(config, trainer)
-        search = search_members(prep)
+        search = search_tsmixer(prep)
         choice = choose_features(prep)
-        cv = cross_validate(prep, choice)
+        prep, searched, gbdt_search = search_gbdt(prep, choice)
+        temporal, stable = check_stability(prep, choice)
+        cv = cross_validate(prep, choice, searched, temporal["flagged"])
+        prep = replace(stable, members=prep.members)
         prep.bins.clear()
-        temporal, prep = check_stability(prep, choice)
         holdout = score_holdout(prep, choice, cv, search)
         prep.bins.clear()
         fitted = refit(prep, choice, holdout)
@@ -579,7 +676,7 @@ def build(config: BuildConfig) -> BuildResult:
             prep.bins.reused,
         )
         verification = export(prep.data_dir, prep.validation, build_artifacts(prep, cv, fitted), outputs)
-        extra = {"temporal": temporal} | ({"tsmixer_search": search} if search else {})
+        extra = {"temporal": temporal, "gbdt_search": gbdt_search} | ({"tsmixer_search": search} if search else {})
         report_path = write_build_report(prep, outputs, choice, holdout, verification, extra)
         outputs.commit()
     summary = data_summary(prep) | {"artifacts": paths.artifacts}

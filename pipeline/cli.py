@@ -176,7 +176,25 @@ def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
-    """The TSMixer-Ext member's hyperparameter search."""
+    """The searches of the LightGBM members' and the TSMixer-Ext member's settings."""
+    gbdt = parser.add_argument_group("LightGBM settings search (preset entries with a search)")
+    gbdt.add_argument(
+        "--gbdt-search-trials",
+        type=int,
+        default=12,
+        metavar="N",
+        help="trials of a searched LightGBM member's settings (depth and leaves, columns, rows per leaf, L2, bagging, "
+        "era stride, recency weights, window), each scored by its CV on the build's folds; the entry's own "
+        "settings, Numerai's example and deep recipes first (default 12)",
+    )
+    gbdt.add_argument(
+        "--gbdt-search-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="no further LightGBM search trial starts when it would be expected to end past this many seconds "
+        "(default: the preset's, e.g. 240 for demo)",
+    )
     search_options = parser.add_argument_group("TSMixer-Ext hyperparameter search (presets standard and large)")
     search_options.add_argument(
         "--tsmixer-search",

@@ -14,6 +14,7 @@ from pipeline.data import EraFrame
 from pipeline.features import FeaturePipeline
 from pipeline.metrics import per_era_corr_columns
 from pipeline.models.lgbm import LGBMModel
+from pipeline.weighting import EraWeighting
 
 
 @dataclass
@@ -49,13 +50,14 @@ def cv_lgbm(
     score_target: str | None = None,
     pipelines: Sequence[FeaturePipeline] | None = None,
     datasets: DatasetCache | None = None,
+    weighting: EraWeighting | None = None,
 ) -> CVResult:
     """Train `member` on `target` in each fold and choose its number of trees by mean out-of-fold
     per-era CORR on `score_target` (the main target; defaults to `target`).
 
     `pipelines` (one per fold, fitted on that fold's training eras) transform the features; None:
     the raw features. `datasets` holds the folds' binned rows for every fit of the build that reads
-    the same view (None: binned for this CV alone)."""
+    the same view (None: binned for this CV alone). `weighting` weighs each fold's training eras."""
     datasets = datasets if datasets is not None else DatasetCache(seed=member.seed)
     y_score = frame.targets[score_target or target].to_numpy()
     steps = checkpoints(member.num_boost_round)
@@ -63,7 +65,8 @@ def cv_lgbm(
     for k, (train_eras, val_eras) in enumerate(tqdm(folds, desc=f"CV {name}", unit="fold", leave=False)):
         pipeline = None if pipelines is None else pipelines[k]
         names = frame.feature_names if pipeline is None else pipeline.feature_names_
-        member.fit_dataset(datasets.dataset(pipeline, [(frame, train_eras)], era_stride, target, names))
+        era_weights = None if weighting is None else weighting.for_eras(train_eras)
+        member.fit_dataset(datasets.dataset(pipeline, [(frame, train_eras)], era_stride, target, names, era_weights))
         val_rows = frame.select_eras(val_eras)
         if pipeline is None:
             x_val = frame.features[val_rows].astype(np.float32)

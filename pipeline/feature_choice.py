@@ -12,7 +12,7 @@ from pipeline.analysis import feature_era_corr, feature_stability
 from pipeline.config import BuildConfig
 from pipeline.evaluate import cv_lgbm
 from pipeline.features import RAW_FEATURES, FeaturePipeline
-from pipeline.metrics import summarize
+from pipeline.metrics import paired_difference, summarize
 from pipeline.models.lgbm import LGBMModel
 from pipeline.presets import PROBE
 
@@ -49,11 +49,34 @@ def fold_pipelines(frame: nd.EraFrame, folds: list, groups: dict[str, str], sett
     return [FeaturePipeline(groups, **settings).fit([(frame, train_eras)]) for train_eras, _ in folds]
 
 
+# Whole configurations of the feature pipeline, simplest first (each a variant of one fit per fold).
+PIPELINE_CONFIGS: dict[str, dict] = {
+    "raw features": dict(RAW_FEATURES),
+    "raw features, missing as NaN": RAW_FEATURES | {"missing": "nan"},
+    "cluster means": RAW_FEATURES | {"clusters": True},
+    "cluster means and group statistics": RAW_FEATURES | {"clusters": True, "group_stats": True},
+    "all transforms": {"missing": "keep", "clusters": True, "group_stats": True, "mixing": True},
+    "all transforms, missing as NaN": {"missing": "nan", "clusters": True, "group_stats": True, "mixing": True},
+}
+
+
+def simplest_within_noise(scores: dict[str, pd.Series]) -> tuple[str, dict]:
+    """The first (simplest) candidate, unless the best one beats it by more than the standard error of
+    their paired per-era difference; returns it and that comparison."""
+    simplest = next(iter(scores))
+    best = max(scores, key=lambda label: scores[label].mean())
+    mean, se = paired_difference(scores[best], scores[simplest])
+    chosen = best if best != simplest and mean > se else simplest
+    return chosen, {"best": best, "simplest": simplest, "difference": mean, "standard_error": se}
+
+
 def choose_feature_pipeline(
     frame: nd.EraFrame, folds: list, groups: dict[str, str], config: BuildConfig, mixer_targets: list[str]
 ) -> tuple[list[FeaturePipeline], dict, dict]:
-    """The missing-value policy and the transforms, each kept only if the probe's CV CORR is higher
-    with it than without. Returns the chosen fold pipelines, their settings and the ablation table."""
+    """The feature pipeline, chosen whole: every configuration of `PIPELINE_CONFIGS` scored by the probe's
+    CV, and the simplest kept unless another beats it by more than its standard error (a leave-one-out
+    ablation around all transforms cannot find a simpler best). Returns the chosen fold pipelines,
+    their settings and the table."""
     full = {
         "missing": "keep",
         "clusters": True,
@@ -63,32 +86,23 @@ def choose_feature_pipeline(
         "seed": config.seed,
     }
     fitted = fold_pipelines(frame, folds, groups, full)
-    variants = {
-        "all transforms": {},
-        "missing features as NaN": {"missing": "nan"},
-        "without cluster means": {"clusters": False},
-        "without group statistics": {"group_stats": False},
-        "without group mixers": {"mixing": False},
-        "raw features only": RAW_FEATURES,
-    }
     scores = {
         label: probe_cv(frame, folds, [p.variant(**changes) for p in fitted], config, label)
-        for label, changes in variants.items()
+        for label, changes in PIPELINE_CONFIGS.items()
     }
-    means = {label: per_era.mean() for label, per_era in scores.items()}
-    base = means["all transforms"]
-    chosen = {
-        "missing": "nan" if means["missing features as NaN"] > base else "keep",
-        "clusters": bool(means["without cluster means"] <= base),
-        "group_stats": bool(means["without group statistics"] <= base),
-        "mixing": bool(means["without group mixers"] <= base),
-    }
+    label, comparison = simplest_within_noise(scores)
+    chosen = {key: PIPELINE_CONFIGS[label][key] for key in ("missing", "clusters", "group_stats", "mixing")}
     logger.info(
-        "feature pipeline: probe CV CORR %s; chosen %s", {k: round(float(v), 4) for k, v in means.items()}, chosen
+        "feature pipeline: probe CV CORR %s; chosen %r (%s)",
+        {k: round(float(v.mean()), 4) for k, v in scores.items()},
+        label,
+        chosen,
     )
     report = {
         "ablation": {label: summarize(per_era) for label, per_era in scores.items()},
         "ablation_model": f"LightGBM probe: {PROBE['params']}, trees chosen on the CV",
+        "configuration": label,
+        "comparison": comparison,
         "chosen": chosen,
     }
     return [p.variant(**chosen) for p in fitted], full | chosen, report

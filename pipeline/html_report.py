@@ -357,6 +357,35 @@ def _search_section(report: dict[str, Any]) -> str:
     return table + note + _folds_table(as_list(search.get("folds")))
 
 
+def _gbdt_search_section(report: dict[str, Any]) -> str:
+    """The LightGBM settings searches: one table per searched entry, a row per trial, the kept ones
+    highlighted."""
+    parts = []
+    for name, search in as_dict(report.get("gbdt_search")).items():
+        trials = [t for t in as_list(as_dict(search).get("trials")) if isinstance(t, dict)]
+        if not trials:
+            continue
+        settings = [k for k in trials[0] if k not in ("trial", "cv_corr_mean", "cv_sharpe", "seconds", "kept")]
+        rows = [
+            [_cell(t.get("trial")), _cell("kept" if t.get("kept") else "")]
+            + [_cell(t.get(k), None) for k in settings]
+            + [_cell(t.get("cv_corr_mean"), 4), _cell(t.get("cv_sharpe"), 2), _cell(t.get("seconds"), 1)]
+            for t in trials
+        ]
+        headers = ["trial", "", *settings, "CV mean", "CV Sharpe", "seconds"]
+        parts.append(
+            f"<h3>{_esc(name)}</h3>" + _table(headers, rows, ["ensemble" if t.get("kept") else "" for t in trials])
+        )
+    if not parts:
+        return ""
+    note = (
+        '<p class="note">Each trial is scored by its own out-of-fold CV on the build\'s folds (trees chosen at '
+        "checkpoints); trials 0-2 are the entry's settings and Numerai's example and deep recipes. Validation "
+        "eras are never used. The kept trials are members of the blend with the search's CV figures.</p>"
+    )
+    return "".join(parts) + note
+
+
 def _verification_section(report: dict[str, Any]) -> str:
     """The pickle's size, load and predict times, peak memory, and any problems found."""
     verification = as_dict(report.get("verification"))
@@ -471,6 +500,7 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
         ("extra", "Auxiliary targets, FNC, exposure, BMC", _extra_metrics_section(report)),
         ("chosen", "Settings chosen by CV", _chosen_section(report)),
         ("search", "TSMixer-Ext hyperparameter search", _search_section(report)),
+        ("gbdt-search", "LightGBM settings search", _gbdt_search_section(report)),
         ("folds", "CV folds", _folds_section(report)),
         ("plots", "Figures", _plots_section(plots)),
         ("worst", "Worst validation eras", _worst_eras_section(report)),

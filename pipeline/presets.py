@@ -75,6 +75,8 @@ TSMIXER_MEMBER = MemberEntry(
 
 # Numerai's example model, on the raw features so that its figures are the example's.
 EXAMPLE_MEMBER = MemberEntry("lgbm_example", "lightgbm", EXAMPLE_PARAMS, rounds=EXAMPLE_ROUNDS, era_stride=4, raw=True)
+# The member others must beat on the CV to stay in the blend (`pipeline.blend.eligible_members`).
+REFERENCE_MEMBER = EXAMPLE_MEMBER.name
 # Members over feature subsets: the deep member on one half of Numerai's feature groups, the other
 # half's named sets of features.json left out (features in no group stay in both). The halves are
 # about equal in size on v5.2.
@@ -100,15 +102,18 @@ def aux_member(name: str, params: Mapping[str, Any], rounds: int, horizon: int, 
     return MemberEntry(name, "lightgbm", params, rounds=rounds, target="aux", horizon=horizon, era_stride=era_stride)
 
 
+def searched_member(name: str, params: Mapping[str, Any], rounds: int, keep: int) -> MemberEntry:
+    """LightGBM on the feature pipeline, its settings searched on the CV from `params` (its learning rate
+    and trees stay); the best `keep` trials become members `name_1`, ... (`pipeline.members.lgbm_search`)."""
+    return MemberEntry(name, "lightgbm", params, rounds=rounds, search=keep)
+
+
 DEMO_DEEP = faster(DEEP_PARAMS, 5)
 PRESETS: dict[str, tuple[MemberEntry, ...]] = {
     "example": (EXAMPLE_MEMBER,),
     "demo": (
         EXAMPLE_MEMBER,
-        deep_member("lgbm_deep", DEMO_DEEP, 400),
-        deep_member("lgbm_deep_2", DEMO_DEEP, 400),
-        group_half_member("lgbm_deep_a", DEMO_DEEP, 400, 0),
-        group_half_member("lgbm_deep_b", DEMO_DEEP, 400, 1),
+        searched_member("lgbm_gbdt", DEMO_DEEP, 400, 2),
         aux_member("lgbm_aux20", faster(EXAMPLE_PARAMS, 5), 400, 20, era_stride=4),
         MLP_MEMBER,
     ),
@@ -136,6 +141,8 @@ PRESETS: dict[str, tuple[MemberEntry, ...]] = {
         TSMIXER_MEMBER,
     ),
 }
+# Seconds the LightGBM settings search of a preset may take (--gbdt-search-budget overrides).
+SEARCH_BUDGETS = {"example": 0.0, "demo": 240.0, "standard": 3600.0, "large": 4 * 3600.0}
 # A quick model for ablations, where only the difference between two variants matters.
 PROBE = {"params": faster(EXAMPLE_PARAMS, 5), "rounds": 300, "era_stride": 4}
 

@@ -38,7 +38,15 @@ from pipeline.artifacts import (
     labelled_eras,
     load_artifacts,
 )
-from pipeline.build import BuildResult, default_data_dir, export, load_data, preset_targets, write_outputs_report
+from pipeline.build import (
+    BuildResult,
+    default_data_dir,
+    export,
+    feature_columns,
+    load_data,
+    preset_targets,
+    write_outputs_report,
+)
 from pipeline.config import BuildConfig
 from pipeline.features import SETTINGS, FeaturePipeline
 from pipeline.members import RefreshSettings
@@ -192,7 +200,9 @@ def compare(
         scores = np.column_stack([m.member.predict(x, test_eras) for m in saved])
         for member, column in zip(saved, scores.T, strict=True):
             members.setdefault(member.member.name, {})[label] = summarize(per_era_corr(column, y, test_eras))
-        blended = ensemble_scores(scores, np.array([m.weight for m in saved]), x, test_eras, previous.neutralization)
+        weights = np.array([m.weight for m in saved])
+        columns = feature_columns(previous.feature_names, previous.neutralizers)
+        blended = ensemble_scores(scores, weights, x, test_eras, previous.neutralization, columns)
         per_era = per_era_corr(blended, y, test_eras)
         models[label] = {"validation": summarize(per_era), "validation_per_era": per_era}
     return {

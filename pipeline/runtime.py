@@ -81,11 +81,13 @@ MemberState = Union[LightGBMState, NeuralState, FunctionState]
 
 class PickleState(TypedDict):
     """Everything the predict closure holds: feature names (live columns by name), the exported
-    members (blended by `weight`) and the neutralization proportion of the blend."""
+    members (blended by `weight`), the neutralization proportion of the blend and the feature columns it
+    is neutralized against (None: all)."""
 
     feature_names: list[str]
     members: list[MemberState]
     neutralization: float
+    neutralizer_columns: list[int] | None
 
 
 class LiveInputs(NamedTuple):
@@ -328,11 +330,18 @@ def neutralize_within_eras(
 
 
 def ensemble_scores(
-    scores: np.ndarray, weights: np.ndarray, features: np.ndarray, eras: np.ndarray | None, proportion: float
+    scores: np.ndarray,
+    weights: np.ndarray,
+    features: np.ndarray,
+    eras: np.ndarray | None,
+    proportion: float,
+    columns: np.ndarray | None = None,
 ) -> np.ndarray:
     """The shipped ensemble: members' per-era ranks blended with `weights`, then neutralized by
-    `proportion`. The CV, the validation figures and the pickle all call this one function."""
-    return neutralize_within_eras(blend_ranks(scores, weights, eras), features, eras, proportion)
+    `proportion` against the feature `columns` (None: all). The CV, the validation figures and the
+    pickle all call this one function."""
+    neutralizers = features if columns is None or proportion == 0 else features[:, np.asarray(columns)]
+    return neutralize_within_eras(blend_ranks(scores, weights, eras), neutralizers, eras, proportion)
 
 
 def make_predict(state: PickleState) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -346,6 +355,8 @@ def make_predict(state: PickleState) -> Callable[[pd.DataFrame], pd.DataFrame]:
     members = [dict(m) for m in state["members"]]
     weights = np.asarray([m["weight"] for m in members], dtype=np.float64)
     proportion = float(state.get("neutralization", 0.0))
+    columns = state.get("neutralizer_columns")
+    columns = None if columns is None else np.asarray(columns, dtype=np.int64)
     cache: dict = {}
 
     def predict(live_features: pd.DataFrame) -> pd.DataFrame:
@@ -353,7 +364,8 @@ def make_predict(state: PickleState) -> Callable[[pd.DataFrame], pd.DataFrame]:
         eras = live_features["era"].to_numpy() if "era" in live_features.columns else None
         matrices: dict = {}
         scores = np.column_stack([member_scores(member, features, cache, eras, matrices) for member in members])
-        prediction = rank_within_groups(ensemble_scores(scores, weights, features, eras, proportion), eras)
+        blended = ensemble_scores(scores, weights, features, eras, proportion, columns)
+        prediction = rank_within_groups(blended, eras)
         index = pd.Index(live_features.index, name="id")
         return pd.DataFrame({"prediction": prediction}, index=index)
 

@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 from numerai_tools.scoring import neutralize
 
-from pipeline.blend import MEAN_TOLERANCE, choose_neutralization, cross_fold_blend, fit_weights
+from pipeline.blend import (
+    BLEND_RULES,
+    MEAN_TOLERANCE,
+    choose_blend,
+    choose_neutralization,
+    cross_fold_blend,
+    eligible_members,
+    fit_blend,
+    fit_weights,
+)
 from pipeline.metrics import per_era_corr, per_era_corr_columns
 from pipeline.runtime import blend_ranks, neutralize_within_eras, rank_within_groups
 
@@ -80,7 +89,49 @@ def test_a_single_member_and_useless_members_fall_back_to_equal_weights() -> Non
 
 def test_neutralization_choice_is_on_the_grid() -> None:
     era, features, target, scores = world()
-    proportion, table = choose_neutralization(scores[:, 0] + features[:, 0], features, target, era)
-    assert proportion in table.index and list(table.columns) >= ["mean", "std", "sharpe", "max_drawdown", "eras"]
+    proportion, neutralizer, table = choose_neutralization(scores[:, 0] + features[:, 0], features, target, era)
+    assert (neutralizer, proportion) in table.index
+    assert list(table.columns) >= ["mean", "std", "sharpe", "max_drawdown", "eras"]
     near_best = table[table["mean"] >= table["mean"].max() * (1 - MEAN_TOLERANCE)]
-    assert proportion == near_best["sharpe"].idxmax(), "Sharpe decides only among near-best means"
+    assert (neutralizer, proportion) == near_best["sharpe"].idxmax(), "Sharpe decides only among near-best means"
+
+
+def test_members_below_the_reference_by_more_than_noise_leave_the_blend() -> None:
+    era, _, target, scores = world(eras=40)
+    per_era = per_era_corr_columns(scores, target, era)
+    keep = eligible_members(per_era, reference=1)
+    assert keep.tolist() == [True, True, False], "the noise member is below the weaker reference"
+    weights = fit_blend(scores, target, era, "greedy", reference=1)
+    assert weights[2] == 0 and weights.sum() == pytest.approx(1.0)
+    assert eligible_members(per_era, reference=None).all()
+
+
+def test_each_blend_rule_and_the_choice_among_them() -> None:
+    era, _, target, scores = world(eras=40)
+    assert fit_blend(scores, target, era, "best member", reference=None).tolist() == [1.0, 0.0, 0.0]
+    assert fit_blend(scores, target, era, "equal", reference=None) == pytest.approx([1 / 3] * 3)
+    greedy = fit_blend(scores, target, era, "greedy")
+    halfway = fit_blend(scores, target, era, "greedy, halfway to the best member")
+    np.testing.assert_allclose(halfway, 0.5 * greedy + 0.5 * np.array([1.0, 0.0, 0.0]))
+    folds = [np.unique(era)[k::4] for k in range(4)]
+    rule, table = choose_blend(scores, target, era, folds, reference=None)
+    assert set(table.index) == set(BLEND_RULES) and rule in BLEND_RULES
+    assert table.loc[rule, "mean"] == table["mean"].max(), "the rule with the best cross-fold CV"
+    assert table.loc[rule, "mean"] >= table.loc["best member", "mean"], "never below the best member alone"
+    with pytest.raises(ValueError, match="unknown blend rule 'mystery'"):
+        fit_blend(scores, target, era, "mystery")
+
+
+def test_neutralization_against_a_set_of_features() -> None:
+    era, features, target, scores = world(eras=20)
+    exposed = scores[:, 0] + 2 * features[:, 3]
+    proportion, neutralizer, table = choose_neutralization(
+        exposed, features, target, era, {"all features": None, "feature 3": np.array([3]), "feature 1": np.array([1])}
+    )
+    assert {name for name, _ in table.index} == {"all features", "feature 3", "feature 1"}
+    assert (table.index.get_level_values("proportion") == 0).sum() == 1, "no neutralization is one candidate"
+    assert neutralizer in ("all features", "feature 3") and proportion > 0, "the exposure that hurts is removed"
+    alone = neutralize_within_eras(exposed, features[:, [3]], era, 1.0)
+    for e in np.unique(era):
+        rows = era == e
+        assert abs(np.corrcoef(alone[rows], features[rows, 3])[0, 1]) < 1e-8

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
+from pipeline.feature_choice import PIPELINE_CONFIGS
 from pipeline.members import NeuralMember
 from pipeline.models.tsmixer import TSMixerExt
 from pipeline.presets import EXAMPLE_MEMBER, PRESETS, TSMIXER_MEMBER
@@ -33,21 +34,17 @@ def test_build_writes_a_verified_pickle_and_report(tiny_world: Path, tmp_path: P
     assert len(report["models"]["lgbm_example"]["validation_per_era"]) == figures["eras"]
     assert verify_pickle(out, tiny_world / "live.parquet").ok
     ablation = report["feature_pipeline"]["ablation"]
-    assert set(ablation) == {
-        "all transforms",
-        "missing features as NaN",
-        "without cluster means",
-        "without group statistics",
-        "without group mixers",
-        "raw features only",
-    } and all(v["eras"] > 0 for v in ablation.values())
+    assert set(ablation) == set(PIPELINE_CONFIGS) and all(v["eras"] > 0 for v in ablation.values())
+    assert report["feature_pipeline"]["configuration"] in PIPELINE_CONFIGS, "one whole configuration"
     assert set(report["feature_pipeline"]["chosen"]) == {"missing", "clusters", "group_stats", "mixing"}
-    assert "Feature pipeline" in (tmp_path / "model_report" / "report.html").read_text()
-    halves = [
-        int(report["models"][name]["chosen"]["raw_features"].split(" of ")[0])
-        for name in ("lgbm_deep_a", "lgbm_deep_b")
-    ]
-    assert sum(halves) == report["settings"]["features"], "members over the two halves of the feature groups"
+    html = (tmp_path / "model_report" / "report.html").read_text()
+    assert "Feature pipeline" in html and "LightGBM settings search" in html
+    trials = report["gbdt_search"]["lgbm_gbdt"]["trials"]
+    kept = sorted(t["trial"] for t in trials if t["kept"])
+    assert len(kept) == 2 and {"lgbm_gbdt_1", "lgbm_gbdt_2"} <= set(report["models"]), "the best two trials are members"
+    assert {0, 1, 2} <= {t["trial"] for t in trials}, "the entry's settings and Numerai's two recipes are tried first"
+    rules = report["models"]["ensemble"]["chosen"]["blend_rules_cv"]
+    assert report["models"]["ensemble"]["chosen"]["blend_rule"] in rules and len(rules) == 5
 
 
 def test_build_on_a_foreign_layout_with_binary_targets(tmp_path: Path, capsys, monkeypatch) -> None:

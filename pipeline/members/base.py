@@ -41,6 +41,8 @@ class MemberEntry:
     chooses how many). `raw`: the member takes the raw features, not the feature pipeline's output
     (Numerai's example model, so that its figures are the example's). `without`: named sets of
     features.json whose raw features the member leaves out (a member over a feature subset).
+    `search`: the member's settings are searched on the CV and the best `search` trials become members
+    (`pipeline.members.lgbm_search`); 0: its settings as given.
     """
 
     name: str
@@ -52,6 +54,8 @@ class MemberEntry:
     era_stride: int = 1
     raw: bool = False
     without: tuple[str, ...] = ()
+    search: int = 0
+    search: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))

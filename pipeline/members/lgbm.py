@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,6 +19,7 @@ from pipeline.features import RAW_FEATURES, FeaturePipeline
 from pipeline.members.base import MEMBERS_DIR, EraParts, MemberContext, MemberEntry, RefreshSettings, Stage
 from pipeline.models.lgbm import EXAMPLE_ROUNDS, LGBMModel, TqdmCallback
 from pipeline.runtime import LightGBMState
+from pipeline.weighting import EraWeighting
 
 if TYPE_CHECKING:
     from pipeline.distributed import DaskLGBMTrainer
@@ -57,6 +58,8 @@ class LightGBMMember:
     trainer: DaskLGBMTrainer | None = None
     cv_trees: int | None = None
     bins: DatasetCache | None = None
+    weighting: EraWeighting = EraWeighting()
+    search: int = 0
 
     @classmethod
     def from_entry(cls, entry: MemberEntry, target: str, context: MemberContext, seed: int) -> LightGBMMember | None:
@@ -76,7 +79,9 @@ class LightGBMMember:
         rounds = min(rounds, context.num_boost_round or rounds)
         estimator = LGBMModel(dict(entry.params), rounds, seed=seed, num_threads=context.threads)
         stride = context.era_stride or entry.era_stride
-        member = cls(entry.name, estimator, target, stride, not entry.raw, subset, bins=context.bins)
+        member = cls(
+            entry.name, estimator, target, stride, not entry.raw, subset, bins=context.bins, search=entry.search
+        )
         if context.trainer is not None:
             # Dask workers read raw parquet partitions, so cluster-trained members take raw features
             # (the CV too, so that it scores what is trained).
@@ -113,6 +118,7 @@ class LightGBMMember:
             score_target,
             pipelines,
             self.bins,
+            self.weighting,
         )
         self.estimator.num_boost_round = self.cv_trees = result.chosen["num_boost_round"]
         return result
@@ -129,7 +135,10 @@ class LightGBMMember:
             return
         bins = self.bins if self.bins is not None else DatasetCache(seed=self.estimator.seed)
         parts = [(split, split.era_order) for split in splits]
-        dataset = bins.dataset(pipeline, parts, self.era_stride, self.train_target, pipeline.feature_names_)
+        era_weights = self.weighting.for_eras(np.concatenate([split.era_order for split in splits]))
+        dataset = bins.dataset(
+            pipeline, parts, self.era_stride, self.train_target, pipeline.feature_names_, era_weights
+        )
         callbacks = [TqdmCallback(self.estimator.num_boost_round, f"{self.name} {stage}")]
         self.estimator.fit_dataset(dataset, callbacks)
 
@@ -156,6 +165,7 @@ class LightGBMMember:
             "base_trees": int(self.cv_trees if self.cv_trees is not None else self.estimator.num_boost_round),
             "engineered": bool(self.engineered),
             "features": self.features,
+            "weighting": self.weighting.describe(),
         }
 
     @classmethod
@@ -170,6 +180,7 @@ class LightGBMMember:
             entry["engineered"],
             entry.get("features"),
             cv_trees=entry["base_trees"],
+            weighting=EraWeighting(**entry.get("weighting", {})),
         )
         member.pipeline_ = member._pipeline(pipeline)
         return member
@@ -194,9 +205,7 @@ class LightGBMMember:
     def untrained(self, threads: int, processes: int = 1) -> LightGBMMember:
         trees = self.cv_trees if self.cv_trees is not None else self.estimator.num_boost_round
         estimator = LGBMModel(dict(self.estimator.params), trees, seed=self.estimator.seed, num_threads=threads)
-        return LightGBMMember(
-            self.name, estimator, self.train_target, self.era_stride, self.engineered, self.features, cv_trees=trees
-        )
+        return replace(self, estimator=estimator, trainer=None, cv_trees=trees, bins=None)
 
     def importance(self) -> dict[str, float]:
         gain = self.estimator.booster_.feature_importance("gain")
@@ -206,4 +215,5 @@ class LightGBMMember:
         subset = {}
         if self.features is not None:
             subset = {"raw_features": f"{len(self.pipeline_.columns_)} of {len(self.pipeline_.raw_names_)}"}
-        return {"target": self.train_target, "era_stride": self.era_stride} | subset
+        weighting = {"weighting": self.weighting.describe()} if self.weighting.active else {}
+        return {"target": self.train_target, "era_stride": self.era_stride} | subset | weighting
