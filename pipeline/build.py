@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -114,7 +113,7 @@ def default_data_dir() -> Path:
     from pipeline import synthetic
 
     # Keyed by the generator's source, so a changed generator never reuses a stale world.
-    version = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:12]
+    version = synthetic.generator_digest()
     target = cache_root() / f"synthetic-default-{version}"
     if not (target / COMPLETE_MARKER).is_file():
         logger.info("generating the default synthetic Numerai world into %s (once)", target)
