@@ -53,16 +53,17 @@ spec with the default physics writes the default world's bytes. The family, each
 - `default`: the design world (the project's settings were tuned on it); Markov regimes.
 - `regimes`: 30 % of the signal's variance flips sign in blocks of 40 eras; no Markov chain.
 - `interactions`: pairs (0.9) and nonlinear terms (0.6) carry ~97 % of the signal; linear 0.2.
-- `drift`: a quarter of the features drift in weight (sd 1.0 per 100 eras) and loading (0.2),
-  on a mostly linear signal.
+- `drift`: a quarter of the features drift in weight (sd 2.0 per 100 eras) and loading (0.2),
+  on a mostly linear signal (linear 0.7, nonlinear and pairs 0.3 each).
 - `concentrated`: all signal in the groups wisdom and serenity (46 of 240 features); the demo
   preset's second group half holds both, its first none.
-- `numerai_level`: the default physics at Numerai's signal level (noise_sd 28: the published example
-  model's validation CORR is 0.012-0.02 on all features, as on real v5.2's 0.0126); 150 validation
-  eras (390 eras in all, 240 train) so that a mean CORR of ~0.015 is resolved (its standard error
-  over ~140 scored eras is ~0.0025, against ~0.004 over 48).
-- `mixed`: blocks of random length around 40 eras flipping 30 % of the signal, strong pairs and
-  nonlinear terms, a quarter of the features drifting; like the "foreign" world of issue 17.
+- `numerai_level`: the default physics at Numerai's signal level (noise_sd 18 instead of 10: the
+  published example model's validation CORR is 0.012-0.02 on all features, as on real v5.2's
+  0.0126); 150 validation eras (390 eras in all, 240 train) so that a mean CORR of ~0.015 is
+  resolved (its standard error over 138 scored eras is ~0.0025, against ~0.004 over 48).
+- `mixed`: blocks of random length (20..60 eras) flipping 23 % of the signal's variance, strong pairs
+  and nonlinear terms, a quarter of the features drifting (weights 1.0, loadings 0.2 per 100 eras);
+  like the "foreign" world of issue 17.
 """
 
 from __future__ import annotations
@@ -258,7 +259,7 @@ WORLDS: dict[str, WorldSpec] = {
         interaction_weight=0.3,
         regime_weight=0.0,
         drift_share=0.25,
-        drift_weights=1.0,
+        drift_weights=2.0,
         drift_loadings=0.2,
     ),
     "concentrated": WorldSpec(
@@ -270,7 +271,7 @@ WORLDS: dict[str, WorldSpec] = {
         regime_weight=0.0,
         signal_groups=("wisdom", "serenity"),
     ),
-    "numerai_level": WorldSpec(seed=15, noise_sd=28.0, n_eras=390, n_validation_eras=150),
+    "numerai_level": WorldSpec(seed=15, noise_sd=18.0, n_eras=390, n_validation_eras=150),
     "mixed": WorldSpec(
         seed=16,
         regimes="blocks",
