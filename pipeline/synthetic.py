@@ -61,8 +61,6 @@ from pipeline.worlds import (
     world_spec,
 )
 
-__all__ = ["BENCHMARK_COLUMNS", "DEFAULT_WORLD", "FEATURE_GROUPS", "TARGET_NAMES", "WORLDS", "WorldSpec"]
-
 BENCHMARK_COLUMNS: tuple[str, str] = DEFAULT_WORLD.benchmark_columns  # the default world's names
 # Target classes: values and cumulative class shares (5/20/50/20/5 %).
 TARGET_VALUES = np.array([0.0, 0.25, 0.5, 0.75, 1.0], dtype=np.float32)
@@ -216,7 +214,7 @@ class _Era:
     ids: list[str]
     bins: np.ndarray  # (F, n) int8, feature-major: contiguous per column
     targets: np.ndarray  # (n, T) float32
-    oracle: np.ndarray  # (n, 2) float32: oracle and learnable
+    truth: np.ndarray  # (2, n) float32: oracle and learnable
     benchmarks: np.ndarray  # (n, 2) float32
 
 
@@ -361,7 +359,7 @@ def _draw_era(spec: WorldSpec, st: _Structure, era: int, n_rows: int | None, lab
             _per_era_rank(_standardize(expected[:, ender60]) + _BENCHMARK_NOISE[1] * bench_noise[:, 1]),
         ]
     )
-    truth = np.column_stack([oracle, learned]).astype(np.float32)
+    truth = np.vstack([oracle, learned]).astype(np.float32)
     return _Era(_ids(spec.seed, era, n), bins, targets, truth, benchmarks)
 
 
@@ -448,9 +446,7 @@ def write_world(out_dir: str | Path, spec: WorldSpec = DEFAULT_WORLD, progress: 
         data[kind].add(columns)
         predictions = {name: pa.array(drawn.benchmarks[:, j]) for j, name in enumerate(spec.benchmark_columns)}
         bench[kind].add({"id": ids, "era": eras} | predictions)
-        oracle.add(
-            {"id": ids, "era": eras, "oracle": pa.array(drawn.oracle[:, 0]), "learnable": pa.array(drawn.oracle[:, 1])}
-        )
+        oracle.add({"id": ids, "era": eras, "oracle": pa.array(drawn.truth[0]), "learnable": pa.array(drawn.truth[1])})
     for writer in [*data.values(), *bench.values(), oracle]:
         writer.close()
     return out

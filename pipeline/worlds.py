@@ -13,7 +13,9 @@ Phi((signal - t_c) / noise_sd) over the era's class thresholds t_c. `learnable` 
 expression with `signal_e` replaced by the signal a model trained on the train eras (1..T, T =
 n_train_eras) can know: every era-varying multiplier at its mean over the train eras, every drifting
 weight frozen at its value in era T. It is computed for every era, train eras included, but is the
-ceiling of the validation and live eras, which such a model never saw. Per knob:
+ceiling of the validation and live eras, which such a model never saw. It is the ceiling of a model
+that pools the train eras: one that tracks the newest regime (Markov state or block) can beat it on
+the first validation eras, where the regime of the last train eras still holds. Per knob:
 
 - `regimes` (the process behind m_int and m_reg):
   - "markov" (the default world's): a slow 3-state Markov chain over eras; m_int = 1.0/1.3/0.5 and

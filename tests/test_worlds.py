@@ -35,7 +35,7 @@ def era_parts(spec: WorldSpec, era: int) -> tuple[np.ndarray, list[np.ndarray], 
     drawn = synthetic._draw_era(spec, st, era, None, True)
     u = (drawn.bins.astype(np.float32) - 2) * synthetic._U_SCALE
     parts = synthetic._signal_parts(st, drawn.bins, u, st.physics.linear_weights(st.terms.w_linear, era))
-    return drawn.bins, parts, drawn.oracle[:, 0], drawn.oracle[:, 1]
+    return drawn.bins, parts, drawn.truth[0], drawn.truth[1]
 
 
 def rank_corr(a: np.ndarray, b: np.ndarray) -> float:
