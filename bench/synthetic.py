@@ -56,7 +56,7 @@ def score_world(data_dir: Path) -> pd.DataFrame:
     bench = pd.read_parquet(data_dir / "validation_benchmark_models.parquet").loc[validation.index]
     candidates = {
         f"example LGBM (fit {fit_s:.0f}s)": model.predict(validation[features]),
-        "benchmark v52_lgbm_ender20": bench["v52_lgbm_ender20"],
+        f"benchmark {bench.columns[1]}": bench.iloc[:, 1],
         "oracle": oracle,
     }
     rows = {

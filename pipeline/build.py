@@ -10,7 +10,6 @@ Each stage is a function with typed inputs and outputs; `build` runs them in ord
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -81,7 +80,7 @@ def cache_root() -> Path:
 def default_data_dir() -> Path:
     """The embedded default data: the default synthetic world, generated once and cached."""
     # Keyed by the generator's source, so a changed generator never reuses a stale world.
-    version = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:12]
+    version = synthetic.generator_digest()
     target = cache_root() / f"synthetic-default-{version}"
     if not (target / COMPLETE_MARKER).is_file():
         logger.info("generating the default synthetic Numerai world into %s (once)", target)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import synthetic
-from pipeline.synthetic import BENCHMARK_COLUMNS, FEATURE_GROUPS, WorldSpec, main, write_world
+from pipeline.synthetic import BENCHMARK_COLUMNS, DEFAULT_WORLD, FEATURE_GROUPS, WORLDS, WorldSpec, main, write_world
+from tests.conftest import TINY_WORLD
 
 TINY = WorldSpec(n_eras=30, n_validation_eras=8, rows_per_era=200, live_rows=150, n_features=40, seed=3)
 FILES = ["train", "validation", "live"]
@@ -148,7 +151,7 @@ def test_benchmark_files(world: Path, frames: dict[str, pd.DataFrame]) -> None:
 def test_oracle(world: Path, frames: dict[str, pd.DataFrame]) -> None:
     oracle = pd.read_parquet(world / "oracle.parquet")
     data = pd.concat(frames.values())
-    assert oracle.index.name == "id" and list(oracle.columns) == ["era", "oracle"]
+    assert oracle.index.name == "id" and list(oracle.columns) == ["era", "oracle", "learnable"]
     assert oracle.index.equals(data.index)
     assert oracle["oracle"].between(0, 1).all()
     labelled = data[data["target"].notna()]
@@ -158,7 +161,7 @@ def test_oracle(world: Path, frames: dict[str, pd.DataFrame]) -> None:
     # E[target | features] is calibrated: its mean matches the target mean
     assert abs(joined["oracle"].mean() - joined["target"].mean()) < 0.01
     bench = pd.read_parquet(world / "train_benchmark_models.parquet").join(oracle["oracle"])
-    assert 0.1 < bench["v52_lgbm_ender20"].corr(bench["oracle"], method="spearman") < 0.9
+    assert 0.1 < bench[BENCHMARK_COLUMNS[0]].corr(bench["oracle"], method="spearman") < 0.9
 
 
 def test_deterministic(tmp_path: Path, world: Path) -> None:
@@ -224,3 +227,92 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--features", "3"])
     assert "--features" in capsys.readouterr().err
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def oracle_sha256(world: Path) -> str:
+    return hashlib.sha256(pd.read_parquet(world / "oracle.parquet")["oracle"].to_numpy().tobytes()).hexdigest()
+
+
+# sha256 of the files the generator wrote before the physics knobs, the learnable column and the
+# v5.3 layout (pandas 2.3.2, pyarrow 21.0.0, as pinned): the data files and oracle values of a spec
+# with the default physics must never change; as v5.2, neither do features.json and the benchmark files.
+TINY_WORLD_SHA256 = {
+    "train.parquet": "a6ada16b3537a22b1d57c86c179a1083a01bfb42f2dd20445ce2ed48ca3f73ff",
+    "validation.parquet": "426e0e7160410eea251cf17eac9c94e7bd39cc904e281de7df9f4e88cbd1d4d0",
+    "live.parquet": "414ee94287f6e6aadca8a310cc23258ddb95708f2e0ac58795ed42d8c7969fe5",
+}
+TINY_WORLD_V52_SHA256 = {
+    "features.json": "388d1e925f25b0a29d4a0f524f962dc98428945159692ff9d8436fc84291c259",
+    "train_benchmark_models.parquet": "4e44e9836419f61c5ceceeb6d58a5ee79ef1927bfec73dc816e43af92f1d16b1",
+    "validation_benchmark_models.parquet": "a75f0cb76b17d74ba1d77981790baa52aa8f5550e939d8f086f73769636f2ab5",
+    "live_benchmark_models.parquet": "e13c3113e592806cb6cf591fa6895ac09ef0cfca9f89fc12a160856699f04ebb",
+}
+TINY_WORLD_ORACLE_SHA256 = "1b8bbe12f061e72cfad0e8743480d0074e7863a9ec9e23582979480a68df960b"
+DEFAULT_WORLD_SHA256 = {
+    "train.parquet": "48396bccba8e0d4525c6a1a551cca8c7cc8fb2b2a7a06190815a6c98fe0695d8",
+    "validation.parquet": "e22de45825315ca3ce1461e716a8b45470924a341871f77e3fe21907f67e042b",
+    "live.parquet": "6c399d20c2dd49433dff3a610e149b150cda51e4e80af72334c389180cc45ceb",
+}
+DEFAULT_WORLD_ORACLE_SHA256 = "f0ef82ed253f9e3b43095464d1c6fb5b0be5c9e191af4249b5fc7a9b9eb97963"
+
+
+def test_the_tiny_world_is_byte_identical(tiny_world: Path, tmp_path: Path) -> None:
+    assert {name: sha256(tiny_world / name) for name in TINY_WORLD_SHA256} == TINY_WORLD_SHA256
+    assert oracle_sha256(tiny_world) == TINY_WORLD_ORACLE_SHA256
+    v52 = write_world(tmp_path, dataclasses.replace(TINY_WORLD, data_version="v5.2"), progress=False)
+    assert {name: sha256(v52 / name) for name in TINY_WORLD_V52_SHA256} == TINY_WORLD_V52_SHA256
+    assert {name: sha256(v52 / name) for name in TINY_WORLD_SHA256} == TINY_WORLD_SHA256
+
+
+@pytest.mark.slow
+def test_the_default_world_is_byte_identical(tmp_path: Path) -> None:
+    world = write_world(tmp_path, DEFAULT_WORLD, progress=False)
+    assert {name: sha256(world / name) for name in DEFAULT_WORLD_SHA256} == DEFAULT_WORLD_SHA256
+    assert oracle_sha256(world) == DEFAULT_WORLD_ORACLE_SHA256
+
+
+def test_v53_layout(world: Path, meta: dict, tmp_path: Path) -> None:
+    assert TINY.data_version == DEFAULT_WORLD.data_version == "v5.3"
+    names = meta["feature_sets"]["all"]
+    quantum = meta["feature_sets"]["quantum"]
+    assert quantum == names[-len(quantum) :] and len(quantum) == round(807 / 2748 * len(names))
+    assert BENCHMARK_COLUMNS == ("v53_lgbm_ender20", "v53_lgbm_ender60")
+    v52 = write_world(tmp_path, dataclasses.replace(TINY, data_version="v5.2"), progress=False)
+    assert "quantum" not in json.loads((v52 / "features.json").read_text())["feature_sets"]
+    bench = pd.read_parquet(v52 / "validation_benchmark_models.parquet")
+    assert list(bench.columns) == ["era", "v52_lgbm_ender20", "v52_lgbm_ender60"]
+    pd.testing.assert_frame_equal(
+        bench.set_axis(["era", *BENCHMARK_COLUMNS], axis=1),
+        pd.read_parquet(world / "validation_benchmark_models.parquet"),
+    )
+
+
+def test_cli_world(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    size = ["--eras", "30", "--validation-eras", "6", "--rows", "80", "--live-rows", "50", "--features", "24"]
+    main([str(tmp_path / "cli"), "--world", "mixed", *size, "--regime-block-eras", "5", "--quiet"])
+    spec = dataclasses.replace(
+        WORLDS["mixed"],
+        n_eras=30,
+        n_validation_eras=6,
+        rows_per_era=80,
+        live_rows=50,
+        n_features=24,
+        regime_block_eras=5,
+    )
+    direct = write_world(tmp_path / "direct", spec, progress=False)
+    for name in ("train.parquet", "oracle.parquet", "features.json"):
+        assert sha256(tmp_path / "cli" / name) == sha256(direct / name), name
+    _, parsed, _ = synthetic._parse_args(
+        [str(tmp_path), "--signal-groups", "wisdom,serenity", "--regime-block-random", "--regimes", "blocks"]
+    )
+    assert parsed == dataclasses.replace(
+        DEFAULT_WORLD, signal_groups=("wisdom", "serenity"), regime_block_random=True, regimes="blocks"
+    )
+    for bad, option in ((["--world", "nope"], "--world"), (["--signal-groups", "nope"], "--signal-groups")):
+        with pytest.raises(SystemExit):
+            main([str(tmp_path), *bad])
+        assert option in capsys.readouterr().err
