@@ -63,9 +63,9 @@ import pandas as pd
 from pipeline import data as nd
 from pipeline.build import COMPLETE_MARKER, BuildConfig, build, cache_root, default_data_dir
 from pipeline.cv import EMBARGO_20D, holdout_eras
-from pipeline.ensemble import EXAMPLE_MEMBER
 from pipeline.metrics import paired_difference, per_era_corr, summarize
-from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMMember
+from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMModel
+from pipeline.presets import EXAMPLE_MEMBER
 from pipeline.synthetic import DEFAULT_WORLD, generator_digest, write_world
 from pipeline.worlds import WORLDS, WorldSpec, tiny
 
@@ -83,10 +83,10 @@ def family_world(name: str, spec: WorldSpec) -> Path:
     return target
 
 
-def published_example(train: nd.EraFrame, threads: int) -> LGBMMember:
+def published_example(train: nd.EraFrame, threads: int) -> LGBMModel:
     """Numerai's example model as published: 2,000 trees, all features, every 4th train era, one fit."""
     rows = train.select_eras(train.era_order[::EXAMPLE_ERA_STRIDE])
-    member = LGBMMember(EXAMPLE_PARAMS, EXAMPLE_ROUNDS, seed=0, num_threads=threads)
+    member = LGBMModel(EXAMPLE_PARAMS, EXAMPLE_ROUNDS, seed=0, num_threads=threads)
     return member.fit(train.features, train.targets[nd.MAIN_TARGET].to_numpy(), rows, train.feature_names)
 
 
@@ -180,7 +180,7 @@ def score_world(name: str, spec: WorldSpec, args: argparse.Namespace, scratch: P
     members = {k: v for k, v in result.models.items() if k != "ensemble"}
     best = max(members, key=lambda k: members[k]["validation"]["mean"])
     per_era = independent_scores(data_dir, out, args.threads)
-    per_era["build example"] = members[EXAMPLE_MEMBER["name"]]["validation_per_era"]
+    per_era["build example"] = members[EXAMPLE_MEMBER.name]["validation_per_era"]
     per_era["best member"] = members[best]["validation_per_era"]
     figures = world_figures(per_era, {"best": best, "ensemble": result.models["ensemble"]["validation"]})
     members_out = {k: {"cv": v["cv"], "validation": v["validation"]} for k, v in result.models.items()}

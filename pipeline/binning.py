@@ -14,6 +14,7 @@ each fit (a load reads bins; it does not bin again), so only the dataset in use 
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -137,8 +138,8 @@ class DatasetCache:
         ).construct()
         entry = Binned(rows, dataset, keep=(pipeline, *(frame for frame, _ in parts)))
         if self.spill_dir is not None:
-            with tempfile.NamedTemporaryFile(dir=self.spill_dir, suffix=".bin", delete=False) as handle:
-                entry.path = Path(handle.name)
+            # LightGBM will not write over an existing file: a new directory holds the new one.
+            entry.path = Path(tempfile.mkdtemp(dir=self.spill_dir, prefix="binned-")) / "dataset.bin"
             dataset.save_binary(str(entry.path))
             entry.dataset = None
         self.seconds += time.perf_counter() - start
@@ -150,5 +151,5 @@ class DatasetCache:
         """Drop every dataset (and its file): a stage's fits are done."""
         for entry in self.entries.values():
             if entry.path is not None:
-                entry.path.unlink(missing_ok=True)
+                shutil.rmtree(entry.path.parent, ignore_errors=True)
         self.entries.clear()

@@ -10,6 +10,7 @@ Each stage is a function with typed inputs and outputs; `build` runs them in ord
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
