@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pipeline.members import KINDS, Member, MemberContext, MemberEntry
@@ -109,6 +110,9 @@ def searched_member(name: str, params: Mapping[str, Any], rounds: int, keep: int
 
 
 DEMO_DEEP = faster(DEEP_PARAMS, 5)
+# TSMixer-Ext at the demo's cost: its fits chained forward (the first fold from scratch, every later fit
+# fine-tuned on the eras it has not seen: `pipeline.members.neural.NeuralMember`).
+DEMO_TSMIXER = replace(TSMIXER_MEMBER, params=TSMIXER_MEMBER.params | {"chain_epochs": 2})
 PRESETS: dict[str, tuple[MemberEntry, ...]] = {
     "example": (EXAMPLE_MEMBER,),
     "demo": (
@@ -116,6 +120,7 @@ PRESETS: dict[str, tuple[MemberEntry, ...]] = {
         searched_member("lgbm_gbdt", DEMO_DEEP, 400, 2),
         aux_member("lgbm_aux20", faster(EXAMPLE_PARAMS, 5), 400, 20, era_stride=4),
         MLP_MEMBER,
+        DEMO_TSMIXER,
     ),
     "standard": (
         EXAMPLE_MEMBER,
