@@ -124,10 +124,11 @@ class DatasetCache:
         feature_names: list[str],
     ) -> Binned:
         start = time.perf_counter()
-        rows = [frame.select_eras(np.asarray(eras, dtype=object)[::era_stride]) for frame, eras in parts]
+        chosen = [np.asarray(eras, dtype=object)[::era_stride] for _, eras in parts]
+        rows = [frame.select_eras(part) for (frame, _), part in zip(parts, chosen, strict=True)]
         sequences = [
-            Int8RowSequence(frame.features if pipeline is None else pipeline.inputs(frame), part_rows)
-            for (frame, _), part_rows in zip(parts, rows, strict=True)
+            Int8RowSequence(frame.features if pipeline is None else pipeline.inputs(frame, part), part_rows)
+            for (frame, _), part, part_rows in zip(parts, chosen, rows, strict=True)
         ]
         dataset = lgb.Dataset(
             sequences,

@@ -20,7 +20,6 @@ from pipeline.data import EraFrame, release_pages
 from pipeline.models.networks import fit_group_mixer
 from pipeline.runtime import (
     era_features,
-    era_row_groups,
     group_means,
     missing_columns,
     mixer_features,
@@ -236,16 +235,19 @@ class FeaturePipeline:
         """Transformed float32 rows of whole eras, for prediction (`runtime.model_matrix`)."""
         return model_matrix(self.transform_, features, eras)
 
-    def inputs(self, frame: EraFrame) -> TransformedFrame:
+    def inputs(self, frame: EraFrame, eras: Sequence[str] | None = None) -> TransformedFrame:
         """The frame's rows as this pipeline presents them to LightGBM: only per-era figures are
-        computed here (missing features, group means); the rest is done batch by batch."""
+        computed here (missing features, group means, the group mixers' outputs), for the rows of
+        `eras` (None: every era; the other rows must not be read); the rest is done batch by batch."""
         era_codes = np.searchsorted(frame.era_order, frame.eras).astype(np.int32)
         missing = np.zeros((len(frame.era_order), len(frame.feature_names)), dtype=bool)
         n_groups = 0 if self.transform_["group_avg"] is None else self.transform_["group_avg"].shape[1]
         era_means = np.zeros((len(frame.era_order), n_groups), dtype=np.float32)
         mixer = self.transform_["mixer"]
         mixed = np.zeros((len(frame), 0 if mixer is None else len(mixer["index"])), dtype=np.float32)
-        for rows in era_row_groups(frame.eras, len(frame)):
+        slices = frame.era_slices()
+        for era in frame.era_order if eras is None else sorted(set(eras)):
+            rows = np.arange(slices[era].start, slices[era].stop)
             block = frame.features[rows]
             missing[era_codes[rows[0]]] = missing_columns(block)
             if n_groups:

@@ -1,0 +1,118 @@
+"""Choices a build makes per data set on its own CV (issue 17): the LightGBM settings search, era
+weights, the feature pipeline chosen whole, chained neural fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import data as nd
+from pipeline.binning import DatasetCache
+from pipeline.cv import EraWalkForward
+from pipeline.feature_choice import simplest_within_noise
+from pipeline.features import FeaturePipeline
+from pipeline.members import LightGBMMember, MemberContext, MemberEntry, MLPMember, lgbm_search
+from pipeline.presets import DEMO_DEEP
+from pipeline.weighting import EraWeighting
+
+
+@pytest.fixture(scope="module")
+def train(tiny_world: Path) -> nd.EraFrame:
+    features = nd.resolve_features(tiny_world, "all")
+    targets = [t for t in nd.target_names(tiny_world) if t == "target" or t.endswith("_20")]
+    return nd.load_split(tiny_world / "train.parquet", features, targets, data_type="train")
+
+
+def test_era_weights_decay_with_age_and_a_window_keeps_the_newest() -> None:
+    eras = [f"{e:04d}" for e in range(1, 11)]
+    half = EraWeighting(half_life=0.2).era_weights(eras)
+    assert half[-1] == 1.0 and half[-3] == pytest.approx(0.5), "an era 2 of 10 eras older weighs half"
+    window = EraWeighting(window=0.3).era_weights(eras)
+    assert window.tolist() == [0.0] * 7 + [1.0] * 3
+    weigh = EraWeighting(window=0.5).for_eras(eras)
+    np.testing.assert_array_equal(weigh(np.array(["0001", "0010", "0006"], dtype=object)), [0.0, 1.0, 1.0])
+    assert EraWeighting().for_eras(eras) is None, "no weighting, no weights"
+    with pytest.raises(ValueError, match="window must be a share of the fit's eras in \\(0, 1\\], got 2"):
+        EraWeighting(window=2)
+
+
+def test_weighted_fits_share_the_bins_but_not_the_weights(train: nd.EraFrame) -> None:
+    cache = DatasetCache(seed=0)
+    eras = train.era_order[:20]
+    plain = cache.dataset(None, [(train, eras)], 1, "target", train.feature_names)
+    weighted = cache.dataset(
+        None, [(train, eras)], 1, "target", train.feature_names, EraWeighting(window=0.5).for_eras(eras)
+    )
+    assert cache.binned == 1 and cache.reused == 1, "binned once"
+    assert plain.get_weight() is None, "the shared dataset carries no weights"
+    weights = weighted.get_weight()
+    assert weights is not None and (weights == 0).sum() > 0 and set(np.unique(weights)) == {0.0, 1.0}
+
+
+def test_the_search_tries_the_recipes_first_and_keeps_the_best_trials(train: nd.EraFrame, tiny_world: Path) -> None:
+    groups = nd.feature_groups(tiny_world, train.feature_names)
+    folds = EraWalkForward(n_splits=2, embargo=2, min_train_eras=12).era_folds(train.era_order)
+    pipelines = [FeaturePipeline(groups, mixing=False).fit([(train, tr)]) for tr, _ in folds]
+    entry = MemberEntry("gbdt", "lightgbm", DEMO_DEEP, rounds=20, search=2)
+    base = LightGBMMember.from_entry(entry, "target", MemberContext(train, "target", threads=1, bins=DatasetCache()), 0)
+    kept, table = lgbm_search.search(base, train, folds, "target", pipelines, 2, 5, 600.0, seed=0)
+    assert len(table) == 5 and sorted(table["trial"]) == [0, 1, 2, 3, 4]
+    first = table.set_index("trial")
+    assert (first.loc[0, "max_depth"], first.loc[0, "feature_fraction"]) == (6, 0.3), "the entry's own settings"
+    assert (first.loc[1, "max_depth"], first.loc[1, "era_stride"]) == (5, 4), "Numerai's example"
+    assert (first.loc[2, "max_depth"], first.loc[2, "num_leaves"]) == (10, 1024), "Numerai's deep recipe"
+    assert [member.name for member, _ in kept] == ["gbdt_1", "gbdt_2"]
+    best = table[table["kept"]]["cv_corr_mean"].tolist()
+    assert best == sorted(table["cv_corr_mean"], reverse=True)[:2], "the two best CV means are kept"
+    assert [result.per_era.mean() for _, result in kept] == pytest.approx(best)
+    for member, result in kept:
+        assert member.estimator.num_boost_round == result.chosen["num_boost_round"], "trees the CV chose"
+    quick, _ = lgbm_search.search(base, train, folds, "target", pipelines, 1, 5, 0.0, seed=0)
+    assert len(quick) == 1, "a spent budget still runs the first trial"
+
+
+def test_a_trial_maps_onto_lightgbm_parameters() -> None:
+    trial = lgbm_search.Trial.of(lgbm_search.NUMERAI_DEEP | {"era_stride": 1, "half_life": 0.5, "window": None})
+    params = trial.params(DEMO_DEEP, rows=250_000)
+    assert (params["max_depth"], params["num_leaves"], params["min_data_in_leaf"]) == (10, 1024, 1000)
+    assert params["learning_rate"] == DEMO_DEEP["learning_rate"], "the entry's learning rate stays"
+    assert "bagging_freq" not in params, "the deep recipe takes no bagging"
+    assert trial.weighting() == EraWeighting(half_life=0.5)
+
+
+def test_the_simplest_pipeline_stays_unless_another_beats_it_beyond_noise() -> None:
+    rng = np.random.default_rng(0)
+    eras = pd.Index([f"{e:04d}" for e in range(60)], name="era")
+    base = pd.Series(rng.normal(0.02, 0.02, 60), index=eras)
+    noise = rng.normal(0, 0.01, 60)
+    slightly = base + noise - noise.mean() + 0.0002
+    clearly = base + 0.01 + rng.normal(0, 0.002, 60)
+    assert simplest_within_noise({"raw": base, "more": slightly})[0] == "raw"
+    chosen, comparison = simplest_within_noise({"raw": base, "more": slightly, "much more": clearly})
+    assert chosen == "much more" and comparison["difference"] > comparison["standard_error"]
+
+
+def test_chained_neural_fits_only_add_eras_before_each_fold(train: nd.EraFrame) -> None:
+    folds = EraWalkForward(n_splits=3, embargo=2, min_train_eras=12).era_folds(train.era_order)
+    params = {"hidden": (8,), "max_epochs": 2, "patience": 1, "eras_per_batch": 4, "chain_epochs": 1}
+    member = MLPMember.from_entry(
+        MemberEntry("mlp", "mlp", params), "target", MemberContext(train, "target", embargo=2), 0
+    )
+    tuned = []
+    original = member.estimator.fine_tune
+
+    def recording(frame, eras, epochs, lr):
+        tuned.append(list(eras))
+        return original(frame, eras, epochs, lr)
+
+    member.estimator.fine_tune = recording
+    result = member.cross_validate(train, folds, "target", [])
+    assert len(tuned) == 2, "only the first fold fits from scratch"
+    for eras, (train_eras, _) in zip(tuned, folds[1:], strict=True):
+        assert set(eras) <= set(train_eras), "a chained fit sees only its fold's training eras"
+    assert result.chosen["chained_epochs"] == 1 and np.isfinite(result.per_era).all()
+    member.fit([train], None, "holdout")
+    assert member.seen_eras_ == set(train.era_order), "the holdout fit catches up on every training era"
