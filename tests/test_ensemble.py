@@ -23,7 +23,7 @@ from pipeline.targets import best_aux_target
 @pytest.fixture(scope="module")
 def frames(tiny_world: Path) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
     features = nd.resolve_features(tiny_world, "all")
-    targets = member_targets(PRESETS["demo"], nd.target_names(tiny_world), "target")
+    targets = member_targets(PRESETS["standard"], nd.target_names(tiny_world), "target")
     train = nd.load_split(tiny_world / "train.parquet", features, targets, data_type="train")
     validation = nd.load_split(tiny_world / "validation.parquet", features, targets, data_type="validation")
     return features, train, validation
@@ -159,7 +159,7 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
     assert aux is not None and aux.endswith("_20") and aux != "target_ender_20"
     sets = nd.read_features_json(tiny_world)["feature_sets"]
     context = MemberContext(train, "target", seed=3, num_boost_round=50, feature_sets=sets)
-    specs = make_members(PRESETS["demo"], context)
+    specs = make_members(PRESETS["standard"], context)
     assert [s.name for s in specs] == [
         "lgbm_example",
         "lgbm_deep",
@@ -167,23 +167,29 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
         "lgbm_deep_a",
         "lgbm_deep_b",
         "lgbm_aux20",
+        "lgbm_aux60",
         "mlp",
+        "tsmixer_ext",
     ]
-    assert [s.train_target for s in specs] == ["target"] * 5 + [aux, "target"]
+    assert [s.train_target for s in specs[:5]] == ["target"] * 5 and specs[5].train_target == aux
     assert specs[1].estimator.params == specs[2].estimator.params and specs[1].estimator.seed != specs[2].estimator.seed
     assert all(s.estimator.num_boost_round <= 50 for s in specs if isinstance(s, LightGBMMember))
     assert [s.features for s in specs[:3]] == [None] * 3
     assert sorted(specs[3].features + specs[4].features) == sorted(train.feature_names), (
         "the two halves cover the features"
     )
-    assert "target_ender_20" not in specs[-1].aux_targets, "the main target is never its own auxiliary head"
+    assert "target_ender_20" not in specs[-2].aux_targets, "the main target is never its own auxiliary head"
+    demo = make_members(PRESETS["demo"], context)
+    assert [s.name for s in demo] == ["lgbm_example", "lgbm_gbdt", "lgbm_aux20", "mlp", "tsmixer_ext"]
+    assert demo[1].search == 2 and demo[-1].chain_epochs > 0, "the demo searches its LightGBM, chains TSMixer-Ext"
     only_main = train.with_features(train.feature_names)
     only_main.targets = train.targets[["target"]]
-    assert [s.name for s in make_members(PRESETS["demo"], MemberContext(only_main, "target"))] == [
+    assert [s.name for s in make_members(PRESETS["standard"], MemberContext(only_main, "target"))] == [
         "lgbm_example",
         "lgbm_deep",
         "lgbm_deep_2",
         "mlp",
+        "tsmixer_ext",
     ], "no auxiliary target, no feature sets: those members are left out"
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         preset_entries("huge")
