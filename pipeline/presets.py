@@ -124,6 +124,7 @@ PRESETS: dict[str, tuple[MemberEntry, ...]] = {
     ),
     "standard": (
         EXAMPLE_MEMBER,
+        searched_member("lgbm_gbdt", DEEP_PARAMS, 2000, 2),
         deep_member("lgbm_deep", DEEP_PARAMS, 2000),
         deep_member("lgbm_deep_2", DEEP_PARAMS, 2000),
         group_half_member("lgbm_deep_a", DEEP_PARAMS, 2000, 0),
@@ -136,6 +137,7 @@ PRESETS: dict[str, tuple[MemberEntry, ...]] = {
     "large": (
         EXAMPLE_MEMBER,
         MemberEntry("lgbm_large", "lightgbm", LARGE_PARAMS, rounds=20_000, era_stride=4),
+        searched_member("lgbm_gbdt", DEEP_PARAMS, 4000, 3),
         deep_member("lgbm_deep", DEEP_PARAMS, 4000),
         deep_member("lgbm_deep_2", DEEP_PARAMS, 4000),
         group_half_member("lgbm_deep_a", DEEP_PARAMS, 4000, 0),

@@ -162,6 +162,7 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
     specs = make_members(PRESETS["standard"], context)
     assert [s.name for s in specs] == [
         "lgbm_example",
+        "lgbm_gbdt",
         "lgbm_deep",
         "lgbm_deep_2",
         "lgbm_deep_a",
@@ -171,11 +172,11 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
         "mlp",
         "tsmixer_ext",
     ]
-    assert [s.train_target for s in specs[:5]] == ["target"] * 5 and specs[5].train_target == aux
-    assert specs[1].estimator.params == specs[2].estimator.params and specs[1].estimator.seed != specs[2].estimator.seed
+    assert [s.train_target for s in specs[:6]] == ["target"] * 6 and specs[6].train_target == aux
+    assert specs[2].estimator.params == specs[3].estimator.params and specs[2].estimator.seed != specs[3].estimator.seed
     assert all(s.estimator.num_boost_round <= 50 for s in specs if isinstance(s, LightGBMMember))
-    assert [s.features for s in specs[:3]] == [None] * 3
-    assert sorted(specs[3].features + specs[4].features) == sorted(train.feature_names), (
+    assert [s.features for s in specs[:4]] == [None] * 4
+    assert sorted(specs[4].features + specs[5].features) == sorted(train.feature_names), (
         "the two halves cover the features"
     )
     assert "target_ender_20" not in specs[-2].aux_targets, "the main target is never its own auxiliary head"
@@ -186,6 +187,7 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
     only_main.targets = train.targets[["target"]]
     assert [s.name for s in make_members(PRESETS["standard"], MemberContext(only_main, "target"))] == [
         "lgbm_example",
+        "lgbm_gbdt",
         "lgbm_deep",
         "lgbm_deep_2",
         "mlp",
