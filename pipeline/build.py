@@ -47,7 +47,7 @@ from pipeline.members import KINDS, Member, MemberContext, MemberEntry, TSMixerM
 from pipeline.metrics import summarize
 from pipeline.models.tsmixer import DEFAULT_SPACE
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
-from pipeline.presets import REFERENCE_MEMBER, SEARCH_BUDGETS, make_members, member_targets, preset_entries
+from pipeline.presets import REFERENCE_MEMBER, SEARCH_TRIALS, make_members, member_targets, preset_entries
 from pipeline.report import search_table, summary_table, write_report
 from pipeline.runtime import PickleState, blend_ranks, ensemble_scores, make_predict
 from pipeline.targets import aux_targets
@@ -291,13 +291,15 @@ def choose_features(prep: Prepared) -> FeatureChoice:
 def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[str, CVResult], dict[str, Any]]:
     """Each LightGBM member whose entry asks for a search (`MemberEntry.search`) is replaced by the best
     trials of a bounded search of its settings on the build's CV folds (`pipeline.members.lgbm_search`),
-    within --gbdt-search-budget seconds shared by all of them. Returns the data with those members, their
+    the preset's number of trials each (--gbdt-search-trials), within --gbdt-search-budget seconds
+    shared by all of them when given (a time budget makes the choice depend on the machine's speed). Returns the data with those members, their
     CV results (the search's: no second CV) and the report's tables."""
     config = prep.config
     searched = [member for member in prep.members if getattr(member, "search", 0)]
     if not searched:
         return prep, {}, {}
-    budget = config.gbdt_search_budget if config.gbdt_search_budget is not None else SEARCH_BUDGETS[config.preset]
+    trials = config.gbdt_search_trials or SEARCH_TRIALS[config.preset]
+    budget = float("inf") if config.gbdt_search_budget is None else config.gbdt_search_budget
     members, results, report = [], {}, {}
     for member in prep.members:
         if member not in searched:
@@ -310,7 +312,7 @@ def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[s
             config.target,
             choice.fold_pipelines,
             member.search,
-            config.gbdt_search_trials,
+            trials,
             budget / len(searched),
             config.seed,
         )

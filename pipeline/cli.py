@@ -181,19 +181,19 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     gbdt.add_argument(
         "--gbdt-search-trials",
         type=int,
-        default=12,
+        default=None,
         metavar="N",
         help="trials of a searched LightGBM member's settings (depth and leaves, columns, rows per leaf, L2, bagging, "
         "era stride, recency weights, window), each scored by its CV on the build's folds; the entry's own "
-        "settings, Numerai's example and deep recipes first (default 12)",
+        "settings, Numerai's example and deep recipes first (default: the preset's: demo 4, standard 16, large 32)",
     )
     gbdt.add_argument(
         "--gbdt-search-budget",
         type=float,
         default=None,
         metavar="SECONDS",
-        help="no further LightGBM search trial starts when it would be expected to end past this many seconds "
-        "(default: the preset's, e.g. 240 for demo)",
+        help="also stop the LightGBM search when a further trial would be expected to end past this many seconds "
+        "(default: no time limit; with one, the trials run depend on the machine's speed)",
     )
     search_options = parser.add_argument_group("TSMixer-Ext hyperparameter search (presets standard and large)")
     search_options.add_argument(

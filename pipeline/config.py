@@ -41,9 +41,9 @@ class BuildConfig:
     # Hyperparameter search of the TSMixer-Ext member (0 trials: its preset settings, no search).
     tsmixer_search: int = 0
     tsmixer_search_budget: float = 3600.0
-    # The search of the LightGBM members' settings (entries with `search`): at most this many trials
-    # within this many seconds (None: the preset's budget, `pipeline.presets.SEARCH_BUDGETS`).
-    gbdt_search_trials: int = 12
+    # The search of the LightGBM members' settings (entries with `search`): this many trials (None: the
+    # preset's, `pipeline.presets.SEARCH_TRIALS`), within this many seconds when given.
+    gbdt_search_trials: int | None = None
     gbdt_search_budget: float | None = None
     # Weekly refresh (`pipeline.refresh`): continue the model saved in this artifacts directory.
     init_model: Path | None = None
@@ -95,7 +95,10 @@ class BuildConfig:
                 self.tsmixer_search_budget > 0,
                 f"--tsmixer-search-budget must be a positive number of seconds, got {self.tsmixer_search_budget}",
             ),
-            (self.gbdt_search_trials >= 1, f"--gbdt-search-trials must be at least 1, got {self.gbdt_search_trials}"),
+            (
+                self.gbdt_search_trials is None or self.gbdt_search_trials >= 1,
+                f"--gbdt-search-trials must be at least 1, got {self.gbdt_search_trials}",
+            ),
             (
                 self.gbdt_search_budget is None or self.gbdt_search_budget >= 0,
                 f"--gbdt-search-budget must be 0 or more seconds, got {self.gbdt_search_budget}",
