@@ -292,8 +292,9 @@ def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[s
     """Each LightGBM member whose entry asks for a search (`MemberEntry.search`) is replaced by the best
     trials of a bounded search of its settings on the build's CV folds (`pipeline.members.lgbm_search`),
     the preset's number of trials each (--gbdt-search-trials), within --gbdt-search-budget seconds
-    shared by all of them when given (a time budget makes the choice depend on the machine's speed). Returns the data with those members, their
-    CV results (the search's: no second CV) and the report's tables."""
+    shared by all of them when given (a time budget makes the choice depend on the machine's speed).
+    Returns the data with those members, their CV results (the search's: no second CV) and the report's
+    tables."""
     config = prep.config
     searched = [member for member in prep.members if getattr(member, "search", 0)]
     if not searched:
