@@ -54,6 +54,7 @@ PIPELINE_CONFIGS: dict[str, dict] = {
     "raw features": dict(RAW_FEATURES),
     "raw features, missing as NaN": RAW_FEATURES | {"missing": "nan"},
     "cluster means": RAW_FEATURES | {"clusters": True},
+    "cluster means, missing as NaN": RAW_FEATURES | {"missing": "nan", "clusters": True},
     "cluster means and group statistics": RAW_FEATURES | {"clusters": True, "group_stats": True},
     "all transforms": {"missing": "keep", "clusters": True, "group_stats": True, "mixing": True},
     "all transforms, missing as NaN": {"missing": "nan", "clusters": True, "group_stats": True, "mixing": True},

@@ -151,8 +151,9 @@ PRESETS: dict[str, tuple[MemberEntry, ...]] = {
 # Trials of each searched LightGBM entry of a preset (--gbdt-search-trials overrides). A count, not a
 # time budget, so that the same data and seed give the same pickle on any machine.
 SEARCH_TRIALS = {"example": 1, "demo": 4, "standard": 16, "large": 32}
-# A quick model for ablations, where only the difference between two variants matters.
-PROBE = {"params": faster(EXAMPLE_PARAMS, 5), "rounds": 300, "era_stride": 4}
+# A quick model for the feature pipeline's choice, where only differences between configurations matter:
+# deeper trees with more columns per tree, like the members that read the pipeline, at 10x the rate.
+PROBE = {"params": faster(DEEP_PARAMS, 10), "rounds": 150, "era_stride": 4}
 
 
 def preset_entries(preset: str, extra: Sequence[MemberEntry] = ()) -> tuple[MemberEntry, ...]:
