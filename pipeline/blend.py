@@ -25,29 +25,40 @@ NEUTRALIZATION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 MEAN_TOLERANCE = 0.02
 
 
-def fit_weights(oof: np.ndarray, target: np.ndarray, eras: np.ndarray, steps: int = 10) -> np.ndarray:
+def fit_weights(
+    oof: np.ndarray, target: np.ndarray, eras: np.ndarray, steps: int = 10, patience: int = 3
+) -> np.ndarray:
     """Non-negative weights summing to 1 that maximize the mean per-era CORR of the rank blend:
     greedy ensemble selection with replacement (Caruana et al., 2004).
 
-    Each of `steps` rounds picks once more the member whose extra pick raises the CORR most (the
-    members' candidates scored in one numerai_corr call per era); weights are the picks' shares
-    after the best round. That is `steps` x
-    members candidates, where a grid on the simplex needs C(steps + members - 1, members - 1): 462
-    for 7 members at steps of 1/5, 31 s on 110k out-of-fold rows. The rank average (equal weights)
-    is kept unless a round beats it.
+    Each of at most `steps` rounds picks once more the member whose extra pick raises the CORR most
+    (the members' candidates scored in one numerai_corr call per era); weights are the picks' shares
+    after the best round, and `patience` rounds without a better one end the search. That is at most
+    `steps` x members candidates, where a grid on the simplex needs C(steps + members - 1, members - 1)
+    (462 for 7 members at steps of 1/5). The rank average (equal weights) is kept unless a round beats
+    it.
     """
     n = oof.shape[1]
     ranks = np.column_stack([rank_within_groups(column, eras) for column in np.asarray(oof, dtype=np.float64).T])
     best = np.full(n, 1.0 / n)
-    best_mean = per_era_corr(ranks @ best, target, eras).mean()
-    counts = np.zeros(n)
-    for _ in range(steps if n > 1 else 0):
+    if n == 1:
+        return best
+    counts, best_mean, stale = np.zeros(n), -np.inf, 0
+    for step in range(steps):
         candidates = (counts + np.eye(n)) / (counts.sum() + 1)
-        means = per_era_corr_columns(ranks @ candidates.T, target, eras).mean().to_numpy()
+        # The first round scores the rank average beside its candidates, in the same calls.
+        scored = np.vstack([candidates, best]) if step == 0 else candidates
+        means = per_era_corr_columns(ranks @ scored.T, target, eras).mean().to_numpy()
+        if step == 0:
+            best_mean, means = means[-1], means[:-1]
         pick = int(np.argmax(means))
         counts[pick] += 1
         if means[pick] > best_mean:
-            best, best_mean = candidates[pick], means[pick]
+            best, best_mean, stale = candidates[pick], means[pick], 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
     return best
 
 
@@ -109,23 +120,25 @@ def fit_blend(
 
 def choose_blend(
     oof: np.ndarray, target: np.ndarray, eras: np.ndarray, fold_eras: Sequence[np.ndarray], reference: int | None
-) -> tuple[BlendRule, pd.DataFrame]:
-    """The blend rule with the best cross-fold CV mean CORR (ties to the simpler), and every rule's
-    cross-fold figures: each fold scored with every rule's weights fitted on the other folds."""
-    per_era = []
+) -> tuple[BlendRule, pd.DataFrame, list[np.ndarray]]:
+    """The blend rule with the best cross-fold CV mean CORR (ties to the simpler), every rule's cross-fold
+    figures (each fold scored with every rule's weights fitted on the other folds), and the chosen rule's
+    weights of each fold."""
+    per_era, fold_rules = [], []
     for held_out in fold_eras:
         inside = np.isin(eras, held_out)
         if inside.all():
             rules = {rule: np.full(oof.shape[1], 1.0 / oof.shape[1]) for rule in BLEND_RULES}
         else:
             rules = blend_rules(oof[~inside], target[~inside], eras[~inside], reference)
+        fold_rules.append(rules)
         blends = np.column_stack([blend_ranks(oof[inside], weights, eras[inside]) for weights in rules.values()])
         per_era.append(per_era_corr_columns(blends, target[inside], eras[inside]))
     scores = pd.concat(per_era).sort_index()
     table = pd.DataFrame({rule: summarize(scores[k]) for k, rule in enumerate(BLEND_RULES)}).T.rename_axis("rule")
     means = table["mean"].to_numpy()
     chosen = BLEND_RULES[len(means) - 1 - int(np.argmax(means[::-1]))]
-    return chosen, table
+    return chosen, table, [rules[chosen] for rules in fold_rules]
 
 
 def cross_fold_blend(
@@ -138,15 +151,19 @@ def cross_fold_blend(
     rule: BlendRule = "greedy",
     reference: int | None = None,
     columns: np.ndarray | None = None,
+    fitted: Sequence[np.ndarray] | None = None,
 ) -> tuple[pd.Series, list[np.ndarray]]:
     """Honest CV of the blend: each fold is scored with weights fitted by `rule` on the other folds only
-    (members left out there too), then neutralized by `proportion` against `features` (rows aligned with
-    `oof`) as the pickle is. A CV of one fold has no other fold to fit on: it is scored with equal
-    weights (the rank average), a choice that looked at nothing."""
+    (members left out there too; `fitted`: those weights, one per fold, already fitted), then neutralized
+    by `proportion` against the `columns` of `features` (rows aligned with `oof`) as the pickle is. A CV
+    of one fold has no other fold to fit on: it is scored with equal weights (the rank average), a
+    choice that looked at nothing."""
     per_era, fold_weights = [], []
-    for held_out in fold_eras:
+    for k, held_out in enumerate(fold_eras):
         inside = np.isin(eras, held_out)
-        if inside.all():
+        if fitted is not None:
+            weights = fitted[k]
+        elif inside.all():
             weights = np.full(oof.shape[1], 1.0 / oof.shape[1])
         else:
             weights = fit_blend(oof[~inside], target[~inside], eras[~inside], rule, reference)

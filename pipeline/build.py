@@ -1,7 +1,9 @@
 """The build behind `build_model.py`, stage by stage:
 
-    prepare -> search_members -> choose_features -> cross_validate -> check_stability
+    prepare -> search_tsmixer -> choose_features -> search_gbdt -> check_stability -> cross_validate
       -> score_holdout -> refit -> export -> write_build_report
+
+(the two searches live in `pipeline.searches`)
 
 Each stage is a function with typed inputs and outputs; `build` runs them in order inside
 `BuildOutputs` (the lock on `--out`, and outputs replaced together), and the weekly refresh
@@ -43,23 +45,20 @@ from pipeline.distributed import DaskLGBMTrainer, dask_trainer
 from pipeline.evaluate import CVResult
 from pipeline.feature_choice import choose_feature_pipeline, fold_pipelines, temporal_analysis
 from pipeline.features import RAW_FEATURES, FeaturePipeline
-from pipeline.members import KINDS, Member, MemberContext, MemberEntry, TSMixerMember, kinds_with, lgbm_search
+from pipeline.members import KINDS, Member, MemberContext, MemberEntry, kinds_with
 from pipeline.metrics import summarize
-from pipeline.models.tsmixer import DEFAULT_SPACE
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
-from pipeline.presets import REFERENCE_MEMBER, SEARCH_TRIALS, make_members, member_targets, preset_entries
+from pipeline.presets import REFERENCE_MEMBER, make_members, member_targets, preset_entries
 from pipeline.report import search_table, summary_table, write_report
 from pipeline.runtime import PickleState, blend_ranks, ensemble_scores, make_predict
+from pipeline.searches import search_gbdt, search_tsmixer
 from pipeline.targets import aux_targets
-from pipeline.tuning import best_settings
 from pipeline.verify import VerificationReport, write_verified_pickle
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "NUMERAI_PIPELINE_CACHE"
 COMPLETE_MARKER = ".complete"
-# Forward-chained folds of the TSMixer-Ext search: each trial trains one network per fold.
-SEARCH_FOLDS = 2
 Fold = tuple[np.ndarray, np.ndarray]
 
 
@@ -220,53 +219,6 @@ def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
     )
 
 
-def search_tsmixer(prep: Prepared) -> dict[str, Any] | None:
-    """--tsmixer-search: a bounded random search over TSMixer-Ext's `DEFAULT_SPACE`, each trial scored
-    by the member's own CV on SEARCH_FOLDS forward-chained, embargoed folds over the training eras of
-    the build's first CV fold. The build's CV then scores the chosen member only on later eras, so its
-    figures (which set the blend weights) are not flattered by the choice. Sets the member to the best
-    trial and returns the report's entry: the eras and folds searched and one row per trial."""
-    config = prep.config
-    if not config.tsmixer_search:
-        return None
-    member = next(m for m in prep.members if m.kind == TSMixerMember.kind)
-    eras = prep.folds[0][0]
-    try:
-        search_folds = walk_forward_folds(eras, SEARCH_FOLDS, prep.embargo)
-    except ValueError as err:
-        raise ValueError(
-            f"--tsmixer-search searches the {len(eras)} training eras before the first CV fold's scored eras: {err}"
-        ) from err
-    logger.info(
-        "%s: searching up to %d trials within %.0f s on eras %s..%s (%d folds, embargo %d)",
-        member.name,
-        config.tsmixer_search,
-        config.tsmixer_search_budget,
-        eras[0],
-        eras[-1],
-        len(search_folds),
-        prep.embargo,
-    )
-    budget = config.tsmixer_search_budget
-    table = member.tune(
-        prep.train, search_folds, config.target, DEFAULT_SPACE, config.tsmixer_search, budget, config.seed
-    )
-    chosen = best_settings(table, DEFAULT_SPACE)
-    logger.info(
-        "%s: search ran %d trials in %.0f s; chosen %s", member.name, len(table), table["seconds"].sum(), chosen
-    )
-    return {
-        "member": member.name,
-        "eras": [str(eras[0]), str(eras[-1]), len(eras)],
-        "folds": fold_table(search_folds),
-        "space": DEFAULT_SPACE,
-        "trials_asked": config.tsmixer_search,
-        "budget_s": config.tsmixer_search_budget,
-        "trials": table.to_dict(orient="records"),
-        "chosen": chosen,
-    }
-
-
 @dataclass
 class FeatureChoice:
     """Stage `choose_features`: one fitted pipeline per CV fold, the chosen settings and the ablation."""
@@ -286,50 +238,6 @@ def choose_features(prep: Prepared) -> FeatureChoice:
         prep.train, prep.folds, prep.groups, prep.config, mixer_targets
     )
     return FeatureChoice(pipelines, settings, report)
-
-
-def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[str, CVResult], dict[str, Any]]:
-    """Each LightGBM member whose entry asks for a search (`MemberEntry.search`) is replaced by the best
-    trials of a bounded search of its settings on the build's CV folds (`pipeline.members.lgbm_search`),
-    the preset's number of trials each (--gbdt-search-trials), within --gbdt-search-budget seconds
-    shared by all of them when given (a time budget makes the choice depend on the machine's speed).
-    Returns the data with those members, their CV results (the search's: no second CV) and the report's
-    tables."""
-    config = prep.config
-    searched = [member for member in prep.members if getattr(member, "search", 0)]
-    if not searched:
-        return prep, {}, {}
-    trials = config.gbdt_search_trials or SEARCH_TRIALS[config.preset]
-    budget = float("inf") if config.gbdt_search_budget is None else config.gbdt_search_budget
-    members, results, report = [], {}, {}
-    for member in prep.members:
-        if member not in searched:
-            members.append(member)
-            continue
-        kept, table = lgbm_search.search(
-            member,
-            prep.train,
-            prep.folds,
-            config.target,
-            choice.fold_pipelines,
-            member.search,
-            trials,
-            budget / len(searched),
-            config.seed,
-        )
-        for found, result in kept:
-            found.search = 0
-            members.append(found)
-            results[found.name] = result
-        report[member.name] = {"budget_s": budget / len(searched), "trials": table.to_dict(orient="records")}
-        logger.info(
-            "%s: search ran %d trials in %.0f s; kept %s",
-            member.name,
-            len(table),
-            table["seconds"].sum(),
-            [found.name for found, _ in kept],
-        )
-    return replace(prep, members=members), results, report
 
 
 @dataclass
@@ -377,19 +285,21 @@ def cross_validate(
     eras, y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
     fold_eras = [va for _, va in prep.folds]
     reference = next((k for k, member in enumerate(prep.members) if member.name == REFERENCE_MEMBER), None)
-    rule, rules = choose_blend(oof, y, eras, fold_eras, reference)
+    rule, rules, fold_weights = choose_blend(oof, y, eras, fold_eras, reference)
     weights = fit_blend(oof, y, eras, rule, reference)
-    sets = neutralizer_sets(prep, unstable)
+    blended = blend_ranks(oof, weights, eras)
+    sets = neutralizer_sets(prep, unstable, exposed_groups(blended, train.features[scored], prep))
     columns = {
         name: None if names is None else feature_columns(train.feature_names, names) for name, names in sets.items()
     }
-    blended = blend_ranks(oof, weights, eras)
     proportion, neutralizer, table = choose_neutralization(blended, train.features[scored], y, eras, columns)
     if config.neutralization is not None:
         logger.info("neutralization %.2f as asked (the CV preferred %.2f)", config.neutralization, proportion)
         proportion, neutralizer = config.neutralization, "all features"
     x = train.features[scored]
-    blend_cv, _ = cross_fold_blend(oof, y, eras, fold_eras, x, proportion, rule, reference, columns[neutralizer])
+    blend_cv, _ = cross_fold_blend(
+        oof, y, eras, fold_eras, x, proportion, rule, reference, columns[neutralizer], fold_weights
+    )
     logger.info(
         "blend %r (cross-fold CV %s): weights %s, neutralization %.2f against %s",
         rule,
@@ -401,13 +311,30 @@ def cross_validate(
     return CrossValidation(results, weights, proportion, table, blend_cv, rule, rules, neutralizer, sets[neutralizer])
 
 
-def neutralizer_sets(prep: Prepared, unstable: list[str]) -> dict[str, list[str] | None]:
+# Feature groups the neutralization choice tries: those the blend is most exposed to.
+NEUTRALIZER_GROUPS = 2
+
+
+def exposed_groups(blended: np.ndarray, features: np.ndarray, prep: Prepared) -> list[str]:
+    """The `NEUTRALIZER_GROUPS` feature groups with the largest mean absolute correlation between their
+    features and the blend's out-of-fold ranks."""
+    x = features.astype(np.float32)
+    x -= x.mean(axis=0)
+    x /= np.maximum(x.std(axis=0), 1e-6)
+    b = (blended - blended.mean()) / max(float(blended.std()), 1e-12)
+    exposure = np.abs(x.T @ b.astype(np.float32)) / len(b)
+    group_of = np.array([prep.groups[name] for name in prep.train.feature_names])
+    means = {group: float(exposure[group_of == group].mean()) for group in dict.fromkeys(group_of)}
+    return sorted(means, key=lambda group: -means[group])[:NEUTRALIZER_GROUPS]
+
+
+def neutralizer_sets(prep: Prepared, unstable: list[str], groups: list[str]) -> dict[str, list[str] | None]:
     """Feature sets the blend may be neutralized against: all features, the features flagged unstable
-    over the training eras (unless --drop-unstable leaves them out), and each feature group."""
+    over the training eras (unless --drop-unstable leaves them out), and each of `groups`."""
     sets: dict[str, list[str] | None] = {"all features": None}
     if unstable and not prep.config.drop_unstable:
         sets["unstable features"] = list(unstable)
-    for group in dict.fromkeys(prep.groups.values()):
+    for group in groups:
         sets[f"group {group}"] = [name for name in prep.features if prep.groups[name] == group]
     return sets
 

@@ -114,10 +114,12 @@ def test_each_blend_rule_and_the_choice_among_them() -> None:
     halfway = fit_blend(scores, target, era, "greedy, halfway to the best member")
     np.testing.assert_allclose(halfway, 0.5 * greedy + 0.5 * np.array([1.0, 0.0, 0.0]))
     folds = [np.unique(era)[k::4] for k in range(4)]
-    rule, table = choose_blend(scores, target, era, folds, reference=None)
+    rule, table, fold_weights = choose_blend(scores, target, era, folds, reference=None)
     assert set(table.index) == set(BLEND_RULES) and rule in BLEND_RULES
     assert table.loc[rule, "mean"] == table["mean"].max(), "the rule with the best cross-fold CV"
     assert table.loc[rule, "mean"] >= table.loc["best member", "mean"], "never below the best member alone"
+    again, _ = cross_fold_blend(scores, target, era, folds, rule=rule, fitted=fold_weights)
+    assert again.mean() == pytest.approx(table.loc[rule, "mean"]), "the chosen rule's folds, not fitted again"
     with pytest.raises(ValueError, match="unknown blend rule 'mystery'"):
         fit_blend(scores, target, era, "mystery")
 

@@ -1,0 +1,117 @@
+"""The build's searches of members' settings, stages between choosing the feature pipeline and the CV:
+TSMixer-Ext's hyperparameters (`--tsmixer-search`) and the LightGBM members' settings (preset entries
+with `search`). Every trial is scored on training eras only, never on validation eras.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from pipeline.analysis import fold_table
+from pipeline.cv import walk_forward_folds
+from pipeline.evaluate import CVResult
+from pipeline.members import TSMixerMember, lgbm_search
+from pipeline.models.tsmixer import DEFAULT_SPACE
+from pipeline.presets import SEARCH_TRIALS
+from pipeline.tuning import best_settings
+
+if TYPE_CHECKING:
+    from pipeline.build import FeatureChoice, Prepared
+
+logger = logging.getLogger(__name__)
+
+# Forward-chained folds of the TSMixer-Ext search: each trial trains one network per fold.
+SEARCH_FOLDS = 2
+
+
+def search_tsmixer(prep: Prepared) -> dict[str, Any] | None:
+    """--tsmixer-search: a bounded random search over TSMixer-Ext's `DEFAULT_SPACE`, each trial scored
+    by the member's own CV on SEARCH_FOLDS forward-chained, embargoed folds over the training eras of
+    the build's first CV fold. The build's CV then scores the chosen member only on later eras, so its
+    figures (which set the blend weights) are not flattered by the choice. Sets the member to the best
+    trial and returns the report's entry: the eras and folds searched and one row per trial."""
+    config = prep.config
+    if not config.tsmixer_search:
+        return None
+    member = next(m for m in prep.members if m.kind == TSMixerMember.kind)
+    eras = prep.folds[0][0]
+    try:
+        search_folds = walk_forward_folds(eras, SEARCH_FOLDS, prep.embargo)
+    except ValueError as err:
+        raise ValueError(
+            f"--tsmixer-search searches the {len(eras)} training eras before the first CV fold's scored eras: {err}"
+        ) from err
+    logger.info(
+        "%s: searching up to %d trials within %.0f s on eras %s..%s (%d folds, embargo %d)",
+        member.name,
+        config.tsmixer_search,
+        config.tsmixer_search_budget,
+        eras[0],
+        eras[-1],
+        len(search_folds),
+        prep.embargo,
+    )
+    budget = config.tsmixer_search_budget
+    table = member.tune(
+        prep.train, search_folds, config.target, DEFAULT_SPACE, config.tsmixer_search, budget, config.seed
+    )
+    chosen = best_settings(table, DEFAULT_SPACE)
+    logger.info(
+        "%s: search ran %d trials in %.0f s; chosen %s", member.name, len(table), table["seconds"].sum(), chosen
+    )
+    return {
+        "member": member.name,
+        "eras": [str(eras[0]), str(eras[-1]), len(eras)],
+        "folds": fold_table(search_folds),
+        "space": DEFAULT_SPACE,
+        "trials_asked": config.tsmixer_search,
+        "budget_s": config.tsmixer_search_budget,
+        "trials": table.to_dict(orient="records"),
+        "chosen": chosen,
+    }
+
+
+def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[str, CVResult], dict[str, Any]]:
+    """Each LightGBM member whose entry asks for a search (`MemberEntry.search`) is replaced by the best
+    trials of a bounded search of its settings on the build's CV folds (`pipeline.members.lgbm_search`),
+    the preset's number of trials each (--gbdt-search-trials), within --gbdt-search-budget seconds
+    shared by all of them when given (a time budget makes the choice depend on the machine's speed).
+    Returns the data with those members, their CV results (the search's: no second CV) and the report's
+    tables."""
+    config = prep.config
+    searched = [member for member in prep.members if getattr(member, "search", 0)]
+    if not searched:
+        return prep, {}, {}
+    trials = config.gbdt_search_trials or SEARCH_TRIALS[config.preset]
+    budget = float("inf") if config.gbdt_search_budget is None else config.gbdt_search_budget
+    members, results, report = [], {}, {}
+    for member in prep.members:
+        if member not in searched:
+            members.append(member)
+            continue
+        kept, table = lgbm_search.search(
+            member,
+            prep.train,
+            prep.folds,
+            config.target,
+            choice.fold_pipelines,
+            member.search,
+            trials,
+            budget / len(searched),
+            config.seed,
+        )
+        for found, result in kept:
+            found.search = 0
+            members.append(found)
+            results[found.name] = result
+        report[member.name] = {"budget_s": budget / len(searched), "trials": table.to_dict(orient="records")}
+        logger.info(
+            "%s: search ran %d trials in %.0f s; kept %s",
+            member.name,
+            len(table),
+            table["seconds"].sum(),
+            [found.name for found, _ in kept],
+        )
+    return replace(prep, members=members), results, report
