@@ -267,6 +267,8 @@ def run_family(args: argparse.Namespace) -> dict:
         for name in args.worlds:
             results[name] = score_world(name, WORLDS[name], args, Path(tmp))
             print((format_references if args.references else format_world)(name, results[name]), flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps({"worlds": results}, indent=1, default=str))
     summary = {} if args.references else family_summary(results)
     if summary:
         print(format_summary(summary))

@@ -110,16 +110,17 @@ def searched_member(name: str, params: Mapping[str, Any], rounds: int, keep: int
 
 
 DEMO_DEEP = faster(DEEP_PARAMS, 5)
-# TSMixer-Ext at the demo's cost: its fits chained forward (the first fold from scratch, every later fit
+# The neural members at the demo's cost: their fits chained forward (the first fold from scratch, every later fit
 # fine-tuned on the eras it has not seen: `pipeline.members.neural.NeuralMember`).
 DEMO_TSMIXER = replace(TSMIXER_MEMBER, params=TSMIXER_MEMBER.params | {"chain_epochs": 2})
+DEMO_MLP = replace(MLP_MEMBER, params=MLP_MEMBER.params | {"chain_epochs": 2})
 PRESETS: dict[str, tuple[MemberEntry, ...]] = {
     "example": (EXAMPLE_MEMBER,),
     "demo": (
         EXAMPLE_MEMBER,
         searched_member("lgbm_gbdt", DEMO_DEEP, 400, 2),
         aux_member("lgbm_aux20", faster(EXAMPLE_PARAMS, 5), 400, 20, era_stride=4),
-        MLP_MEMBER,
+        DEMO_MLP,
         DEMO_TSMIXER,
     ),
     "standard": (
