@@ -61,11 +61,12 @@ class Binned:
     dataset: lgb.Dataset | None = None
     path: Path | None = None
     keep: tuple = ()  # the pipeline and frames, so that the ids in the key stay theirs
+    params: dict[str, Any] = field(default_factory=dict)  # what it was binned with (a load must say the same)
 
     def load(self) -> lgb.Dataset:
         if self.dataset is not None:
             return self.dataset
-        return lgb.Dataset(str(self.path), params={"verbosity": -1}).construct()
+        return lgb.Dataset(str(self.path), params=self.params).construct()
 
 
 @dataclass
@@ -137,7 +138,7 @@ class DatasetCache:
             params=dataset_params(self.seed),
             free_raw_data=True,
         ).construct()
-        entry = Binned(rows, dataset, keep=(pipeline, *(frame for frame, _ in parts)))
+        entry = Binned(rows, dataset, keep=(pipeline, *(frame for frame, _ in parts)), params=dataset_params(self.seed))
         if self.spill_dir is not None:
             # LightGBM will not write over an existing file: a new directory holds the new one.
             entry.path = Path(tempfile.mkdtemp(dir=self.spill_dir, prefix="binned-")) / "dataset.bin"

@@ -181,9 +181,9 @@ def test_bad_options_fail_before_any_data_is_read(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--tsmixer-search-budget must be a positive number of seconds, got 0"):
         build(BuildConfig(data_dir=absent, preset="standard", tsmixer_search=2, tsmixer_search_budget=0))
     with pytest.raises(
-        ValueError, match="--tsmixer-search needs a preset with a TSMixer-Ext member .*preset 'demo' has none"
+        ValueError, match="--tsmixer-search needs a preset with a TSMixer-Ext member .*preset 'example' has none"
     ):
-        build(BuildConfig(data_dir=absent, preset="demo", tsmixer_search=2))
+        build(BuildConfig(data_dir=absent, preset="example", tsmixer_search=2))
 
 
 def test_tsmixer_search_table_reaches_the_report_and_its_choice_is_trained(
