@@ -12,17 +12,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 700
-# Functions still over MAX_FUNCTION_LINES, as "path:qualified name": being split (issue 16).
-# An entry that no longer exceeds the limit fails the test, so the list only shrinks.
-LONG_FUNCTIONS = frozenset(
-    {
-        "synthetic.py:_build_structure",  # being split (issue 16)
-    }
-)
 # Modules whose every import sits at the top level: the training side and the feature pipeline.
 TOP_LEVEL_IMPORTS = ("models/", "features.py", "clustering.py")
-# Import cycles that go through imports inside functions, as sorted module tuples: being split (issue 16).
-KNOWN_CYCLES: frozenset[tuple[str, ...]] = frozenset()
 # What the pickle's side must never load (`pipeline.runtime` is pickled by value, `verify_child`
 # runs the pickle as Numerai's container does).
 PICKLE_SIDE = ("pipeline.runtime", "pipeline.verify_child")
@@ -115,10 +106,7 @@ def test_no_function_over_80_lines_and_no_module_over_700() -> None:
             if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
                 long_functions[f"{name}:{qualified}"] = node.end_lineno - node.lineno + 1
     assert not long_modules, f"modules over {MAX_MODULE_LINES} lines: {long_modules}"
-    new = {key: lines for key, lines in long_functions.items() if key not in LONG_FUNCTIONS}
-    assert not new, f"functions over {MAX_FUNCTION_LINES} lines (def to last line): {new}"
-    done = sorted(LONG_FUNCTIONS - set(long_functions))
-    assert not done, f"these are {MAX_FUNCTION_LINES} lines or fewer now: take them off LONG_FUNCTIONS: {done}"
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines (def to last line): {long_functions}"
 
 
 def test_the_training_side_imports_only_at_module_top_level() -> None:
@@ -139,8 +127,7 @@ def test_no_import_cycle_between_the_packages_modules() -> None:
         for name, path in known.items()
     }
     cycles = import_cycles(graph)
-    assert cycles - KNOWN_CYCLES == set(), f"import cycles (imports inside functions included): {cycles}"
-    assert KNOWN_CYCLES <= cycles, f"take the cycles that are gone off KNOWN_CYCLES: {KNOWN_CYCLES - cycles}"
+    assert not cycles, f"import cycles (imports inside functions included): {cycles}"
 
 
 def test_the_pickle_side_never_loads_torch_or_the_training_side() -> None:
