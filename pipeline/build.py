@@ -35,8 +35,9 @@ from pipeline.analysis import (
     validation_figures,
 )
 from pipeline.artifacts import Artifacts, SavedMember, era_fingerprints, save_artifacts
+from pipeline.benchmarks import attach_benchmarks, live_files
 from pipeline.binning import DatasetCache
-from pipeline.blend import choose_blend, choose_neutralization, cross_fold_blend, fit_blend
+from pipeline.blend import choose_blend, choose_neutralization, cross_fold_predictions, fit_blend
 from pipeline.config import BuildConfig
 from pipeline.cv import check_embargo, default_embargo, holdout_eras, walk_forward_folds
 from pipeline.distributed import DaskLGBMTrainer, dask_trainer
@@ -44,8 +45,10 @@ from pipeline.evaluate import CVResult
 from pipeline.feature_choice import choose_feature_pipeline, fold_pipelines, temporal_analysis
 from pipeline.features import RAW_FEATURES, FeaturePipeline
 from pipeline.members import KINDS, Member, MemberContext, MemberEntry, TSMixerMember, kinds_with, lgbm_search
-from pipeline.metrics import summarize
+from pipeline.members.benchmark import predict_rows
+from pipeline.metrics import per_era_corr, summarize
 from pipeline.models.tsmixer import DEFAULT_SPACE
+from pipeline.objective import check_objective, numerai_figures, objective_target, paid_rows
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
 from pipeline.presets import REFERENCE_MEMBER, SEARCH_BUDGETS, make_members, member_targets, preset_entries
 from pipeline.report import search_table, summary_table, write_report
@@ -90,25 +93,11 @@ def default_data_dir() -> Path:
     return target
 
 
-def live_path_for(data_dir: Path, scratch: Path, validation: nd.EraFrame) -> Path:
-    """live.parquet when the data has one; else the newest validation era, shaped like a live file."""
-    live = data_dir / "live.parquet"
-    if live.is_file():
-        return live
-    rows = validation.select_eras([validation.era_order[-1]])
-    frame = pd.DataFrame(validation.features[rows], columns=validation.feature_names)
-    frame.index = pd.Index(validation.ids[rows], name=nd.ID_COL)
-    frame.insert(0, nd.ERA_COL, validation.eras[rows])
-    path = scratch / "live_standin.parquet"
-    frame.to_parquet(path)
-    logger.info("%s has no live.parquet; verifying on validation era %s instead", data_dir, validation.era_order[-1])
-    return path
-
-
 def load_data(
     config: BuildConfig, data_dir: Path, train_targets: list[str]
 ) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
-    """Training rows with `train_targets` (the main target first); validation rows with every target."""
+    """Training rows with `train_targets` (the main target first); validation rows with every target;
+    both with the chosen benchmark model's predictions when the data has them."""
     features = config.features or nd.resolve_features(data_dir, config.feature_set)
     logger.info("data %s: %d features, target %r, preset %r", data_dir, len(features), config.target, config.preset)
     train = nd.load_split(
@@ -124,6 +113,7 @@ def load_data(
         spill_dir=config.spill_dir,
     )
     nd.check_disjoint_ids(train, validation)
+    attach_benchmarks(data_dir, config.benchmark_model, train, validation)
     for split in (train, validation):
         logger.info(
             "%s: %d labelled rows in %d eras, %.0f MB int8%s (%d unlabelled or other rows left out)",
@@ -197,6 +187,7 @@ def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
     members = make_members(entries, context, kinds)
     check_embargo(train.era_order, validation.era_order, embargo)
     folds = walk_forward_folds(train.era_order, config.cv_folds, embargo, config.cv_max_train_eras)
+    check_objective(config.scoring(), train, [va for _, va in folds])
     logger.info(
         "members: %s; %d CV folds, embargo %d eras",
         ", ".join(f"{m.name} ({m.train_target})" for m in members),
@@ -332,7 +323,8 @@ def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[s
 @dataclass
 class CrossValidation:
     """Stage `cross_validate`: each member's out-of-fold figures, the blend weights and neutralization
-    chosen on them, and the blend's honest (cross-fold) CV."""
+    chosen on them (on --objective), and the blend's honest (cross-fold) CV: its CORR per era and its
+    predictions on the training rows every member scored (`scored`)."""
 
     results: dict[str, CVResult]
     weights: np.ndarray
@@ -343,6 +335,8 @@ class CrossValidation:
     blend_rules: pd.DataFrame
     neutralizer: str
     neutralizer_names: list[str] | None
+    blend_oof: np.ndarray
+    scored: np.ndarray
 
 
 def oof_matrix(results: dict[str, CVResult]) -> tuple[np.ndarray, np.ndarray]:
@@ -371,7 +365,8 @@ def cross_validate(
             results[member.name].per_era.mean(),
         )
     oof, scored = oof_matrix(results)
-    eras, y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
+    eras, y = train.eras[scored], objective_target(config.scoring(), train, np.flatnonzero(scored), config.target)
+    logger.info("blend chosen on %s, on the %d CV eras all members scored", config.scoring().describe(), len(set(eras)))
     fold_eras = [va for _, va in prep.folds]
     reference = next((k for k, member in enumerate(prep.members) if member.name == REFERENCE_MEMBER), None)
     rule, rules = choose_blend(oof, y, eras, fold_eras, reference)
@@ -386,7 +381,8 @@ def cross_validate(
         logger.info("neutralization %.2f as asked (the CV preferred %.2f)", config.neutralization, proportion)
         proportion, neutralizer = config.neutralization, "all features"
     x = train.features[scored]
-    blend_cv, _ = cross_fold_blend(oof, y, eras, fold_eras, x, proportion, rule, reference, columns[neutralizer])
+    blend_oof, _ = cross_fold_predictions(oof, y, eras, fold_eras, x, proportion, rule, reference, columns[neutralizer])
+    blend_cv = per_era_corr(blend_oof, train.targets[config.target].to_numpy()[scored], eras)
     logger.info(
         "blend %r (cross-fold CV %s): weights %s, neutralization %.2f against %s",
         rule,
@@ -395,7 +391,9 @@ def cross_validate(
         proportion,
         neutralizer,
     )
-    return CrossValidation(results, weights, proportion, table, blend_cv, rule, rules, neutralizer, sets[neutralizer])
+    return CrossValidation(
+        results, weights, proportion, table, blend_cv, rule, rules, neutralizer, sets[neutralizer], blend_oof, scored
+    )
 
 
 def neutralizer_sets(prep: Prepared, unstable: list[str]) -> dict[str, list[str] | None]:
@@ -442,13 +440,14 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
     config, validation = prep.config, prep.validation
     rows = validation.select_eras(prep.scored_eras)
     eras, x = validation.eras[rows], validation.features[rows]
-    benchmark_file = prep.data_dir / "validation_benchmark_models.parquet"
-    benchmarks = nd.load_benchmarks(benchmark_file, validation.ids) if benchmark_file.is_file() else None
+    benchmarks = None if validation.benchmark is None else validation.benchmark.to_frame()
+    objective, train = config.scoring(), prep.train
+    paid = paid_rows(prep.data_dir, train, validation, rows, config.target)
     pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(prep.train, prep.train.era_order)])
     models, scores = {}, []
     for member in prep.members:
         member.fit([prep.train], pipeline, "holdout")
-        scores.append(member.predict(x, eras))
+        scores.append(predict_rows(member, validation, rows))
         result = cv.results[member.name]
         searched = {"searched": search["chosen"]} if search and search["member"] == member.name else {}
         models[member.name] = {
@@ -457,12 +456,13 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
             "chosen": result.chosen | member.chosen() | searched,
             "cv_curve": result.curve,
             **validation_figures(scores[-1], validation, rows, config.target, benchmarks),
+            "numerai": numerai_figures(paid, objective, result.oof, scores[-1]),
         }
     # Members the blend gives no weight are left out of the pickle (and of its refit).
     shipped = [(m, float(w)) for m, w in zip(prep.members, cv.weights, strict=True) if w > 0]
 
     def ensemble_on(features: np.ndarray) -> np.ndarray:
-        stacked = np.column_stack([member.predict(features, eras) for member, _ in shipped])
+        stacked = np.column_stack([predict_rows(member, validation, rows, features) for member, _ in shipped])
         shipped_weights = np.array([w for _, w in shipped])
         return ensemble_scores(stacked, shipped_weights, features, eras, cv.neutralization, columns)
 
@@ -484,6 +484,9 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
         },
         **validation_figures(ensemble, validation, rows, config.target, benchmarks),
     }
+    blend_oof = np.full(len(train), np.nan)
+    blend_oof[cv.scored] = cv.blend_oof
+    models["ensemble"]["numerai"] = numerai_figures(paid, objective, blend_oof, ensemble)
     gains = next((gain for member in prep.members if (gain := member.importance()) is not None), None)
     importance = {} if gains is None else gain_importance(gains, prep.groups)
     importance["permutation_by_group"] = permutation_by_group(
@@ -539,15 +542,15 @@ def by_value_modules(members: list[SavedMember]) -> list[ModuleType]:
 
 
 def export(data_dir: Path, validation: nd.EraFrame, artifacts: Artifacts, outputs: BuildOutputs) -> VerificationReport:
-    """Stage `export`: the pickle written to its staged path and verified on the data's live file (or a
-    stand-in), then the refresh artifacts; nothing reaches `--out` before `BuildOutputs.commit`."""
+    """Stage `export`: the pickle written to its staged path and verified on the data's live file and
+    live benchmark models (or stand-ins), then the refresh artifacts; nothing reaches `--out` before
+    `BuildOutputs.commit`."""
     features = artifacts.feature_names
     state = pickle_state(features, artifacts.members, artifacts.neutralization, artifacts.neutralizers)
     with tempfile.TemporaryDirectory() as scratch:
-        live = live_path_for(data_dir, Path(scratch), validation)
-        verification = write_verified_pickle(
-            make_predict(state), outputs.staged.pickle, live, by_value=by_value_modules(artifacts.members)
-        )
+        live, benchmarks = live_files(data_dir, Path(scratch), validation)
+        predict, modules = make_predict(state), by_value_modules(artifacts.members)
+        verification = write_verified_pickle(predict, outputs.staged.pickle, live, modules, benchmarks)
     verification.model_path = outputs.paths.pickle
     save_artifacts(outputs.staged.artifacts, replace(artifacts, pickle_sha256=file_sha256(outputs.staged.pickle)))
     return verification

@@ -12,6 +12,7 @@ from pipeline import data as nd
 from pipeline.build import build, cache_root, format_result
 from pipeline.config import BuildConfig
 from pipeline.cv import EMBARGO_20D
+from pipeline.objective import CORR_MULTIPLIER, MMC_MULTIPLIER, OBJECTIVES
 from pipeline.presets import PRESETS
 from pipeline.refresh import format_refresh, refresh
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, add_numerai_options, upload_command
@@ -133,6 +134,39 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="proportion (0..1) of feature exposure to remove from the blend within each era (default: the CV's "
         "choice)",
+    )
+    add_objective_arguments(parser)
+
+
+def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the blend is chosen on: CORR, BMC or Numerai's payout mix."""
+    parser.add_argument(
+        "--objective",
+        default="corr",
+        choices=OBJECTIVES,
+        help="what the blend weights, the rule choosing them, member selection and neutralization are chosen on, "
+        "per era on the CV: corr (default), bmc (contribution to the benchmark model's CORR) or payout "
+        "(--corr-multiplier x CORR + --mmc-multiplier x MMC, BMC standing in for MMC); bmc and payout use the eras "
+        "the benchmark predictions cover",
+    )
+    parser.add_argument(
+        "--corr-multiplier",
+        type=float,
+        default=CORR_MULTIPLIER,
+        help=f"CORR's multiplier in the payout mix (default {CORR_MULTIPLIER:g}, Numerai's: see the README)",
+    )
+    parser.add_argument(
+        "--mmc-multiplier",
+        type=float,
+        default=MMC_MULTIPLIER,
+        help=f"MMC's multiplier in the payout mix, applied to BMC (default {MMC_MULTIPLIER:g}, Numerai's)",
+    )
+    parser.add_argument(
+        "--benchmark-model",
+        default=None,
+        metavar="NAME",
+        help="the column of *_benchmark_models.parquet that BMC is measured against and benchmark members read "
+        "(default: Numerai's main benchmark, the newest vNN_lgbm_ender20, e.g. v53_lgbm_ender20)",
     )
 
 

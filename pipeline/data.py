@@ -64,6 +64,8 @@ class EraFrame:
     """The labelled rows of one split: ids, eras and an int8 feature matrix, rows ordered by era.
 
     `data_type` is the `data_type` value the rows were selected on (None: every row of the file).
+    `benchmark`: one benchmark model's predictions on the rows (named after the model, NaN where its
+    file has none), when the build loaded them (`pipeline.benchmarks`).
     """
 
     path: Path
@@ -74,6 +76,7 @@ class EraFrame:
     targets: pd.DataFrame
     dropped_rows: int = 0
     data_type: str | None = None
+    benchmark: pd.Series | None = None
     era_order: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +107,7 @@ class EraFrame:
             self.targets,
             self.dropped_rows,
             self.data_type,
+            self.benchmark,
         )
 
     def subset(self, eras: Sequence[str]) -> EraFrame:
@@ -121,6 +125,7 @@ class EraFrame:
             self.targets.iloc[rows],
             0,
             self.data_type,
+            None if self.benchmark is None else self.benchmark.iloc[rows],
         )
 
     @staticmethod
@@ -136,6 +141,7 @@ class EraFrame:
             features=np.concatenate([f.features for f in frames]),
             feature_names=frames[0].feature_names,
             targets=pd.concat([f.targets[list(targets)] for f in frames]),
+            benchmark=None if any(f.benchmark is None for f in frames) else pd.concat([f.benchmark for f in frames]),
         )
 
     def missing_feature_eras(self) -> pd.DataFrame:

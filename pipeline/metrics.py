@@ -66,6 +66,31 @@ def per_era_corr_columns(predictions: np.ndarray, targets: np.ndarray, eras: np.
     return pd.DataFrame(scores).T.rename_axis("era")
 
 
+def per_era_bmc_columns(
+    predictions: np.ndarray, targets: np.ndarray, benchmark: np.ndarray, eras: np.ndarray
+) -> pd.DataFrame:
+    """correlation_contribution of every column of `predictions` (rows x candidates) to `benchmark` in
+    each era (eras x candidates): BMC, or MMC when `benchmark` is the meta model. Rows where the target
+    or the benchmark is NaN are left out; one call per era scores all candidates."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    benchmark = np.asarray(benchmark, dtype=np.float64)
+    eras = np.asarray(eras)
+    known = ~np.isnan(targets) & ~np.isnan(benchmark)
+    scores = {}
+    for era in np.unique(eras[known]):
+        rows = np.flatnonzero((eras == era) & known)
+        index = pd.RangeIndex(len(rows))
+        scores[era] = correlation_contribution(
+            pd.DataFrame(predictions[rows], index=index),
+            pd.Series(benchmark[rows], index=index, name="benchmark"),
+            pd.Series(targets[rows], index=index, name="target"),
+        )
+    if not scores:
+        return pd.DataFrame(columns=range(predictions.shape[1]), dtype=np.float64).rename_axis("era")
+    return pd.DataFrame(scores).T.rename_axis("era")
+
+
 def per_era_fnc(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray, features: np.ndarray) -> pd.Series:
     """Feature-neutral CORR (feature_neutral_corr) in each era, neutralized to all given features."""
 

@@ -308,9 +308,7 @@ def runtime_python(cache_dir: str | Path) -> Path:
     return python
 
 
-def dump_predict(
-    predict: Callable[[pd.DataFrame], pd.DataFrame], path: str | Path, by_value: Sequence[ModuleType] = ()
-) -> None:
+def dump_predict(predict: Callable[..., pd.DataFrame], path: str | Path, by_value: Sequence[ModuleType] = ()) -> None:
     """Cloudpickle the closure with the runtime module (and `by_value`, the modules of a user's own
     members) by value: Numerai's container lacks this package."""
     modules = [runtime, *by_value]
@@ -324,12 +322,14 @@ def dump_predict(
 
 
 def write_verified_pickle(
-    predict: Callable[[pd.DataFrame], pd.DataFrame],
+    predict: Callable[..., pd.DataFrame],
     out_path: str | Path,
     live_path: str | Path,
     by_value: Sequence[ModuleType] = (),
+    benchmarks_path: str | Path | None = None,
 ) -> VerificationReport:
-    """Write the pickle under a temporary name, verify it, and only then move it to `out_path`.
+    """Write the pickle under a temporary name, verify it (a two-parameter predict on `benchmarks_path`,
+    by default live_benchmark_models.parquet beside the live file), and only then move it to `out_path`.
 
     On failure no pickle is left at `out_path`, not even an older one, so a stale model is never
     uploaded by mistake after a failed build.
@@ -339,7 +339,7 @@ def write_verified_pickle(
     pending = out_path.with_name(out_path.name + ".unverified")
     dump_predict(predict, pending, by_value)
     try:
-        report = verify_pickle(pending, live_path)
+        report = verify_pickle(pending, live_path, benchmarks_path=benchmarks_path)
     except BaseException:
         pending.unlink(missing_ok=True)
         raise
