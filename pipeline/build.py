@@ -10,7 +10,6 @@ Each stage is a function with typed inputs and outputs; `build` runs them in ord
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -55,7 +54,7 @@ from pipeline.report import search_table, summary_table, write_report
 from pipeline.runtime import PickleState, blend_ranks, ensemble_scores, make_predict
 from pipeline.targets import aux_targets
 from pipeline.tuning import best_settings
-from pipeline.verify import VerificationReport, write_verified_pickle
+from pipeline.verify import VerificationReport, file_sha256, write_verified_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -531,10 +530,6 @@ def pickle_state(
     }
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def by_value_modules(members: list[SavedMember]) -> list[ModuleType]:
     """Modules of members of the user's own kinds: pickled by value, as Numerai's container lacks them."""
     names = {type(saved.member).__module__ for saved in members}
@@ -550,7 +545,8 @@ def export(data_dir: Path, validation: nd.EraFrame, artifacts: Artifacts, output
     with tempfile.TemporaryDirectory() as scratch:
         live, benchmarks = live_files(data_dir, Path(scratch), validation)
         predict, modules = make_predict(state), by_value_modules(artifacts.members)
-        verification = write_verified_pickle(predict, outputs.staged.pickle, live, modules, benchmarks)
+        staged = outputs.staged
+        verification = write_verified_pickle(predict, staged.pickle, live, modules, benchmarks, staged.verified)
     verification.model_path = outputs.paths.pickle
     save_artifacts(outputs.staged.artifacts, replace(artifacts, pickle_sha256=file_sha256(outputs.staged.pickle)))
     return verification

@@ -49,6 +49,7 @@ OPTIONAL_FILES = (
     "train_benchmark_models.parquet",
     "validation_benchmark_models.parquet",
     "live_benchmark_models.parquet",
+    "meta_model.parquet",
 )
 # Cells (rows x columns) decoded per parquet read: arrow holds about 16 bytes per cell while it
 # decodes (int8 is stored as 32-bit, plus its pages), so a read stays near 64 MB.

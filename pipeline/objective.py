@@ -58,10 +58,14 @@ class Objective:
     def needs_benchmark(self) -> bool:
         return self.name != "corr"
 
+    def mix(self) -> str:
+        """The payout mix in words."""
+        return f"{self.corr_multiplier:g} x CORR + {self.mmc_multiplier:g} x BMC"
+
     def describe(self) -> str:
         if self.name == "payout":
-            return f"payout ({self.corr_multiplier:g} x CORR + {self.mmc_multiplier:g} x BMC)"
-        return {"corr": "CORR", "bmc": "BMC"}[self.name]
+            return f"payout ({self.mix()})"
+        return {"corr": "CORR", "bmc": "BMC"}.get(self.name, self.name)
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ class ScoredRows:
         meta_model = None if self.meta_model is None else self.meta_model[known]
         if meta_model is not None and not np.isnan(meta_model).all():
             figures["mmc"] = summarize(per_era_bmc_columns(column, target, meta_model, eras)[0])
-        return figures | {"objective": objective.describe()}
+        return figures | {"objective": objective.describe(), "payout_mix": objective.mix()}
 
 
 def coverage_problem(benchmark: np.ndarray | None, eras: np.ndarray, fold_eras: list[np.ndarray]) -> str | None:
