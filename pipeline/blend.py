@@ -15,6 +15,7 @@ the other folds), so a blend that only fits noise loses to the best member alone
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -161,20 +162,11 @@ def cross_fold_predictions(
 
 
 def cross_fold_blend(
-    oof: np.ndarray,
-    target: Target,
-    eras: np.ndarray,
-    fold_eras: Sequence[np.ndarray],
-    features: np.ndarray | None = None,
-    proportion: float = 0.0,
-    rule: BlendRule = "greedy",
-    reference: int | None = None,
-    columns: np.ndarray | None = None,
+    oof: np.ndarray, target: Target, eras: np.ndarray, fold_eras: Sequence[np.ndarray], *args: Any, **kwargs: Any
 ) -> tuple[pd.Series, list[np.ndarray]]:
-    """Honest CV of the blend: `cross_fold_predictions` scored per era on the objective of `target`."""
-    blended, fold_weights = cross_fold_predictions(
-        oof, target, eras, fold_eras, features, proportion, rule, reference, columns
-    )
+    """Honest CV of the blend: `cross_fold_predictions` (the same further arguments) scored per era on
+    the objective of `target`."""
+    blended, fold_weights = cross_fold_predictions(oof, target, eras, fold_eras, *args, **kwargs)
     scored = ~np.isnan(blended)
     return score_series(blended[scored], target[scored], eras[scored]), fold_weights
 
