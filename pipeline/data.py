@@ -228,15 +228,6 @@ def feature_groups(data_dir: str | Path, feature_names: Sequence[str]) -> dict[s
     return {name: groups.get(name, UNGROUPED) for name in feature_names}
 
 
-def load_benchmarks(path: str | Path, ids: np.ndarray) -> pd.DataFrame:
-    """Benchmark models' predictions for the given ids (NaN where a file lacks an id)."""
-    path = Path(path)
-    columns = [c for c in parquet_columns(path) if c not in (ID_COL, ERA_COL, DATA_TYPE_COL)]
-    with readable_parquet(path):
-        frame = pd.read_parquet(path, columns=columns)
-    return frame.reindex(pd.Index(ids, name=ID_COL)).astype(np.float64)
-
-
 def target_names(data_dir: str | Path) -> list[str]:
     """Target columns of train.parquet (features.json's 'targets' when given, else `target*` columns)."""
     data_dir = Path(data_dir)
