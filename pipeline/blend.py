@@ -1,4 +1,6 @@
-"""Blend weights and neutralization, both chosen on out-of-fold per-era CORR.
+"""Blend weights and neutralization, both chosen on out-of-fold per-era scores: CORR, or with
+`--objective` BMC or Numerai's payout mix (`pipeline.objective`: a `ScoredTarget` in place of the
+target array).
 
 The blend is a weighted average of per-era ranks, the same arithmetic the pickle runs
 (`pipeline.runtime.ensemble_scores`), so the CV scores exactly what ships.
@@ -13,11 +15,13 @@ the other folds), so a blend that only fits noise loses to the best member alone
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics import paired_difference, per_era_corr, per_era_corr_columns, summarize
+from pipeline.metrics import paired_difference, summarize
+from pipeline.objective import Target, score_columns, score_series
 from pipeline.runtime import blend_ranks, ensemble_scores, feature_projection, rank_within_groups
 
 NEUTRALIZATION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -25,9 +29,7 @@ NEUTRALIZATION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 MEAN_TOLERANCE = 0.02
 
 
-def fit_weights(
-    oof: np.ndarray, target: np.ndarray, eras: np.ndarray, steps: int = 10, patience: int = 3
-) -> np.ndarray:
+def fit_weights(oof: np.ndarray, target: Target, eras: np.ndarray, steps: int = 10, patience: int = 3) -> np.ndarray:
     """Non-negative weights summing to 1 that maximize the mean per-era CORR of the rank blend:
     greedy ensemble selection with replacement (Caruana et al., 2004).
 
@@ -48,7 +50,7 @@ def fit_weights(
         candidates = (counts + np.eye(n)) / (counts.sum() + 1)
         # The first round scores the rank average beside its candidates, in the same calls.
         scored = np.vstack([candidates, best]) if step == 0 else candidates
-        means = per_era_corr_columns(ranks @ scored.T, target, eras).mean().to_numpy()
+        means = score_columns(ranks @ scored.T, target, eras).mean().to_numpy()
         if step == 0:
             best_mean, means = means[-1], means[:-1]
         pick = int(np.argmax(means))
@@ -87,10 +89,10 @@ def eligible_members(per_era: pd.DataFrame, reference: int | None) -> np.ndarray
     return keep
 
 
-def blend_rules(oof: np.ndarray, target: np.ndarray, eras: np.ndarray, reference: int | None) -> dict[str, np.ndarray]:
+def blend_rules(oof: np.ndarray, target: Target, eras: np.ndarray, reference: int | None) -> dict[str, np.ndarray]:
     """The weights of every rule of `BLEND_RULES` fitted on these out-of-fold rows (one greedy fit serves
     the three greedy rules); members below the reference get none in any."""
-    per_era = per_era_corr_columns(oof, target, eras)
+    per_era = score_columns(oof, target, eras)
     chosen = np.flatnonzero(eligible_members(per_era, reference))
     best = np.eye(len(chosen))[int(np.argmax(per_era[chosen].mean().to_numpy()))]
     equal = np.full(len(chosen), 1.0 / len(chosen))
@@ -110,7 +112,7 @@ def blend_rules(oof: np.ndarray, target: np.ndarray, eras: np.ndarray, reference
 
 
 def fit_blend(
-    oof: np.ndarray, target: np.ndarray, eras: np.ndarray, rule: BlendRule = "greedy", reference: int | None = None
+    oof: np.ndarray, target: Target, eras: np.ndarray, rule: BlendRule = "greedy", reference: int | None = None
 ) -> np.ndarray:
     """Weights of `rule` fitted on these out-of-fold rows; members below the reference get none."""
     if rule not in BLEND_RULES:
@@ -119,7 +121,7 @@ def fit_blend(
 
 
 def choose_blend(
-    oof: np.ndarray, target: np.ndarray, eras: np.ndarray, fold_eras: Sequence[np.ndarray], reference: int | None
+    oof: np.ndarray, target: Target, eras: np.ndarray, fold_eras: Sequence[np.ndarray], reference: int | None
 ) -> tuple[BlendRule, pd.DataFrame, list[np.ndarray]]:
     """The blend rule with the best cross-fold CV mean CORR (ties to the simpler), every rule's cross-fold
     figures (each fold scored with every rule's weights fitted on the other folds), and the chosen rule's
@@ -133,7 +135,7 @@ def choose_blend(
             rules = blend_rules(oof[~inside], target[~inside], eras[~inside], reference)
         fold_rules.append(rules)
         blends = np.column_stack([blend_ranks(oof[inside], weights, eras[inside]) for weights in rules.values()])
-        per_era.append(per_era_corr_columns(blends, target[inside], eras[inside]))
+        per_era.append(score_columns(blends, target[inside], eras[inside]))
     scores = pd.concat(per_era).sort_index()
     table = pd.DataFrame({rule: summarize(scores[k]) for k, rule in enumerate(BLEND_RULES)}).T.rename_axis("rule")
     means = table["mean"].to_numpy()
@@ -141,9 +143,9 @@ def choose_blend(
     return chosen, table, [rules[chosen] for rules in fold_rules]
 
 
-def cross_fold_blend(
+def cross_fold_predictions(
     oof: np.ndarray,
-    target: np.ndarray,
+    target: Target,
     eras: np.ndarray,
     fold_eras: Sequence[np.ndarray],
     features: np.ndarray | None = None,
@@ -152,13 +154,14 @@ def cross_fold_blend(
     reference: int | None = None,
     columns: np.ndarray | None = None,
     fitted: Sequence[np.ndarray] | None = None,
-) -> tuple[pd.Series, list[np.ndarray]]:
-    """Honest CV of the blend: each fold is scored with weights fitted by `rule` on the other folds only
-    (members left out there too; `fitted`: those weights, one per fold, already fitted), then neutralized
-    by `proportion` against the `columns` of `features` (rows aligned with `oof`) as the pickle is. A CV
-    of one fold has no other fold to fit on: it is scored with equal weights (the rank average), a
-    choice that looked at nothing."""
-    per_era, fold_weights = [], []
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The blend's honest out-of-fold predictions: each fold's rows blended with weights fitted by `rule`
+    on the other folds only (members left out there too; `fitted`: those weights, one per fold, already
+    fitted), then neutralized by `proportion` against the `columns` of `features` (rows aligned with
+    `oof`) as the pickle is; NaN on rows of no fold. A CV of one fold has no other fold to fit on: it is
+    blended with equal weights (the rank average), a choice that looked at nothing. Returns the
+    predictions and each fold's weights."""
+    blended, fold_weights = np.full(len(oof), np.nan), []
     for k, held_out in enumerate(fold_eras):
         inside = np.isin(eras, held_out)
         if fitted is not None:
@@ -169,15 +172,24 @@ def cross_fold_blend(
             weights = fit_blend(oof[~inside], target[~inside], eras[~inside], rule, reference)
         fold_weights.append(weights)
         features_inside = None if features is None else features[inside]
-        blended = ensemble_scores(oof[inside], weights, features_inside, eras[inside], proportion, columns)
-        per_era.append(per_era_corr(blended, target[inside], eras[inside]))
-    return pd.concat(per_era).sort_index(), fold_weights
+        blended[inside] = ensemble_scores(oof[inside], weights, features_inside, eras[inside], proportion, columns)
+    return blended, fold_weights
+
+
+def cross_fold_blend(
+    oof: np.ndarray, target: Target, eras: np.ndarray, fold_eras: Sequence[np.ndarray], *args: Any, **kwargs: Any
+) -> tuple[pd.Series, list[np.ndarray]]:
+    """Honest CV of the blend: `cross_fold_predictions` (the same further arguments) scored per era on
+    the objective of `target`."""
+    blended, fold_weights = cross_fold_predictions(oof, target, eras, fold_eras, *args, **kwargs)
+    scored = ~np.isnan(blended)
+    return score_series(blended[scored], target[scored], eras[scored]), fold_weights
 
 
 def choose_neutralization(
     blended: np.ndarray,
     features: np.ndarray,
-    target: np.ndarray,
+    target: Target,
     eras: np.ndarray,
     neutralizers: Mapping[str, np.ndarray | None] | None = None,
     grid: Sequence[float] = NEUTRALIZATION_GRID,
@@ -192,7 +204,7 @@ def choose_neutralization(
     for name, columns in neutralizers.items():
         x = features if columns is None else features[:, np.asarray(columns)]
         ranks, projection = feature_projection(blended, x, eras)
-        per_era = per_era_corr_columns(np.column_stack([ranks - p * projection for p in grid]), target, eras)
+        per_era = score_columns(np.column_stack([ranks - p * projection for p in grid]), target, eras)
         rows |= {(name, p): summarize(per_era[k]) for k, p in enumerate(grid) if p > 0 or not rows}
     table = pd.DataFrame(rows).T.rename_axis(["neutralizers", "proportion"])
     good = table[table["mean"] >= table["mean"].max() - MEAN_TOLERANCE * abs(table["mean"].max())]

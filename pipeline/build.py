@@ -12,7 +12,6 @@ Each stage is a function with typed inputs and outputs; `build` runs them in ord
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -37,8 +36,9 @@ from pipeline.analysis import (
     validation_figures,
 )
 from pipeline.artifacts import Artifacts, SavedMember, era_fingerprints, save_artifacts
+from pipeline.benchmarks import attach_benchmarks, live_files
 from pipeline.binning import DatasetCache
-from pipeline.blend import choose_blend, choose_neutralization, cross_fold_blend, fit_blend
+from pipeline.blend import choose_blend, choose_neutralization, cross_fold_predictions, fit_blend
 from pipeline.config import BuildConfig
 from pipeline.cv import check_embargo, default_embargo, holdout_eras, walk_forward_folds
 from pipeline.distributed import DaskLGBMTrainer, dask_trainer
@@ -46,14 +46,16 @@ from pipeline.evaluate import CVResult
 from pipeline.feature_choice import choose_feature_pipeline, fold_pipelines, temporal_analysis
 from pipeline.features import RAW_FEATURES, FeaturePipeline
 from pipeline.members import KINDS, Member, MemberContext, MemberEntry, kinds_with
-from pipeline.metrics import summarize
+from pipeline.members.benchmark import predict_rows
+from pipeline.metrics import per_era_corr, summarize
+from pipeline.objective import check_objective, numerai_figures, objective_target, paid_rows
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
 from pipeline.presets import REFERENCE_MEMBER, make_members, member_targets, preset_entries
 from pipeline.report import search_table, summary_table, write_report
 from pipeline.runtime import PickleState, blend_ranks, ensemble_scores, make_predict
 from pipeline.searches import search_gbdt, search_tsmixer
 from pipeline.targets import aux_targets
-from pipeline.verify import VerificationReport, write_verified_pickle
+from pipeline.verify import VerificationReport, file_sha256, write_verified_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -89,25 +91,11 @@ def default_data_dir() -> Path:
     return target
 
 
-def live_path_for(data_dir: Path, scratch: Path, validation: nd.EraFrame) -> Path:
-    """live.parquet when the data has one; else the newest validation era, shaped like a live file."""
-    live = data_dir / "live.parquet"
-    if live.is_file():
-        return live
-    rows = validation.select_eras([validation.era_order[-1]])
-    frame = pd.DataFrame(validation.features[rows], columns=validation.feature_names)
-    frame.index = pd.Index(validation.ids[rows], name=nd.ID_COL)
-    frame.insert(0, nd.ERA_COL, validation.eras[rows])
-    path = scratch / "live_standin.parquet"
-    frame.to_parquet(path)
-    logger.info("%s has no live.parquet; verifying on validation era %s instead", data_dir, validation.era_order[-1])
-    return path
-
-
 def load_data(
     config: BuildConfig, data_dir: Path, train_targets: list[str]
 ) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
-    """Training rows with `train_targets` (the main target first); validation rows with every target."""
+    """Training rows with `train_targets` (the main target first); validation rows with every target;
+    both with the chosen benchmark model's predictions when the data has them."""
     features = config.features or nd.resolve_features(data_dir, config.feature_set)
     logger.info("data %s: %d features, target %r, preset %r", data_dir, len(features), config.target, config.preset)
     train = nd.load_split(
@@ -123,6 +111,7 @@ def load_data(
         spill_dir=config.spill_dir,
     )
     nd.check_disjoint_ids(train, validation)
+    attach_benchmarks(data_dir, config.benchmark_model, train, validation)
     for split in (train, validation):
         logger.info(
             "%s: %d labelled rows in %d eras, %.0f MB int8%s (%d unlabelled or other rows left out)",
@@ -196,6 +185,7 @@ def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
     members = make_members(entries, context, kinds)
     check_embargo(train.era_order, validation.era_order, embargo)
     folds = walk_forward_folds(train.era_order, config.cv_folds, embargo, config.cv_max_train_eras)
+    check_objective(config.scoring(), train, [va for _, va in folds])
     logger.info(
         "members: %s; %d CV folds, embargo %d eras",
         ", ".join(f"{m.name} ({m.train_target})" for m in members),
@@ -243,7 +233,8 @@ def choose_features(prep: Prepared) -> FeatureChoice:
 @dataclass
 class CrossValidation:
     """Stage `cross_validate`: each member's out-of-fold figures, the blend weights and neutralization
-    chosen on them, and the blend's honest (cross-fold) CV."""
+    chosen on them (on --objective), and the blend's honest (cross-fold) CV: its CORR per era and its
+    predictions on the training rows every member scored (`scored`)."""
 
     results: dict[str, CVResult]
     weights: np.ndarray
@@ -254,6 +245,8 @@ class CrossValidation:
     blend_rules: pd.DataFrame
     neutralizer: str
     neutralizer_names: list[str] | None
+    blend_oof: np.ndarray
+    scored: np.ndarray
 
 
 def oof_matrix(results: dict[str, CVResult]) -> tuple[np.ndarray, np.ndarray]:
@@ -282,7 +275,8 @@ def cross_validate(
             results[member.name].per_era.mean(),
         )
     oof, scored = oof_matrix(results)
-    eras, y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
+    eras, y = train.eras[scored], objective_target(config.scoring(), train, np.flatnonzero(scored), config.target)
+    logger.info("blend chosen on %s, on the %d CV eras all members scored", config.scoring().describe(), len(set(eras)))
     fold_eras = [va for _, va in prep.folds]
     reference = next((k for k, member in enumerate(prep.members) if member.name == REFERENCE_MEMBER), None)
     rule, rules, fold_weights = choose_blend(oof, y, eras, fold_eras, reference)
@@ -297,9 +291,10 @@ def cross_validate(
         logger.info("neutralization %.2f as asked (the CV preferred %.2f)", config.neutralization, proportion)
         proportion, neutralizer = config.neutralization, "all features"
     x = train.features[scored]
-    blend_cv, _ = cross_fold_blend(
+    blend_oof, _ = cross_fold_predictions(
         oof, y, eras, fold_eras, x, proportion, rule, reference, columns[neutralizer], fold_weights
     )
+    blend_cv = per_era_corr(blend_oof, train.targets[config.target].to_numpy()[scored], eras)
     logger.info(
         "blend %r (cross-fold CV %s): weights %s, neutralization %.2f against %s",
         rule,
@@ -308,7 +303,9 @@ def cross_validate(
         proportion,
         neutralizer,
     )
-    return CrossValidation(results, weights, proportion, table, blend_cv, rule, rules, neutralizer, sets[neutralizer])
+    return CrossValidation(
+        results, weights, proportion, table, blend_cv, rule, rules, neutralizer, sets[neutralizer], blend_oof, scored
+    )
 
 
 # Feature groups the neutralization choice tries: those the blend is most exposed to.
@@ -372,13 +369,14 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
     config, validation = prep.config, prep.validation
     rows = validation.select_eras(prep.scored_eras)
     eras, x = validation.eras[rows], validation.features[rows]
-    benchmark_file = prep.data_dir / "validation_benchmark_models.parquet"
-    benchmarks = nd.load_benchmarks(benchmark_file, validation.ids) if benchmark_file.is_file() else None
+    benchmarks = None if validation.benchmark is None else validation.benchmark.to_frame()
+    objective, train = config.scoring(), prep.train
+    paid = paid_rows(prep.data_dir, train, validation, rows, config.target)
     pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(prep.train, prep.train.era_order)])
     models, scores = {}, []
     for member in prep.members:
         member.fit([prep.train], pipeline, "holdout")
-        scores.append(member.predict(x, eras))
+        scores.append(predict_rows(member, validation, rows))
         result = cv.results[member.name]
         searched = {"searched": search["chosen"]} if search and search["member"] == member.name else {}
         models[member.name] = {
@@ -387,12 +385,13 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
             "chosen": result.chosen | member.chosen() | searched,
             "cv_curve": result.curve,
             **validation_figures(scores[-1], validation, rows, config.target, benchmarks),
+            "numerai": numerai_figures(paid, objective, result.oof, scores[-1]),
         }
     # Members the blend gives no weight are left out of the pickle (and of its refit).
     shipped = [(m, float(w)) for m, w in zip(prep.members, cv.weights, strict=True) if w > 0]
 
     def ensemble_on(features: np.ndarray) -> np.ndarray:
-        stacked = np.column_stack([member.predict(features, eras) for member, _ in shipped])
+        stacked = np.column_stack([predict_rows(member, validation, rows, features) for member, _ in shipped])
         shipped_weights = np.array([w for _, w in shipped])
         return ensemble_scores(stacked, shipped_weights, features, eras, cv.neutralization, columns)
 
@@ -414,6 +413,9 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
         },
         **validation_figures(ensemble, validation, rows, config.target, benchmarks),
     }
+    blend_oof = np.full(len(train), np.nan)
+    blend_oof[cv.scored] = cv.blend_oof
+    models["ensemble"]["numerai"] = numerai_figures(paid, objective, blend_oof, ensemble)
     gains = next((gain for member in prep.members if (gain := member.importance()) is not None), None)
     importance = {} if gains is None else gain_importance(gains, prep.groups)
     importance["permutation_by_group"] = permutation_by_group(
@@ -458,10 +460,6 @@ def pickle_state(
     }
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def by_value_modules(members: list[SavedMember]) -> list[ModuleType]:
     """Modules of members of the user's own kinds: pickled by value, as Numerai's container lacks them."""
     names = {type(saved.member).__module__ for saved in members}
@@ -469,15 +467,16 @@ def by_value_modules(members: list[SavedMember]) -> list[ModuleType]:
 
 
 def export(data_dir: Path, validation: nd.EraFrame, artifacts: Artifacts, outputs: BuildOutputs) -> VerificationReport:
-    """Stage `export`: the pickle written to its staged path and verified on the data's live file (or a
-    stand-in), then the refresh artifacts; nothing reaches `--out` before `BuildOutputs.commit`."""
+    """Stage `export`: the pickle written to its staged path and verified on the data's live file and
+    live benchmark models (or stand-ins), then the refresh artifacts; nothing reaches `--out` before
+    `BuildOutputs.commit`."""
     features = artifacts.feature_names
     state = pickle_state(features, artifacts.members, artifacts.neutralization, artifacts.neutralizers)
     with tempfile.TemporaryDirectory() as scratch:
-        live = live_path_for(data_dir, Path(scratch), validation)
-        verification = write_verified_pickle(
-            make_predict(state), outputs.staged.pickle, live, by_value=by_value_modules(artifacts.members)
-        )
+        live, benchmarks = live_files(data_dir, Path(scratch), validation)
+        predict, modules = make_predict(state), by_value_modules(artifacts.members)
+        staged = outputs.staged
+        verification = write_verified_pickle(predict, staged.pickle, live, modules, benchmarks, staged.verified)
     verification.model_path = outputs.paths.pickle
     save_artifacts(outputs.staged.artifacts, replace(artifacts, pickle_sha256=file_sha256(outputs.staged.pickle)))
     return verification

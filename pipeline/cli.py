@@ -12,10 +12,12 @@ from pipeline import data as nd
 from pipeline.build import build, cache_root, format_result
 from pipeline.config import BuildConfig
 from pipeline.cv import EMBARGO_20D
+from pipeline.images import DEFAULT_IMAGE, IMAGES, ImageError, image_environment, record_run, sidecar_path
+from pipeline.objective import CORR_MULTIPLIER, MMC_MULTIPLIER, OBJECTIVES
 from pipeline.presets import PRESETS
 from pipeline.refresh import format_refresh, refresh
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, add_numerai_options, upload_command
-from pipeline.verify import LIMIT_SECONDS, VerificationError, runtime_python, verify_pickle
+from pipeline.verify import LIMIT_SECONDS, VerificationError, file_sha256, verify_pickle
 
 DESCRIPTION = """\
 Build ONE cloudpickled predict(live_features) for Numerai's model upload, validated era-wise with
@@ -133,6 +135,39 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="proportion (0..1) of feature exposure to remove from the blend within each era (default: the CV's "
         "choice)",
+    )
+    add_objective_arguments(parser)
+
+
+def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the blend is chosen on: CORR, BMC or Numerai's payout mix."""
+    parser.add_argument(
+        "--objective",
+        default="corr",
+        choices=OBJECTIVES,
+        help="what the blend weights, the rule choosing them, member selection and neutralization are chosen on, "
+        "per era on the CV: corr (default), bmc (contribution to the benchmark model's CORR) or payout "
+        "(--corr-multiplier x CORR + --mmc-multiplier x MMC, BMC standing in for MMC); bmc and payout use the eras "
+        "the benchmark predictions cover",
+    )
+    parser.add_argument(
+        "--corr-multiplier",
+        type=float,
+        default=CORR_MULTIPLIER,
+        help=f"CORR's multiplier in the payout mix (default {CORR_MULTIPLIER:g}, Numerai's: see the README)",
+    )
+    parser.add_argument(
+        "--mmc-multiplier",
+        type=float,
+        default=MMC_MULTIPLIER,
+        help=f"MMC's multiplier in the payout mix, applied to BMC (default {MMC_MULTIPLIER:g}, Numerai's)",
+    )
+    parser.add_argument(
+        "--benchmark-model",
+        default=None,
+        metavar="NAME",
+        help="the column of *_benchmark_models.parquet that BMC is measured against and benchmark members read "
+        "(default: Numerai's main benchmark, the newest vNN_lgbm_ender20, e.g. v53_lgbm_ender20)",
     )
 
 
@@ -288,10 +323,20 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"kill the pickle's run and fail after this many seconds (default {LIMIT_SECONDS:.0f}, Numerai's)",
     )
     parser.add_argument(
+        "--image",
+        default=None,
+        choices=sorted(IMAGES),
+        help="run in a virtual environment standing for this Numerai image (created once in the cache; needs the "
+        "package registry the first time): the image's Python where it runs here (this one, pythonX.Y on PATH, or "
+        "pyenv's) and exactly its locked libraries, else this Python with the image's library versions. The result "
+        "is recorded in MODEL.verified.json, which upload --docker-image checks",
+    )
+    parser.add_argument(
         "--runtime-env",
-        action="store_true",
-        help="run in a virtual environment with exactly the pinned versions of Numerai's Python 3.11 image "
-        "(created once in the cache; needs the package registry the first time)",
+        dest="image",
+        action="store_const",
+        const=DEFAULT_IMAGE,
+        help=f'the same as --image "{DEFAULT_IMAGE}": exactly the versions of the image this project builds for',
     )
 
 
@@ -312,7 +357,15 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
         "--live",
         type=Path,
         default=None,
-        help="live.parquet to verify on (default: download the data version's current one)",
+        help="live.parquet to verify on (default: download the data version's current one, and its "
+        "live_benchmark_models.parquet for a two-parameter predict)",
+    )
+    parser.add_argument(
+        "--benchmarks",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="live benchmark models for a two-parameter predict (default: live_benchmark_models.parquet beside --live)",
     )
     parser.add_argument("--dry-run", action="store_true", help="verify and resolve names, but do not upload")
     add_numerai_options(parser)
@@ -353,15 +406,25 @@ def run_verify(args: argparse.Namespace) -> int:
         args.parser.error(f"--time-limit must be more than 0 seconds, got {args.time_limit:g}")
     if not args.model.is_file():
         args.parser.error(f"{args.model}: no such model pickle")
-    python = runtime_python(cache_root()) if args.runtime_env else None
+    try:
+        environment = image_environment(cache_root(), IMAGES[args.image]) if args.image else None
+    except ImageError as err:
+        args.parser.exit(2, f"verify: {err}\n")
     report = verify_pickle(
         args.model,
         args.live,
         benchmarks_path=args.benchmarks,
         time_limit=args.time_limit,
-        python=str(python) if python else None,
+        python=str(environment.python) if environment else None,
     )
     print(report.summary())
+    if environment is not None:
+        print(f"  environment of {args.image!r}: {environment.match} ({environment.python})")
+    record = record_run(
+        sidecar_path(args.model), file_sha256(args.model), report.versions, report.ok, report.parameters, args.image
+    )
+    verified = ", ".join(f"{name} ({entry['match']})" for name, entry in sorted(record["images"].items()))
+    print(f"  verified for: {verified or 'no image'} ({sidecar_path(args.model)})")
     return 0 if report.ok else 1
 
 

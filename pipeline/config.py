@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import data as nd
+from pipeline.objective import CORR_MULTIPLIER, MMC_MULTIPLIER, Objective
 from pipeline.presets import PRESETS, TSMIXER_MEMBER
 
 
@@ -32,6 +33,12 @@ class BuildConfig:
     drop_unstable: bool = False
     refit: bool = True
     neutralization: float | None = None
+    # What the blend weights, member selection and neutralization are chosen on (`pipeline.objective`),
+    # and the benchmark model BMC is measured against (None: Numerai's main one).
+    objective: str = "corr"
+    corr_multiplier: float = CORR_MULTIPLIER
+    mmc_multiplier: float = MMC_MULTIPLIER
+    benchmark_model: str | None = None
     seed: int = 0
     threads: int = 0
     dask_scheduler: str | None = None
@@ -117,7 +124,7 @@ class BuildConfig:
                 "(features.json, train.parquet, validation.parquet)",
             ),
         ]
-        problems = [message for ok, message in checks if not ok]
+        problems = [message for ok, message in checks if not ok] + self.scoring().problems()
         with_tsmixer = sorted(
             name for name, entries in PRESETS.items() if any(e.kind == TSMIXER_MEMBER.kind for e in entries)
         )
@@ -129,6 +136,10 @@ class BuildConfig:
         if self.init_model is not None:
             problems += self.refresh_problems()
         return problems
+
+    def scoring(self) -> Objective:
+        """The objective the build chooses on (--objective and the payout multipliers)."""
+        return Objective(self.objective, self.corr_multiplier, self.mmc_multiplier)
 
     def refresh_problems(self) -> list[str]:
         """The options of a refresh (`--init-model`) that cannot work."""

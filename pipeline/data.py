@@ -49,6 +49,7 @@ OPTIONAL_FILES = (
     "train_benchmark_models.parquet",
     "validation_benchmark_models.parquet",
     "live_benchmark_models.parquet",
+    "meta_model.parquet",
 )
 # Cells (rows x columns) decoded per parquet read: arrow holds about 16 bytes per cell while it
 # decodes (int8 is stored as 32-bit, plus its pages), so a read stays near 64 MB.
@@ -64,6 +65,8 @@ class EraFrame:
     """The labelled rows of one split: ids, eras and an int8 feature matrix, rows ordered by era.
 
     `data_type` is the `data_type` value the rows were selected on (None: every row of the file).
+    `benchmark`: one benchmark model's predictions on the rows (named after the model, NaN where its
+    file has none), when the build loaded them (`pipeline.benchmarks`).
     """
 
     path: Path
@@ -74,6 +77,7 @@ class EraFrame:
     targets: pd.DataFrame
     dropped_rows: int = 0
     data_type: str | None = None
+    benchmark: pd.Series | None = None
     era_order: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +108,7 @@ class EraFrame:
             self.targets,
             self.dropped_rows,
             self.data_type,
+            self.benchmark,
         )
 
     def subset(self, eras: Sequence[str]) -> EraFrame:
@@ -121,6 +126,7 @@ class EraFrame:
             self.targets.iloc[rows],
             0,
             self.data_type,
+            None if self.benchmark is None else self.benchmark.iloc[rows],
         )
 
     @staticmethod
@@ -136,6 +142,7 @@ class EraFrame:
             features=np.concatenate([f.features for f in frames]),
             feature_names=frames[0].feature_names,
             targets=pd.concat([f.targets[list(targets)] for f in frames]),
+            benchmark=None if any(f.benchmark is None for f in frames) else pd.concat([f.benchmark for f in frames]),
         )
 
     def missing_feature_eras(self) -> pd.DataFrame:
@@ -219,15 +226,6 @@ def feature_groups(data_dir: str | Path, feature_names: Sequence[str]) -> dict[s
         for name in sets.get(group, []):
             groups.setdefault(name, group)
     return {name: groups.get(name, UNGROUPED) for name in feature_names}
-
-
-def load_benchmarks(path: str | Path, ids: np.ndarray) -> pd.DataFrame:
-    """Benchmark models' predictions for the given ids (NaN where a file lacks an id)."""
-    path = Path(path)
-    columns = [c for c in parquet_columns(path) if c not in (ID_COL, ERA_COL, DATA_TYPE_COL)]
-    with readable_parquet(path):
-        frame = pd.read_parquet(path, columns=columns)
-    return frame.reindex(pd.Index(ids, name=ID_COL)).astype(np.float64)
 
 
 def target_names(data_dir: str | Path) -> list[str]:

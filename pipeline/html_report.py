@@ -189,6 +189,34 @@ def _extra_metrics_section(report: dict[str, Any]) -> str:
     return _table(["model"] + [label for _, label in columns], rows, [_row_class(n) for n in models]) + note
 
 
+# What Numerai pays on, per model (report.json "numerai"): (split, score) columns.
+PAID_COLUMNS = tuple((split, score) for split in ("cv", "validation") for score in ("corr", "bmc", "payout", "mmc"))
+PAID_LABELS = {"corr": "CORR", "bmc": "BMC", "payout": "payout", "mmc": "MMC"}
+
+
+def _paid_section(report: dict[str, Any]) -> str:
+    """Mean CORR, BMC, MMC and the payout mix of every model on the CV and the validation eras."""
+    models = report_models(report)
+    paid = {name: as_dict(figures.get("numerai")) for name, figures in models.items()}
+    columns = [c for c in PAID_COLUMNS if any(as_dict(as_dict(p.get(c[0])).get(c[1])) for p in paid.values())]
+    if not columns:
+        return ""
+    headers = ["model"] + [f"{'CV' if split == 'cv' else split} {PAID_LABELS[score]}" for split, score in columns]
+    rows = [
+        [_cell(name)] + [_cell(as_dict(as_dict(p.get(split)).get(score)).get("mean")) for split, score in columns]
+        for name, p in paid.items()
+    ]
+    first = next((as_dict(p.get("cv")) for p in paid.values() if p), {})
+    note = (
+        '<p class="note">Means over eras. BMC: contribution to the benchmark model\'s CORR '
+        "(numerai_tools correlation_contribution), on the eras its predictions cover; MMC: the same against the "
+        f"meta model, where meta_model.parquet covers rows; payout: {_esc(first.get('payout_mix'))}, BMC standing "
+        f"in for MMC. The blend was chosen on {_esc(first.get('objective'))}. CV: each member's out-of-fold rows, "
+        "the ensemble's cross-fold blend.</p>"
+    )
+    return _table(headers, rows, [_row_class(n) for n in paid]) + note
+
+
 def _chosen_section(report: dict[str, Any]) -> str:
     """Settings picked by CV, per model."""
     rows = [
@@ -497,6 +525,7 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
         ("refresh", "Refresh: previous vs refreshed vs full retrain", _refresh_section(report)),
         ("summary", "Data and settings", _summary_section(report)),
         ("models", "Models: CORR per era", _models_section(report)),
+        ("paid", "What Numerai pays: CORR, BMC and the payout mix", _paid_section(report)),
         ("extra", "Auxiliary targets, FNC, exposure, BMC", _extra_metrics_section(report)),
         ("chosen", "Settings chosen by CV", _chosen_section(report)),
         ("search", "TSMixer-Ext hyperparameter search", _search_section(report)),

@@ -1,11 +1,12 @@
 """Where a build's files go, and how they are replaced: never half-written, never two builds at once.
 
-A build writes three things for one `--out`: the verified pickle, its refresh artifacts and its report.
+A build writes four things for one `--out`: the verified pickle, the record of the images it was
+verified for (`<out>.verified.json`, `pipeline.images`), its refresh artifacts and its report.
 `BuildOutputs` checks the paths before any data is read, takes a lock on `--out` (a second build on
 the same `--out` is refused at the start), stages everything under unique temporary names beside the
 destinations, and `commit` moves them into place with SIGINT and SIGTERM held back, the pickle last.
 Whatever ends the build — an error, a failed verification, SIGINT or SIGTERM — `--out` then holds
-either the previous build's three outputs or the new build's, and no temporary file is left.
+either the previous build's outputs or the new build's, and no temporary file is left.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.images import sidecar_path
+
 logger = logging.getLogger(__name__)
 
 STAGED = ".tmp-"
@@ -36,26 +39,27 @@ class OutputError(ValueError):
 
 @dataclass(frozen=True)
 class OutputPaths:
-    """The three outputs of one build."""
+    """The outputs of one build: the pickle first, moved into place last (`BuildOutputs.commit`)."""
 
     pickle: Path
     artifacts: Path
     report: Path
+    verified: Path
 
     @classmethod
     def for_build(cls, out: Path, report_dir: Path | None = None) -> OutputPaths:
-        """`--out`, `<out stem>_artifacts` beside it and the report directory (`--report-dir`, by
-        default `<out stem>_report` beside the pickle)."""
+        """`--out`, `<out stem>_artifacts` beside it, the report directory (`--report-dir`, by
+        default `<out stem>_report` beside the pickle) and `<out>.verified.json`."""
         out = Path(out)
         report = Path(report_dir) if report_dir is not None else out.with_name(out.stem + "_report")
-        return cls(out, out.with_name(out.stem + "_artifacts"), report)
+        return cls(out, out.with_name(out.stem + "_artifacts"), report, sidecar_path(out))
 
     def staged(self, token: str) -> OutputPaths:
         """Temporary names beside each destination (same file system, so a rename is atomic)."""
         return OutputPaths(*(path.with_name(path.name + STAGED + token) for path in self.all()))
 
-    def all(self) -> tuple[Path, Path, Path]:
-        return (self.pickle, self.artifacts, self.report)
+    def all(self) -> tuple[Path, Path, Path, Path]:
+        return (self.pickle, self.artifacts, self.report, self.verified)
 
 
 def _writable_directory(directory: Path, option: str, path: Path) -> None:
@@ -196,7 +200,7 @@ class BuildOutputs:
 
     def commit(self) -> None:
         """Move the staged outputs into place, report and artifacts first and the pickle last, with
-        SIGINT and SIGTERM held back so that the three are replaced together; if a move fails, the
+        SIGINT and SIGTERM held back so that they are replaced together; if a move fails, the
         ones already made are undone."""
         missing = [str(path) for path in self.staged.all() if not path.exists()]
         if missing:

@@ -110,6 +110,19 @@ def searched_member(name: str, params: Mapping[str, Any], rounds: int, keep: int
 
 
 DEMO_DEEP = faster(DEEP_PARAMS, 5)
+
+
+def benchmark_member(params: Mapping[str, Any], rounds: int, era_stride: int) -> MemberEntry:
+    """LightGBM on the target made relative to Numerai's benchmark model (example-scripts'
+    `residual_to_benchmark`, per era), with the benchmark's per-era rank as one more input
+    (`pipeline.members.benchmark`). Left out on data without benchmark files; shipped, it makes the
+    pickle take the live benchmark models as its second parameter."""
+    settings = {"residual_proportion": 1.0, "benchmark_input": True}
+    return MemberEntry(
+        "lgbm_benchmark", "lightgbm_benchmark", dict(params) | settings, rounds=rounds, era_stride=era_stride
+    )
+
+
 # The neural members at the demo's cost: their fits chained forward (the first fold from scratch, every later fit
 # fine-tuned on the eras it has not seen: `pipeline.members.neural.NeuralMember`).
 DEMO_TSMIXER = replace(TSMIXER_MEMBER, params=TSMIXER_MEMBER.params | {"chain_epochs": 2})
@@ -122,6 +135,7 @@ PRESETS: dict[str, tuple[MemberEntry, ...]] = {
         aux_member("lgbm_aux20", faster(EXAMPLE_PARAMS, 5), 400, 20, era_stride=4),
         DEMO_MLP,
         DEMO_TSMIXER,
+        benchmark_member(faster(EXAMPLE_PARAMS, 5), 400, era_stride=4),
     ),
     "standard": (
         EXAMPLE_MEMBER,
@@ -134,6 +148,7 @@ PRESETS: dict[str, tuple[MemberEntry, ...]] = {
         aux_member("lgbm_aux60", EXAMPLE_PARAMS, EXAMPLE_ROUNDS, 60, era_stride=2),
         MLP_MEMBER,
         TSMIXER_MEMBER,
+        benchmark_member(DEEP_PARAMS, 2000, era_stride=1),
     ),
     "large": (
         EXAMPLE_MEMBER,
@@ -147,6 +162,7 @@ PRESETS: dict[str, tuple[MemberEntry, ...]] = {
         aux_member("lgbm_aux60", DEEP_PARAMS, 4000, 60, era_stride=2),
         MLP_MEMBER,
         TSMIXER_MEMBER,
+        benchmark_member(DEEP_PARAMS, 4000, era_stride=1),
     ),
 }
 # Trials of each searched LightGBM entry of a preset (--gbdt-search-trials overrides). A count, not a

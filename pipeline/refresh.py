@@ -49,7 +49,7 @@ from pipeline.build import (
 )
 from pipeline.config import BuildConfig
 from pipeline.features import SETTINGS, FeaturePipeline
-from pipeline.members import RefreshSettings
+from pipeline.members import RefreshSettings, predict_rows
 from pipeline.metrics import per_era_corr, summarize
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
 from pipeline.report import refresh_table
@@ -197,7 +197,7 @@ def compare(
     }
     models, members = {}, {}
     for label, saved in candidates.items():
-        scores = np.column_stack([m.member.predict(x, test_eras) for m in saved])
+        scores = np.column_stack([np.concatenate([predict_rows(m.member, f, r) for f, r in rows]) for m in saved])
         for member, column in zip(saved, scores.T, strict=True):
             members.setdefault(member.member.name, {})[label] = summarize(per_era_corr(column, y, test_eras))
         weights = np.array([m.weight for m in saved])

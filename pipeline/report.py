@@ -84,7 +84,33 @@ def summary_table(models: dict[str, dict[str, Any]]) -> str:
             f"{name:<24} {cv.get('mean', float('nan')):>8.4f} {cv.get('sharpe', float('nan')):>8.2f} | "
             f"{figure_cells(val)}"
         )
-    return "\n".join(lines)
+    paid = paid_table(models)
+    return "\n".join(lines + (["", paid] if paid else []))
+
+
+def paid_table(models: dict[str, dict[str, Any]]) -> str:
+    """One line per model: mean CORR, BMC and payout mix on the CV and the validation eras (MMC too
+    where the meta model covers rows); empty when no model has them."""
+    scored = {name: figures["numerai"] for name, figures in models.items() if "numerai" in figures}
+    if not scored:
+        return ""
+    scores = ["corr", "bmc", "payout"] + (["mmc"] if any("mmc" in p["validation"] for p in scored.values()) else [])
+
+    def cells(figures: dict[str, Any]) -> str:
+        return " ".join(f"{figures.get(score, {}).get('mean', float('nan')):>8.4f}" for score in scores)
+
+    labels = " ".join(f"{score.upper() if score != 'payout' else 'payout':>8}" for score in scores)
+    header = f"{'model':<24} {labels} | {labels}"
+    first = next(iter(scored.values()))["cv"]
+    return "\n".join(
+        [
+            f"what Numerai pays, mean per era: CV | validation; payout = {first['payout_mix']}; "
+            f"the blend was chosen on {first['objective']}",
+            header,
+            "-" * len(header),
+            *(f"{name:<24} {cells(p['cv'])} | {cells(p['validation'])}" for name, p in scored.items()),
+        ]
+    )
 
 
 def search_table(search: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""The only code that runs inside Numerai's container: the `predict(live_features)` closure.
+"""The only code that runs inside Numerai's container: the `predict(live_features)` closure, or
+`predict(live_features, live_benchmark_models)` when a member reads the benchmark models.
 
 It imports numpy, pandas and lightgbm and nothing else, and is pickled by value
 (`cloudpickle.register_pickle_by_value`), so the pickle works where this package is not installed.
@@ -76,7 +77,19 @@ class FunctionState(TypedDict):
     params: dict[str, Any]
 
 
-MemberState = Union[LightGBMState, NeuralState, FunctionState]
+class BenchmarkLightGBMState(TypedDict):
+    """A LightGBM member that also reads one benchmark model's live predictions: its model text, the
+    feature pipeline it reads and the benchmark's column, whose per-era rank is its last input."""
+
+    name: str
+    kind: Literal["lightgbm_benchmark"]
+    weight: float
+    model_text: str
+    transform: TransformState | None
+    benchmark: str
+
+
+MemberState = Union[LightGBMState, NeuralState, FunctionState, BenchmarkLightGBMState]
 
 
 class PickleState(TypedDict):
@@ -92,12 +105,14 @@ class PickleState(TypedDict):
 
 class LiveInputs(NamedTuple):
     """One predict call's rows as the members read them: float32 features, each row's era (None: all
-    one era), built boosters (kept across calls) and each feature pipeline's matrix (this call's)."""
+    one era), built boosters (kept across calls), each feature pipeline's matrix (this call's) and
+    the benchmark models' predictions on the rows, by column (NaN where an id has none)."""
 
     features: np.ndarray
     eras: np.ndarray | None
     boosters: dict[str, lgb.Booster]
     matrices: dict
+    benchmarks: dict[str, np.ndarray] | None = None
 
 
 def rank_within_groups(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
@@ -279,18 +294,79 @@ def function_member_scores(member: FunctionState, inputs: LiveInputs) -> np.ndar
     return np.asarray(member["function"](member["params"], inputs.features, inputs.eras), dtype=np.float64)
 
 
+def benchmark_ranks(values: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
+    """A benchmark model's predictions as per-era ranks in (0, 1), the input the benchmark members
+    train and predict on; a row without a prediction gets 0.5, the middle of its era."""
+    values = np.asarray(values, dtype=np.float64)
+    known = ~np.isnan(values)
+    ranks = np.full(len(values), 0.5)
+    if known.any():
+        ranks[known] = rank_within_groups(values[known], None if eras is None else np.asarray(eras)[known])
+    return ranks
+
+
+def live_benchmarks(frame: pd.DataFrame, index: pd.Index, names: list[str]) -> dict[str, np.ndarray]:
+    """The benchmark columns `names` of `live_benchmark_models` (as numerai-predict passes it: index
+    id, one column per benchmark model), aligned by id to the live features' `index`."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(
+            "predict's second argument must be the live benchmark models as a pandas DataFrame "
+            f"(live_benchmark_models.parquet), got {type(frame).__name__}"
+        )
+    if frame.index.name != "id" and "id" in frame.columns:
+        frame = frame.set_index("id")
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise KeyError(
+            f"live benchmark models lack the column(s) {first_names(missing)} the model was trained on; "
+            f"they have {first_names([str(c) for c in frame.columns])}"
+        )
+    if not frame.index.is_unique:
+        raise ValueError("live benchmark models repeat some ids; expected one row per id")
+    aligned = frame[names].reindex(pd.Index(index)).astype(np.float64)
+    unknown = int(aligned.isna().any(axis=1).sum())
+    if unknown == len(aligned):
+        raise ValueError(
+            "live benchmark models share no id with the live features; expected them indexed by id, as "
+            "live_benchmark_models.parquet is"
+        )
+    if unknown:
+        warnings.warn(
+            f"live benchmark models lack {unknown} of {len(aligned)} live ids; those rows take the middle rank",
+            stacklevel=2,
+        )
+    return {name: aligned[name].to_numpy() for name in names}
+
+
+def benchmark_member_scores(member: BenchmarkLightGBMState, inputs: LiveInputs) -> np.ndarray:
+    """A benchmark member's raw scores: its feature pipeline's matrix, then the benchmark's per-era rank."""
+    if inputs.benchmarks is None or member["benchmark"] not in inputs.benchmarks:
+        raise ValueError(f"member {member['name']!r} needs the live benchmark model {member['benchmark']!r}")
+    if member["name"] not in inputs.boosters:
+        inputs.boosters[member["name"]] = lgb.Booster(model_str=member["model_text"])
+    matrix = shared_model_matrix(member.get("transform"), inputs.features, inputs.eras, inputs.matrices)
+    ranks = benchmark_ranks(inputs.benchmarks[member["benchmark"]], inputs.eras).astype(np.float32)
+    return booster_predict(inputs.boosters[member["name"]], np.hstack([matrix, ranks[:, None]]))
+
+
 def member_scores(
-    member: MemberState, features: np.ndarray, cache: dict, eras: np.ndarray | None = None, matrices: dict | None = None
+    member: MemberState,
+    features: np.ndarray,
+    cache: dict,
+    eras: np.ndarray | None = None,
+    matrices: dict | None = None,
+    benchmarks: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Raw scores of one exported member on float32 features; `cache` keeps built boosters.
 
     `eras` (one per row, None: all rows are one era) groups rows for the era-wise features and the
     era context of neural members. `matrices`, kept for one call's `features`, holds each feature
-    pipeline's output, so LightGBM members sharing a pipeline transform the rows once.
+    pipeline's output, so LightGBM members sharing a pipeline transform the rows once. `benchmarks`:
+    the benchmark models' predictions on the rows, for the members that read them.
     """
     if member["kind"] not in MEMBER_PREDICTORS:
         raise ValueError(f"unknown member kind {member['kind']!r}; this runtime knows {sorted(MEMBER_PREDICTORS)}")
-    inputs = LiveInputs(features, eras, cache, {} if matrices is None else matrices)
+    inputs = LiveInputs(features, eras, cache, {} if matrices is None else matrices, benchmarks)
     return MEMBER_PREDICTORS[member["kind"]](member, inputs)
 
 
@@ -344,8 +420,10 @@ def ensemble_scores(
     return neutralize_within_eras(blend_ranks(scores, weights, eras), neutralizers, eras, proportion)
 
 
-def make_predict(state: PickleState) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """Build the closure Numerai calls each round.
+def make_predict(state: PickleState) -> Callable[..., pd.DataFrame]:
+    """Build the closure Numerai calls each round: `predict(live_features)`, or, when a member reads
+    the benchmark models, `predict(live_features, live_benchmark_models)` (numerai-predict counts the
+    parameters and passes live_benchmark_models.parquet as the second).
 
     `state` holds `feature_names`, `members` (exported models, blended as a weighted average of
     per-era ranks) and `neutralization`, the proportion of feature exposure removed from the blend
@@ -358,18 +436,33 @@ def make_predict(state: PickleState) -> Callable[[pd.DataFrame], pd.DataFrame]:
     columns = state.get("neutralizer_columns")
     columns = None if columns is None else np.asarray(columns, dtype=np.int64)
     cache: dict = {}
+    needed = sorted({m["benchmark"] for m in members if m["kind"] in BENCHMARK_KINDS})
 
-    def predict(live_features: pd.DataFrame) -> pd.DataFrame:
+    def predictions(live_features: pd.DataFrame, benchmarks: dict[str, np.ndarray] | None) -> pd.DataFrame:
         features = feature_matrix(live_features, feature_names)
         eras = live_features["era"].to_numpy() if "era" in live_features.columns else None
         matrices: dict = {}
-        scores = np.column_stack([member_scores(member, features, cache, eras, matrices) for member in members])
+        scores = np.column_stack(
+            [member_scores(member, features, cache, eras, matrices, benchmarks) for member in members]
+        )
         blended = ensemble_scores(scores, weights, features, eras, proportion, columns)
         prediction = rank_within_groups(blended, eras)
         index = pd.Index(live_features.index, name="id")
         return pd.DataFrame({"prediction": prediction}, index=index)
 
-    return predict
+    if not needed:
+
+        def predict(live_features: pd.DataFrame) -> pd.DataFrame:
+            return predictions(live_features, None)
+
+        return predict
+
+    def predict_with_benchmarks(live_features: pd.DataFrame, live_benchmark_models: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(live_features, pd.DataFrame):
+            raise TypeError(f"predict expects a pandas DataFrame of live features, got {type(live_features).__name__}")
+        return predictions(live_features, live_benchmarks(live_benchmark_models, live_features.index, needed))
+
+    return predict_with_benchmarks
 
 
 # Numpy forward passes of the neural members (pipeline.models.tsmixer trains them with torch).
@@ -563,4 +656,7 @@ MEMBER_PREDICTORS: dict[str, Callable[[Any, LiveInputs], np.ndarray]] = {
     "mlp": neural_scores,
     "tsmixer": neural_scores,
     "function": function_member_scores,
+    "lightgbm_benchmark": benchmark_member_scores,
 }
+# Kinds that read the live benchmark models (the pickle then takes them as its second parameter).
+BENCHMARK_KINDS = ("lightgbm_benchmark",)

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.data import DEFAULT_DATA_VERSION
+from pipeline.images import DEFAULT_IMAGE, ImageError, check_image, record_run, sidecar_path
 from pipeline.numerai_api import NetworkPolicy, NumeraiCallError, NumeraiClient
-from pipeline.verify import VerificationError, VerificationReport, verify_pickle
+from pipeline.verify import BENCHMARKS_FILE, VerificationError, VerificationReport, file_sha256, verify_pickle
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DOCKER_IMAGE = "Python 3.11"
+DEFAULT_DOCKER_IMAGE = DEFAULT_IMAGE
 CREDENTIAL_VARS = ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY")
 DEFAULT_WAIT_SECONDS = 300.0
 DEFAULT_POLL_SECONDS = 10.0
@@ -144,10 +145,13 @@ def upload(
     live_path: str | Path | None = None,
     dry_run: bool = False,
     napi: NumeraiClient | None = None,
+    benchmarks_path: str | Path | None = None,
 ) -> UploadPlan:
-    """Verify the pickle on a live file, resolve names to Numerai's ids, and upload (unless dry run).
+    """Verify the pickle on a live file, check that it was verified for `docker_image`, resolve names to
+    Numerai's ids, and upload (unless dry run).
 
-    Without `live_path`, the data version's current live.parquet is downloaded to verify on.
+    Without `live_path`, the data version's current live.parquet is downloaded to verify on (and its
+    live_benchmark_models.parquet for a two-parameter predict).
     """
     model_path = Path(model_path)
     if model_path.suffix != ".pkl":
@@ -155,11 +159,7 @@ def upload(
     api = napi if napi is not None else numerai_api()
     with _numerai_errors():
         with tempfile.TemporaryDirectory() as scratch:
-            if live_path is None:
-                live_path = api.download_dataset(
-                    f"{data_version}/live.parquet", dest_path=str(Path(scratch) / "live.parquet")
-                )
-            verification = verify_pickle(model_path, live_path)
+            verification = verify_for_upload(api, model_path, data_version, live_path, benchmarks_path, Path(scratch))
         if not verification.ok:
             raise VerificationError(f"refusing to upload a pickle that fails verification\n{verification.summary()}")
         plan = UploadPlan(
@@ -172,6 +172,12 @@ def upload(
             docker_image_id=_resolve("docker image", docker_image, api.model_upload_docker_images()),
             verification=verification,
         )
+        sha256 = file_sha256(model_path)
+        record_run(sidecar_path(model_path), sha256, verification.versions, True, verification.parameters)
+        try:
+            check_image(model_path, sha256, docker_image)
+        except ImageError as err:
+            raise UploadError(str(err)) from err
         if dry_run:
             logger.info(
                 "dry run: would upload %s to model %s (%s), %s, %s",
@@ -190,6 +196,28 @@ def upload(
         )
     logger.info("uploaded %s to model %s: upload id %s", model_path, model_name, plan.upload_id)
     return plan
+
+
+def verify_for_upload(
+    api: NumeraiClient,
+    model_path: Path,
+    data_version: str,
+    live_path: str | Path | None,
+    benchmarks_path: str | Path | None,
+    scratch: Path,
+) -> VerificationReport:
+    """The pickle's verification on `live_path`, or on the data version's live.parquet downloaded into
+    `scratch`; a two-parameter predict without its benchmark file gets the version's
+    live_benchmark_models.parquet downloaded beside it, as numerai-predict downloads it."""
+    downloaded = live_path is None
+    if downloaded:
+        live_path = api.download_dataset(f"{data_version}/live.parquet", dest_path=str(scratch / "live.parquet"))
+    verification = verify_pickle(model_path, live_path, benchmarks_path=benchmarks_path)
+    beside = Path(live_path).with_name(BENCHMARKS_FILE)
+    if downloaded and verification.parameters == 2 and benchmarks_path is None and not beside.is_file():
+        api.download_dataset(f"{data_version}/{BENCHMARKS_FILE}", dest_path=str(beside))
+        verification = verify_pickle(model_path, live_path)
+    return verification
 
 
 def pickle_status(api: NumeraiClient, model_id: str, upload_id: str) -> PickleStatus:
@@ -291,7 +319,16 @@ def upload_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     log = logging.getLogger("build_model")
     try:
         api = numerai_api(policy)
-        plan = upload(args.model, args.model_name, args.data_version, args.docker_image, args.live, args.dry_run, api)
+        plan = upload(
+            args.model,
+            args.model_name,
+            args.data_version,
+            args.docker_image,
+            args.live,
+            args.dry_run,
+            api,
+            args.benchmarks,
+        )
         print(plan.verification.summary())
         action = "would upload (dry run)" if args.dry_run else f"uploaded, upload id {plan.upload_id}"
         print(

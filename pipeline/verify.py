@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,22 +20,11 @@ import cloudpickle
 import pandas as pd
 
 from pipeline import runtime
+from pipeline.images import record_run, sidecar_path
 
 # Numerai's hosted-compute limits (numerai-predict): 1 CPU, 4 GB RAM, 10 minutes.
 LIMIT_MEMORY_MB = 4096.0
 LIMIT_SECONDS = 600.0
-# The libraries of Numerai's "Python 3.11" image (numerai-predict's poetry.lock). torch is left out:
-# the pickle never imports it, and its CUDA wheels are gigabytes.
-RUNTIME_PINS = (
-    "pandas==2.3.2",
-    "numpy==2.1.3",
-    "lightgbm==4.6.0",
-    "scikit-learn==1.6.1",
-    "cloudpickle==3.1.1",
-    "pyarrow==21.0.0",
-    "scipy==1.16.2",
-    "numerai-tools==0.4.3",
-)
 ONE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
@@ -291,26 +281,7 @@ def verify_pickle(
     return report
 
 
-def runtime_python(cache_dir: str | Path) -> Path:
-    """Python of a virtual environment with exactly the Numerai image's pinned versions, made once."""
-    if sys.version_info[:2] != (3, 11):
-        raise RuntimeError(
-            f"--runtime-env builds Numerai's Python 3.11 image and needs Python 3.11; this is {sys.version.split()[0]}"
-        )
-    env_dir = Path(cache_dir) / "numerai-runtime-py311"
-    python = env_dir / "bin" / "python"
-    marker = env_dir / "pins.txt"
-    if marker.is_file() and marker.read_text() == "\n".join(RUNTIME_PINS):
-        return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(env_dir)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *RUNTIME_PINS], check=True)
-    marker.write_text("\n".join(RUNTIME_PINS))
-    return python
-
-
-def dump_predict(
-    predict: Callable[[pd.DataFrame], pd.DataFrame], path: str | Path, by_value: Sequence[ModuleType] = ()
-) -> None:
+def dump_predict(predict: Callable[..., pd.DataFrame], path: str | Path, by_value: Sequence[ModuleType] = ()) -> None:
     """Cloudpickle the closure with the runtime module (and `by_value`, the modules of a user's own
     members) by value: Numerai's container lacks this package."""
     modules = [runtime, *by_value]
@@ -324,12 +295,16 @@ def dump_predict(
 
 
 def write_verified_pickle(
-    predict: Callable[[pd.DataFrame], pd.DataFrame],
+    predict: Callable[..., pd.DataFrame],
     out_path: str | Path,
     live_path: str | Path,
     by_value: Sequence[ModuleType] = (),
+    benchmarks_path: str | Path | None = None,
+    sidecar: str | Path | None = None,
 ) -> VerificationReport:
-    """Write the pickle under a temporary name, verify it, and only then move it to `out_path`.
+    """Write the pickle under a temporary name, verify it (a two-parameter predict on `benchmarks_path`,
+    by default live_benchmark_models.parquet beside the live file), and only then move it to `out_path`
+    and record the images it passed for in `sidecar` (default: beside it, `pipeline.images`).
 
     On failure no pickle is left at `out_path`, not even an older one, so a stale model is never
     uploaded by mistake after a failed build.
@@ -339,7 +314,7 @@ def write_verified_pickle(
     pending = out_path.with_name(out_path.name + ".unverified")
     dump_predict(predict, pending, by_value)
     try:
-        report = verify_pickle(pending, live_path)
+        report = verify_pickle(pending, live_path, benchmarks_path=benchmarks_path)
     except BaseException:
         pending.unlink(missing_ok=True)
         raise
@@ -349,4 +324,10 @@ def write_verified_pickle(
         raise VerificationError(report.summary())
     os.replace(pending, out_path)
     report.model_path = out_path
+    sidecar = Path(sidecar) if sidecar is not None else sidecar_path(out_path)
+    record_run(sidecar, file_sha256(out_path), report.versions, True, report.parameters)
     return report
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

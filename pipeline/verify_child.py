@@ -9,6 +9,7 @@ can give the determinism check (a second call) its own time.
 """
 
 import importlib.abc
+import importlib.metadata
 import inspect
 import json
 import os
@@ -145,7 +146,7 @@ def run(report: dict, model_path: str, live_path: str, benchmarks_path: str, mar
         "numpy": np.__version__,
         "pandas": pd.__version__,
         "lightgbm": lightgbm.__version__,
-    }
+    } | {name: importlib.metadata.version(name) for name in ("cloudpickle", "pyarrow")}
     start = time.perf_counter()
     model, n_params = load_model(pd, model_path)
     report["load_s"] = time.perf_counter() - start

@@ -11,13 +11,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.build import load_data
 from pipeline.cli import main
+from pipeline.config import BuildConfig
 from pipeline.feature_choice import PIPELINE_CONFIGS
-from pipeline.members import NeuralMember
+from pipeline.members import MemberContext, NeuralMember
 from pipeline.models.tsmixer import TSMixerExt
-from pipeline.presets import EXAMPLE_MEMBER, PRESETS, TSMIXER_MEMBER
+from pipeline.presets import EXAMPLE_MEMBER, GROUP_HALVES, PRESETS, TSMIXER_MEMBER, make_members
+from pipeline.synthetic import write_world
 from pipeline.verify import verify_pickle
-from tests.conftest import write_foreign_layout
+from tests.conftest import TINY_WORLD, write_foreign_layout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -244,3 +247,27 @@ def test_tsmixer_search_table_reaches_the_report_and_its_choice_is_trained(
     *_, (split, _, holdout_params) = fits
     assert split == "train" and {name: holdout_params[name] for name in search["chosen"]} == search["chosen"]
     assert "TSMixer-Ext hyperparameter search" in (tmp_path / "searched_report" / "report.html").read_text()
+
+
+def test_a_build_on_the_v53_layout_with_the_quantum_set(tmp_path: Path) -> None:
+    world = write_world(tmp_path / "v53", replace(TINY_WORLD, data_version="v5.3"), progress=False)
+    sets = json.loads((world / "features.json").read_text())["feature_sets"]
+    quantum = sets["quantum"]
+    assert 0 < len(quantum) < len(sets["all"])
+    assert "v53_lgbm_ender20" in pd.read_parquet(world / "live_benchmark_models.parquet").columns
+    out = tmp_path / "quantum.pkl"
+    args = ["--data-dir", str(world), "--out", str(out), "--feature-set", "quantum", "--preset", "example"]
+    assert main([*args, "--trees", "30", "--threads", "1", "--objective", "payout"]) == 0
+    report = json.loads((tmp_path / "quantum_report" / "report.json").read_text())
+    assert report["feature_names"] == quantum and report["settings"]["feature_set"] == "quantum"
+    assert report["models"]["ensemble"]["numerai"]["validation"]["bmc"]["eras"] > 0, "BMC against v53_lgbm_ender20"
+    assert verify_pickle(out, world / "live.parquet").ok
+    # The presets' members over feature groups keep their halves of v5.3's quantum features.
+    features, train, _ = load_data(BuildConfig(data_dir=world, feature_set="quantum"), world, ["target"])
+    context = MemberContext(train, "target", feature_sets=sets)
+    halves = {m.name: m for m in make_members(PRESETS["standard"], context) if getattr(m, "features", None)}
+    assert set(halves) == {"lgbm_deep_a", "lgbm_deep_b"}
+    for k, member in enumerate(halves.values()):
+        other_half = {f for group in GROUP_HALVES[1 - k] for f in sets[group]}
+        assert member.features == [f for f in features if f not in other_half]
+        assert 0 < len(member.features) < len(quantum)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from numerai_tools.scoring import numerai_corr
 
-from pipeline.metrics import max_drawdown, paired_difference, per_era_corr, summarize
+from pipeline.metrics import max_drawdown, paired_difference, per_era_bmc, per_era_bmc_columns, per_era_corr, summarize
 
 
 def test_per_era_corr_equals_numerai_tools_on_each_era() -> None:
@@ -80,3 +80,19 @@ def test_paired_difference_is_the_mean_and_standard_error_of_per_era_differences
     b = pd.Series([0.02, 0.02, 0.01, 0.04], index=["e1", "e2", "e3", "e4"])
     mean, se = paired_difference(a, b)
     assert mean == pytest.approx(0.04 / 3) and se == pytest.approx(np.std([0.01, -0.01, 0.04], ddof=1) / np.sqrt(3))
+
+
+def test_bmc_of_many_columns_is_numerai_tools_correlation_contribution() -> None:
+    rng = np.random.default_rng(5)
+    eras = np.repeat(["0001", "0002", "0003"], 400)
+    targets = rng.integers(0, 5, len(eras)) / 4
+    benchmark = rng.random(len(eras))
+    noise = rng.random((len(eras), 3))
+    predictions = np.column_stack([noise[:, 0], benchmark + noise[:, 1], np.round(noise[:, 2], 1)])
+    targets[3], benchmark[10] = np.nan, np.nan
+    fast = per_era_bmc_columns(predictions, targets, benchmark, eras)
+    for k in range(predictions.shape[1]):
+        reference = per_era_bmc(predictions[:, k], targets, benchmark, eras)
+        np.testing.assert_allclose(fast[k].to_numpy(), reference.to_numpy(), rtol=1e-10, atol=1e-14)
+    assert list(fast.index) == ["0001", "0002", "0003"]
+    assert per_era_bmc_columns(predictions, targets, np.full(len(eras), np.nan), eras).shape == (0, 3)

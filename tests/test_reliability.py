@@ -79,11 +79,11 @@ def predict_for(kind: str, scratch: Path | None = None):
     def with_benchmarks(live_features, live_benchmark_models):
         if live_benchmark_models.index.name != "id" or list(live_benchmark_models.columns)[0] != "era":
             raise ValueError("not the benchmark file as numerai-predict reads it")
-        column = live_benchmark_models.loc[live_features.index, "v52_lgbm_ender20"]
+        column = live_benchmark_models.loc[live_features.index, "v53_lgbm_ender20"]
         return column.rank(pct=True).rename("prediction").to_frame()
 
     def with_benchmarks_misjoined(live_features, live_benchmark_models):
-        column = live_benchmark_models["v52_lgbm_ender20"].reindex(live_features.index.str.upper())
+        column = live_benchmark_models["v53_lgbm_ender20"].reindex(live_features.index.str.upper())
         return pd.DataFrame({"prediction": column.to_numpy()}, index=live_features.index)
 
     def benchmarks_by_default(live_features, live_benchmark_models=None):

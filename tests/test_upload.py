@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -11,9 +12,10 @@ import pytest
 import requests
 
 from pipeline.cli import main
+from pipeline.images import sidecar_path
 from pipeline.numerai_api import NetworkPolicy, NumeraiCallError, NumeraiClient
 from pipeline.upload import UploadError, upload
-from pipeline.verify import dump_predict
+from pipeline.verify import dump_predict, file_sha256
 from tests.fake_numerai import FAST_RETRIES
 from tests.test_pickle import bad_predict
 
@@ -81,13 +83,22 @@ def test_upload_verifies_resolves_ids_and_sends_the_file(numerai, good_pickle: P
 
 
 def test_dry_run_uploads_nothing_and_v52_still_resolves(numerai, good_pickle: Path, tiny_world: Path) -> None:
-    plan = upload(good_pickle, "other", "v5.2", "Python 3.12", live_path=tiny_world / "live.parquet", dry_run=True)
+    plan = upload(good_pickle, "other", "v5.2", "Python 3.11", live_path=tiny_world / "live.parquet", dry_run=True)
     assert (plan.model_id, plan.data_version_id, plan.docker_image_id, plan.upload_id) == (
         "22222222-2222-4222-8222-222222222222",
         "52525252-5252-4252-8252-525252525252",
-        "31231231-2312-4312-8312-312312312312",
+        "31131131-1311-4311-8311-311311311311",
         None,
     )
+    assert numerai.uploads == {} and numerai.created == []
+
+
+def test_an_image_the_pickle_was_not_verified_for_is_refused(numerai, good_pickle: Path, tiny_world: Path) -> None:
+    with pytest.raises(UploadError, match=r"not verified for that image.*verify .*--image \"Python 3.12\""):
+        upload(good_pickle, "other", "v5.2", "Python 3.12", live_path=tiny_world / "live.parquet", dry_run=True)
+    record = json.loads(sidecar_path(good_pickle).read_text())
+    assert record["sha256"] == file_sha256(good_pickle) and set(record["images"]) == {"Python 3.11"}
+    assert record["images"]["Python 3.11"]["match"] == "exact", "this environment is the 3.11 image's"
     assert numerai.uploads == {} and numerai.created == []
 
 

@@ -14,10 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.members.base import EraParts, Member, MemberContext, MemberEntry, RefreshSettings, Stage
+from pipeline.members.benchmark import BenchmarkMember, predict_rows
 from pipeline.members.lgbm import LightGBMMember
 from pipeline.members.neural import MLPMember, NeuralMember, TSMixerMember
 
-KINDS: Mapping[str, type[Member]] = {cls.kind: cls for cls in (LightGBMMember, MLPMember, TSMixerMember)}
+KINDS: Mapping[str, type[Member]] = {
+    cls.kind: cls for cls in (LightGBMMember, MLPMember, TSMixerMember, BenchmarkMember)
+}
 
 # What a class must have to be a member: the protocol's methods and attributes.
 PROTOCOL = tuple(
@@ -73,6 +76,7 @@ def kinds_with(sources: list[str]) -> dict[str, type[Member]]:
 
 __all__ = [
     "KINDS",
+    "BenchmarkMember",
     "EraParts",
     "LightGBMMember",
     "Member",
@@ -86,4 +90,5 @@ __all__ = [
     "TSMixerMember",
     "kinds_with",
     "load_member_class",
+    "predict_rows",
 ]

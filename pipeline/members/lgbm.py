@@ -191,16 +191,21 @@ class LightGBMMember:
         (the stride thins a long history; a refresh's few new eras are all the news there is); rows
         without the member's target (not resolved yet) are left out."""
         rounds = max(1, round(settings.trees * (self.cv_trees or self.estimator.num_boost_round)))
-        xs, ys = [], []
-        for frame, eras in parts:
-            rows = frame.select_eras(eras)
-            y = frame.targets[self.train_target].to_numpy()[rows]
-            rows, y = rows[~np.isnan(y)], y[~np.isnan(y)]
-            xs.append(self.pipeline_.matrix(frame.features[rows], frame.eras[rows]))
-            ys.append(y)
-        self.estimator.continue_training(np.concatenate(xs), np.concatenate(ys), rounds, self.pipeline_.feature_names_)
+        xs, ys = zip(*(self.refresh_rows(frame, eras) for frame, eras in parts), strict=True)
+        self.estimator.continue_training(np.concatenate(xs), np.concatenate(ys), rounds, self.model_feature_names())
         trees = self.estimator.num_boost_round
         return {"trees_added": rounds, "trees": trees, "done": f"+{rounds} trees ({trees} in all)"}
+
+    def refresh_rows(self, frame: EraFrame, eras: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The model-ready rows of `eras` whose target is resolved, and their target."""
+        rows = frame.select_eras(eras)
+        y = frame.targets[self.train_target].to_numpy()[rows]
+        rows, y = rows[~np.isnan(y)], y[~np.isnan(y)]
+        return self.pipeline_.matrix(frame.features[rows], frame.eras[rows]), y
+
+    def model_feature_names(self) -> list[str]:
+        """The booster's input columns, in order."""
+        return self.pipeline_.feature_names_
 
     def untrained(self, threads: int, processes: int = 1) -> LightGBMMember:
         trees = self.cv_trees if self.cv_trees is not None else self.estimator.num_boost_round
@@ -209,7 +214,7 @@ class LightGBMMember:
 
     def importance(self) -> dict[str, float]:
         gain = self.estimator.booster_.feature_importance("gain")
-        return dict(zip(self.pipeline_.feature_names_, gain, strict=True))
+        return dict(zip(self.model_feature_names(), gain, strict=True))
 
     def chosen(self) -> dict[str, Any]:
         subset = {}
