@@ -10,7 +10,9 @@ Each stage is a function with typed inputs and outputs; `build` runs them in ord
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -39,7 +41,7 @@ from pipeline.binning import DatasetCache
 from pipeline.blend import choose_neutralization, cross_fold_blend, fit_weights
 from pipeline.config import BuildConfig
 from pipeline.cv import check_embargo, default_embargo, holdout_eras, walk_forward_folds
-from pipeline.distributed import DaskLGBMTrainer, dask_trainer
+from pipeline.distributed import dask_runner
 from pipeline.evaluate import CVResult
 from pipeline.feature_choice import choose_feature_pipeline, fold_pipelines, temporal_analysis
 from pipeline.features import RAW_FEATURES, FeaturePipeline
@@ -47,6 +49,7 @@ from pipeline.members import KINDS, Member, MemberContext, MemberEntry, TSMixerM
 from pipeline.metrics import summarize
 from pipeline.models.tsmixer import DEFAULT_SPACE
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
+from pipeline.parallel import InProcess, Runner, Timings, active, cross_validate_members, fit_members, local_runner
 from pipeline.presets import make_members, member_targets, preset_entries
 from pipeline.report import search_table, summary_table, write_report
 from pipeline.runtime import PickleState, blend_ranks, ensemble_scores, make_predict
@@ -106,14 +109,14 @@ def live_path_for(data_dir: Path, scratch: Path, validation: nd.EraFrame) -> Pat
 
 
 def load_data(
-    config: BuildConfig, data_dir: Path, train_targets: list[str]
+    config: BuildConfig, data_dir: Path, train_targets: list[str], spill_dir: Path | None = None
 ) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
-    """Training rows with `train_targets` (the main target first); validation rows with every target."""
+    """Training rows with `train_targets` (the main target first); validation rows with every target.
+    The int8 matrices are files in `spill_dir` (default --spill-dir) when given."""
+    spill_dir = spill_dir or config.spill_dir
     features = config.features or nd.resolve_features(data_dir, config.feature_set)
     logger.info("data %s: %d features, target %r, preset %r", data_dir, len(features), config.target, config.preset)
-    train = nd.load_split(
-        data_dir / "train.parquet", features, train_targets, data_type="train", spill_dir=config.spill_dir
-    )
+    train = nd.load_split(data_dir / "train.parquet", features, train_targets, data_type="train", spill_dir=spill_dir)
     targets = [config.target] + [t for t in nd.target_names(data_dir) if t != config.target]
     available = nd.parquet_columns(data_dir / "validation.parquet")
     validation = nd.load_split(
@@ -121,7 +124,7 @@ def load_data(
         features,
         [t for t in targets if t == config.target or t in available],
         data_type="validation",
-        spill_dir=config.spill_dir,
+        spill_dir=spill_dir,
     )
     nd.check_disjoint_ids(train, validation)
     for split in (train, validation):
@@ -131,7 +134,7 @@ def load_data(
             len(split),
             len(split.era_order),
             split.features.nbytes / 2**20,
-            f" in a file in {config.spill_dir}" if config.spill_dir else "",
+            f" in a file in {spill_dir}" if spill_dir else "",
             split.dropped_rows,
         )
     return features, train, validation
@@ -172,12 +175,29 @@ class Prepared:
     bins: DatasetCache
 
 
-def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
+def prepare(config: BuildConfig, runner: Runner | None = None) -> Prepared:
+    """The data as the build's `runner` needs it (default: this process), members, folds, scored eras."""
+    runner = runner or InProcess(config.spill_dir)
     data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
-    entries, targets, kinds = preset_targets(config, data_dir)
-    features, train, validation = load_data(config, data_dir, targets)
+    _, targets, _ = preset_targets(config, data_dir)
+    features, train, validation = load_data(config, data_dir, targets, runner.matrix_dir)
     missing = int(train.missing_feature_eras().to_numpy().sum())
     logger.info("missing-feature marker (all 2 in an era): %d feature-eras in train", missing)
+    return set_up(config, data_dir, features, train, validation, missing, runner.cache(config.seed))
+
+
+def set_up(
+    config: BuildConfig,
+    data_dir: Path,
+    features: list[str],
+    train: nd.EraFrame,
+    validation: nd.EraFrame,
+    missing: int,
+    bins: DatasetCache,
+) -> Prepared:
+    """`prepare` on loaded data: the members the options ask for, the embargo, the CV folds and the
+    scored validation eras (`pipeline.plan` sets up other options on the same data this way)."""
+    entries, _, kinds = preset_targets(config, data_dir)
     feature_sets = nd.read_features_json(data_dir)["feature_sets"]
     # 16 eras when a 60-day target is trained on: the entries asked for it and the data has one.
     embargo = config.embargo if config.embargo is not None else default_embargo(list(train.targets.columns))
@@ -191,8 +211,8 @@ def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
         feature_sets=feature_sets,
         processes=config.torch_processes,
         embargo=embargo,
-        trainer=trainer,
-        bins=DatasetCache(seed=config.seed, spill_dir=config.spill_dir),
+        bins=bins,
+        tree_scale=config.tree_scale,
     )
     members = make_members(entries, context, kinds)
     check_embargo(train.era_order, validation.era_order, embargo)
@@ -216,7 +236,7 @@ def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
         folds,
         holdout_eras(train.era_order, validation.era_order, embargo),
         missing,
-        context.bins,
+        bins,
     )
 
 
@@ -309,15 +329,11 @@ def oof_matrix(results: dict[str, CVResult]) -> tuple[np.ndarray, np.ndarray]:
 
 def cross_validate(prep: Prepared, choice: FeatureChoice) -> CrossValidation:
     config, train = prep.config, prep.train
-    results: dict[str, CVResult] = {}
-    for member in prep.members:
-        results[member.name] = member.cross_validate(train, prep.folds, config.target, choice.fold_pipelines)
-        logger.info(
-            "%s: CV chose %s, CV CORR %.4f",
-            member.name,
-            results[member.name].chosen,
-            results[member.name].per_era.mean(),
-        )
+    results: dict[str, CVResult] = cross_validate_members(
+        prep.members, train, prep.folds, config.target, choice.fold_pipelines
+    )
+    for name, result in results.items():
+        logger.info("%s: CV chose %s, CV CORR %.4f", name, result.chosen, result.per_era.mean())
     oof, scored = oof_matrix(results)
     eras, y = train.eras[scored], train.targets[config.target].to_numpy()[scored]
     weights = fit_weights(oof, y, eras)
@@ -364,8 +380,8 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
     benchmarks = nd.load_benchmarks(benchmark_file, validation.ids) if benchmark_file.is_file() else None
     pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(prep.train, prep.train.era_order)])
     models, scores = {}, []
+    fit_members(prep.members, [prep.train], pipeline, "holdout")
     for member in prep.members:
-        member.fit([prep.train], pipeline, "holdout")
         scores.append(member.predict(x, eras))
         result = cv.results[member.name]
         searched = {"searched": search["chosen"]} if search and search["member"] == member.name else {}
@@ -419,8 +435,7 @@ def refit(prep: Prepared, choice: FeatureChoice, holdout: Holdout) -> Refit:
         logger.info("refitting the blended members (%s) on train and validation eras with the CV's settings", names)
         frames = [prep.train, prep.validation]
         pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(f, f.era_order) for f in frames])
-        for member, _ in holdout.shipped:
-            member.fit(frames, pipeline, "refit")
+        fit_members([member for member, _ in holdout.shipped], frames, pipeline, "refit")
     members = [SavedMember.trained(member, weight, frames) for member, weight in holdout.shipped]
     return Refit(pipeline, frames, members)
 
@@ -551,39 +566,72 @@ def build(config: BuildConfig) -> BuildResult:
     """CV, held-out validation, blend, refit, export and verify; `--out` gets the pickle, its artifacts
     and its report together or not at all.
 
-    With --dask-scheduler or --dask-local the LightGBM members' holdout and refit training runs on
-    that Dask cluster, open for the whole build (reached before any data is loaded). BLAS threads
-    follow --threads too: oversubscribed BLAS made one least-squares fit many times slower."""
+    Fits run on the build's runner (`pipeline.parallel`): here, in `--jobs` worker processes, or on the
+    Dask cluster of --dask-scheduler / --dask-local (reached before any data is loaded). BLAS threads
+    follow --threads too: oversubscribed BLAS made one least-squares fit many times slower. Each
+    stage's seconds and peak memory go into the report ("timings")."""
     config.validate()
     paths = OutputPaths.for_build(config.out, config.report_dir)
     with (
         terminate_as_exit(),
         BuildOutputs(paths) as outputs,
         threadpool_limits(config.threads or None),
-        dask_trainer(config.dask_scheduler, config.dask_local) as trainer,
+        fit_runner(config) as runner,
+        active(runner),
     ):
-        prep = prepare(config, trainer)
+        timings = Timings(runner)
+        prep, search, choice, cv, temporal, holdout, fitted = run_stages(config, runner, timings)
+        with timings.stage("export"):
+            verification = export(prep.data_dir, prep.validation, build_artifacts(prep, cv, fitted), outputs)
+        with timings.stage("write_build_report"):
+            extra = {"temporal": temporal} | ({"tsmixer_search": search} if search else {})
+            report_path = write_build_report(prep, outputs, choice, holdout, verification, extra)
+        add_timings(outputs.staged.report / "report.json", timings.table())
+        outputs.commit()
+    summary = data_summary(prep) | {"artifacts": paths.artifacts, "timings": timings.table()}
+    return BuildResult(config.out, report_path, holdout.models, verification, summary, paths.artifacts, search)
+
+
+def fit_runner(config: BuildConfig) -> contextlib.AbstractContextManager[Runner]:
+    """Where the build's fits run: the Dask cluster the options name, else `--jobs` processes here."""
+    if config.dask_scheduler is not None or config.dask_local is not None:
+        return dask_runner(config.dask_scheduler, config.dask_local)
+    return local_runner(config.jobs, config.threads, config.spill_dir)
+
+
+def run_stages(config: BuildConfig, runner: Runner, timings: Timings) -> tuple:
+    """The build's stages up to the refit, each timed; the binned datasets dropped after the CV, the
+    holdout and the refit."""
+    with timings.stage("prepare"):
+        prep = prepare(config, runner)
+    with timings.stage("search_members"):
         search = search_members(prep)
+    with timings.stage("choose_features"):
         choice = choose_features(prep)
+    with timings.stage("cross_validate"):
         cv = cross_validate(prep, choice)
         prep.bins.clear()
+    with timings.stage("check_stability"):
         temporal, prep = check_stability(prep, choice)
+    with timings.stage("score_holdout"):
         holdout = score_holdout(prep, choice, cv, search)
         prep.bins.clear()
+    with timings.stage("refit"):
         fitted = refit(prep, choice, holdout)
         prep.bins.clear()
-        logger.info(
-            "LightGBM datasets: %d binned in %.0f s, %d fits reused one",
-            prep.bins.binned,
-            prep.bins.seconds,
-            prep.bins.reused,
-        )
-        verification = export(prep.data_dir, prep.validation, build_artifacts(prep, cv, fitted), outputs)
-        extra = {"temporal": temporal} | ({"tsmixer_search": search} if search else {})
-        report_path = write_build_report(prep, outputs, choice, holdout, verification, extra)
-        outputs.commit()
-    summary = data_summary(prep) | {"artifacts": paths.artifacts}
-    return BuildResult(config.out, report_path, holdout.models, verification, summary, paths.artifacts, search)
+    logger.info(
+        "LightGBM datasets: %d binned in %.0f s, %d fits reused one",
+        prep.bins.binned,
+        prep.bins.seconds,
+        prep.bins.reused,
+    )
+    return prep, search, choice, cv, temporal, holdout, fitted
+
+
+def add_timings(report_json: Path, timings: dict[str, Any]) -> None:
+    """The stages' timings into the staged report.json (the report's own stage included)."""
+    report = json.loads(report_json.read_text())
+    report_json.write_text(json.dumps(report | {"timings": timings}, indent=2))
 
 
 def format_result(result: BuildResult) -> str:

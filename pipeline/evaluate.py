@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from pipeline.binning import DatasetCache
 from pipeline.data import EraFrame
 from pipeline.features import FeaturePipeline
 from pipeline.metrics import per_era_corr_columns
 from pipeline.models.lgbm import LGBMModel
+from pipeline.parallel import Fit, FitPlan, Fitted, Prediction, run_plan
 
 
 @dataclass
@@ -55,32 +55,63 @@ def cv_lgbm(
 
     `pipelines` (one per fold, fitted on that fold's training eras) transform the features; None:
     the raw features. `datasets` holds the folds' binned rows for every fit of the build that reads
-    the same view (None: binned for this CV alone)."""
-    datasets = datasets if datasets is not None else DatasetCache(seed=member.seed)
-    y_score = frame.targets[score_target or target].to_numpy()
+    the same view (None: binned for this CV alone). The folds run on the build's runner
+    (`pipeline.parallel`: in this process, or in parallel)."""
+    return run_plan(cv_plan(member, frame, target, folds, era_stride, name, score_target, pipelines, datasets))
+
+
+def cv_plan(
+    member: LGBMModel,
+    frame: EraFrame,
+    target: str,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    era_stride: int = 1,
+    name: str = "lgbm",
+    score_target: str | None = None,
+    pipelines: Sequence[FeaturePipeline] | None = None,
+    datasets: DatasetCache | None = None,
+) -> FitPlan:
+    """`cv_lgbm`'s fits, one per fold, and what turns them into its `CVResult`."""
     steps = checkpoints(member.num_boost_round)
-    oof_by_step = np.full((len(steps), len(frame)), np.nan)
-    for k, (train_eras, val_eras) in enumerate(tqdm(folds, desc=f"CV {name}", unit="fold", leave=False)):
+    fits = []
+    for k, (train_eras, val_eras) in enumerate(folds):
         pipeline = None if pipelines is None else pipelines[k]
-        names = frame.feature_names if pipeline is None else pipeline.feature_names_
-        member.fit_dataset(datasets.dataset(pipeline, [(frame, train_eras)], era_stride, target, names))
-        val_rows = frame.select_eras(val_eras)
-        if pipeline is None:
-            x_val = frame.features[val_rows].astype(np.float32)
-        else:
-            x_val = pipeline.matrix(frame.features[val_rows], frame.eras[val_rows])
-        oof_by_step[:, val_rows] = member.staged_predict(x_val, steps)
+        fits.append(
+            Fit(
+                f"{name} fold {k + 1}",
+                pipeline,
+                [(frame, train_eras)],
+                era_stride,
+                target,
+                frame.feature_names if pipeline is None else pipeline.feature_names_,
+                member.lgb_params(),
+                member.num_boost_round,
+                Prediction(pipeline, frame, frame.select_eras(val_eras), steps),
+            )
+        )
+
+    def finish(fitted: list[Fitted]) -> CVResult:
+        oof_by_step = np.full((len(steps), len(frame)), np.nan)
+        for fit, result in zip(fits, fitted, strict=True):
+            oof_by_step[:, fit.prediction.rows] = result.staged
+        return chosen_trees(oof_by_step, frame, score_target or target, steps, name)
+
+    return FitPlan(fits, finish, datasets, member.seed)
+
+
+def chosen_trees(oof_by_step: np.ndarray, frame: EraFrame, score_target: str, steps: np.ndarray, name: str) -> CVResult:
+    """The CV's result at the number of trees whose mean out-of-fold per-era CORR is the highest."""
+    y_score = frame.targets[score_target].to_numpy()
     scored = ~np.isnan(oof_by_step[0])
     per_era_by_step = per_era_corr_columns(oof_by_step[:, scored].T, y_score[scored], frame.eras[scored])
     curve = pd.Series(
         per_era_by_step.mean().to_numpy(), index=pd.Index(steps, name="num_boost_round"), name="cv_corr_mean"
     )
     best = int(np.argmax(curve.to_numpy()))
-    oof = oof_by_step[best]
     return CVResult(
         name=name,
         per_era=per_era_by_step[best].rename("corr"),
-        oof=oof,
+        oof=oof_by_step[best],
         chosen={"num_boost_round": int(steps[best])},
         curve=curve,
     )
