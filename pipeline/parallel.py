@@ -611,8 +611,9 @@ def fit_members(members: Sequence[Any], splits: list[EraFrame], pipeline: Featur
 @dataclass
 class Timings:
     """Seconds and peak RSS of each stage of a build (the report's "timings", what `pipeline.plan`
-    estimates): this process's peak (VmHWM since the stage began) and, with `--jobs` or Dask, the
-    largest peak of one of its tasks elsewhere (whose int8 matrix pages are shared, not copied)."""
+    estimates): wall seconds, this process's CPU seconds (all its threads; not the workers'), its
+    peak (VmHWM since the stage began) and, with `--jobs` or Dask, the largest peak of one of its
+    tasks elsewhere (whose int8 matrix pages are shared, not copied)."""
 
     runner: Runner
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -621,9 +622,13 @@ class Timings:
     def stage(self, name: str) -> Iterator[None]:
         reset_peak()
         self.runner.take_peak_mb()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         yield
-        entry = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
+        entry = {
+            "seconds": round(time.perf_counter() - start, 2),
+            "cpu_seconds": round(time.process_time() - cpu, 2),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
         workers = self.runner.take_peak_mb()
         if workers:
             entry["worker_peak_rss_mb"] = round(workers, 1)
@@ -635,5 +640,6 @@ class Timings:
         return {
             "stages": self.stages,
             "total_seconds": round(sum(s["seconds"] for s in self.stages.values()), 2),
+            "total_cpu_seconds": round(sum(s["cpu_seconds"] for s in self.stages.values()), 2),
             "jobs": self.runner.jobs,
         }

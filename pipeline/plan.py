@@ -33,6 +33,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from pipeline.analysis import validation_figures
 from pipeline.binning import Rows, labelled
@@ -78,9 +79,20 @@ def current_rss_mb() -> float:
 
 
 def timed(function: Any, *args: Any, **kwargs: Any) -> float:
-    start = time.perf_counter()
+    """CPU seconds of a call (all of this process's threads): what the work costs, whatever else
+    shares the machine's cores meanwhile."""
+    start = time.process_time()
     function(*args, **kwargs)
-    return time.perf_counter() - start
+    return time.process_time() - start
+
+
+def line(x_small: float, t_small: float, x_large: float, t_large: float) -> tuple[float, float]:
+    """(fixed, rate) of a cost t = fixed + rate * x through two measurements; proportional when the
+    two do not rise (a measurement too small to tell)."""
+    rate = (t_large - t_small) / (x_large - x_small) if x_large > x_small else 0.0
+    if rate <= 0:
+        return 0.0, t_large / max(x_large, 1e-12)
+    return max(0.0, t_large - rate * x_large), rate
 
 
 def least_squares_scale(rows: float, columns: float) -> float:
@@ -148,13 +160,14 @@ class Costs:
     bin_fixed: float = 0.0
     bin_raw: float = 0.0
     bin_extra: float = 0.0
+    inputs: float = 0.0
     trees: dict[tuple, tuple[float, float, float]] = field(default_factory=dict)
     transform: float = 0.0
     pipeline_fixed: float = 0.0
     mixers: float = 0.0
     epochs: dict[str, tuple[float, float]] = field(default_factory=dict)
-    scoring: float = 0.0
-    projection: float = 0.0
+    scoring: tuple[float, float] = (0.0, 0.0)
+    projection: tuple[float, float] = (0.0, 0.0)
     load: float = 0.0
     base_mb: float = 0.0
 
@@ -166,8 +179,17 @@ class Costs:
     def predict(self, params: dict[str, Any], rows: int, trees: int) -> float:
         return self.trees[params_key(params)][2] * rows * trees
 
-    def binning(self, rows: int, raw: int, extra: int) -> float:
-        return self.bin_fixed * (raw + extra) / self.columns + rows * (raw * self.bin_raw + extra * self.bin_extra)
+    def binning(self, rows: int, raw: int, extra: int, frame_rows: int) -> float:
+        """Binning `rows` rows of `raw` + `extra` columns; the engineered view first computes its
+        per-era figures over every row of the frame (`frame_rows`)."""
+        fixed = self.bin_fixed * (raw + extra) / self.columns
+        return fixed + rows * (raw * self.bin_raw + extra * self.bin_extra) + (self.inputs * frame_rows if extra else 0)
+
+    def per_era(self, kind: str, eras: int, rows_per_era: float, columns: int) -> float:
+        """`eras` per-era least-squares computations: "scoring" (every validation figure of one model)
+        or "projection" (the blend's neutralization)."""
+        fixed, rate = getattr(self, kind)
+        return eras * (fixed + rate * least_squares_scale(rows_per_era, columns))
 
     @property
     def columns(self) -> int:
@@ -201,6 +223,11 @@ class Calibration:
     sample kept, so that `add` can measure the settings and members of other options)."""
 
     def __init__(self, prep: Prepared, load_seconds: float):
+        with threadpool_limits(1):
+            self.measure(prep, load_seconds)
+            self.add(prep)
+
+    def measure(self, prep: Prepared, load_seconds: float) -> None:
         eras = prep.train.era_order[np.unique(np.linspace(0, len(prep.train.era_order) - 1, SAMPLE_ERAS).astype(int))]
         per_era = int(min(len(prep.train) / len(prep.train.era_order), max(50, SAMPLE_ROWS // len(eras))))
         self.sample, self.half = thin(prep.train, eras, per_era), thin(prep.train, eras, per_era // 2)
@@ -218,11 +245,15 @@ class Calibration:
         mixing.targets = [self.target, *aux_targets(prep.train, self.target, "_20")]
         costs.mixers = timed(mixing.fit, [(self.sample, self.sample.era_order)]) / len(self.sample)
         calibrate_scoring(costs, prep)
-        self.add(prep)
 
     def add(self, prep: Prepared) -> Costs:
         """Measure what `prep`'s members need and is not measured yet: their LightGBM settings (and the
         probes') and their neural members' epochs."""
+        with threadpool_limits(1):
+            self.measure_members(prep)
+        return self.costs
+
+    def measure_members(self, prep: Prepared) -> None:
         for params in lightgbm_settings(prep):
             if params_key(params) not in self.costs.trees:
                 self.costs.trees[params_key(params)] = calibrate_trees(
@@ -231,7 +262,6 @@ class Calibration:
         for member in prep.members:
             if neural(member) and member.name not in self.costs.epochs:
                 self.costs.epochs[member.name] = calibrate_epoch(member, self.sample)
-        return self.costs
 
 
 def extra_columns(pipeline: FeaturePipeline) -> dict[str, int]:
@@ -249,24 +279,28 @@ def extra_columns(pipeline: FeaturePipeline) -> dict[str, int]:
 
 
 def calibrate_binning(costs: Costs, sample: EraFrame, half: EraFrame, pipeline: FeaturePipeline) -> dict:
-    """Binning's fixed part (the bin sample) and its cost per raw and per engineered value; returns
-    the binned sample datasets (raw and engineered, both sizes) for the trees."""
+    """Binning's fixed part (the bin sample) and its cost per raw value, from two sizes; per
+    engineered value; and the engineered view's per-era figures per frame row. Returns the binned
+    engineered datasets of both sizes for the trees."""
     binned, seconds = {}, {}
-    for name, frame, view in (("raw", sample, None), ("half", half, None), ("engineered", sample, pipeline)):
+    for name, frame, view in (
+        ("raw", sample, None),
+        ("raw_half", half, None),
+        ("engineered", sample, pipeline),
+        ("engineered_half", half, pipeline),
+    ):
         names = frame.feature_names if view is None else view.feature_names_
         rows = Rows.of(view, [(frame, frame.era_order)], 1, names, 0)
-        start = time.perf_counter()
+        start = time.process_time()
         binned[name] = rows.bin()
-        seconds[name] = time.perf_counter() - start
-    width, rows, rows_half = costs.features, len(sample), len(half)
-    extra = len(pipeline.feature_names_) - width
-    costs.bin_raw = max(
-        (seconds["raw"] - seconds["half"]) / ((rows - rows_half) * width), 0.5 * seconds["raw"] / (rows * width)
-    )
-    costs.bin_fixed = max(0.0, seconds["raw"] - costs.bin_raw * rows * width) * costs.columns / width
-    costs.bin_extra = max(0.0, seconds["engineered"] - seconds["raw"]) / (rows * max(1, extra))
-    engineered_half = Rows.of(pipeline, [(half, half.era_order)], 1, pipeline.feature_names_, 0).bin()
-    return {"full": (binned["engineered"], sample), "half": (engineered_half, half), "pipeline": pipeline}
+        seconds[name] = time.process_time() - start
+    width, extra = costs.features, len(pipeline.feature_names_) - costs.features
+    fixed, costs.bin_raw = line(len(half) * width, seconds["raw_half"], len(sample) * width, seconds["raw"])
+    costs.bin_fixed = fixed * costs.columns / width
+    costs.inputs = timed(pipeline.inputs, sample) / len(sample)
+    engineered = seconds["engineered"] - seconds["raw"] - costs.inputs * len(sample)
+    costs.bin_extra = max(0.0, engineered) / (len(sample) * max(1, extra))
+    return {"full": (binned["engineered"], sample), "half": (binned["engineered_half"], half), "pipeline": pipeline}
 
 
 def lightgbm_settings(prep: Prepared) -> list[dict[str, Any]]:
@@ -283,16 +317,13 @@ def calibrate_trees(params: dict[str, Any], datasets: dict, sample: EraFrame, ha
     for name in ("full", "half"):
         dataset, frame = datasets[name]
         dataset = labelled(dataset, frame.targets[target].to_numpy())
-        start = time.perf_counter()
+        start = time.process_time()
         model = LGBMModel()
         model.booster_ = lgb.train(params, dataset, num_boost_round=CALIBRATION_TREES)
-        per_tree[name] = (time.perf_counter() - start) / CALIBRATION_TREES
+        per_tree[name] = (time.process_time() - start) / CALIBRATION_TREES
     columns = datasets["full"][0].num_feature()
     rows, rows_half = len(sample), len(half)
-    rate = (per_tree["full"] - per_tree["half"]) / ((rows - rows_half) * columns)
-    if rate <= 0:
-        rate = per_tree["full"] / (rows * columns)
-    fixed = max(0.0, per_tree["full"] - rate * rows * columns)
+    fixed, rate = line(rows_half * columns, per_tree["half"], rows * columns, per_tree["full"])
     x = datasets["pipeline"].matrix(sample.features, sample.eras)
     predict = timed(booster_predict, model.booster_, x) / (len(x) * CALIBRATION_TREES)
     return fixed, rate, predict
@@ -317,15 +348,19 @@ def calibrate_epoch(member: Any, sample: EraFrame) -> tuple[float, float]:
 def calibrate_scoring(costs: Costs, prep: Prepared) -> None:
     """Scoring (every validation figure of one model) and neutralization per era, at the validation
     eras' own size."""
-    validation = prep.validation
-    eras = validation.era_order[-3:]
-    rows = validation.select_eras(eras)
-    scores = np.random.default_rng(0).normal(size=len(rows))
-    per_era = len(rows) / len(eras)
-    unit = len(eras) * least_squares_scale(per_era, costs.features)
-    costs.scoring = timed(validation_figures, scores, validation, rows, prep.config.target) / unit
-    features, era_labels = validation.features[rows], validation.eras[rows]
-    costs.projection = timed(feature_projection, scores, features, era_labels) / unit
+    eras = prep.validation.era_order[-3:]
+    per_era = len(prep.validation.select_eras(eras)) / len(eras)
+    seconds, units = {}, {}
+    for name, frame in (("full", prep.validation), ("half", thin(prep.validation, eras, max(2, int(per_era) // 2)))):
+        rows = frame.select_eras(eras)
+        scores = np.random.default_rng(0).normal(size=len(rows))
+        units[name] = least_squares_scale(len(rows) / len(eras), costs.features)
+        seconds["scoring", name] = timed(validation_figures, scores, frame, rows, prep.config.target) / len(eras)
+        seconds["projection", name] = timed(feature_projection, scores, frame.features[rows], frame.eras[rows]) / len(
+            eras
+        )
+    for kind in ("scoring", "projection"):
+        setattr(costs, kind, line(units["half"], seconds[kind, "half"], units["full"], seconds[kind, "full"]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -403,7 +438,8 @@ class Planner:
         rows = sum(self.size.rows(eras, split) for split, eras in parts)
         labelled_rows = round(rows * self.size.known.get(target, 1.0))
         raw, extra = columns
-        binning = 0.0 if key in self.binned else self.costs.binning(rows, raw, extra)
+        frame_rows = sum(self.size.rows(self.size.eras(split), split) for split in {split for split, _ in parts})
+        binning = 0.0 if key in self.binned else self.costs.binning(rows, raw, extra, frame_rows)
         self.binned.add(key)
         cpu = rounds * self.costs.tree(params, labelled_rows, raw + extra)
         memory = (rows * (raw + extra) * BYTES_PER_BIN + BIN_SAMPLE_ROWS * (raw + extra) * 16) / 2**20
@@ -499,7 +535,6 @@ class Planner:
         self.binned = set()
         items = [self.member_cv(member) for member in self.prep.members]
         oof_eras = len({era for _, val in self.folds for era in val})
-        unit = least_squares_scale(self.size.rows_per_era, self.size.features)
         blend = Item(
             "cross_validate",
             "blend weights and neutralization",
@@ -507,7 +542,7 @@ class Planner:
             0,
             self.size.features,
             "least squares",
-            parent=2 * oof_eras * unit * self.costs.projection,
+            parent=2 * self.costs.per_era("projection", oof_eras, self.size.rows_per_era, self.size.features),
         )
         return [*items, blend]
 
@@ -634,9 +669,12 @@ class Planner:
         """The validation figures of every member and the blend, and the permutation importance by
         group (the ensemble, neutralized, once per group and once as it is)."""
         rows = self.size.rows(self.scored, "validation")
-        unit = len(self.scored) * least_squares_scale(rows / max(1, len(self.scored)), self.size.features)
-        figures = (len(self.prep.members) + 1) * unit * self.costs.scoring
-        permutation = (self.groups + 1) * (self.predict_seconds(rows) + unit * self.costs.projection)
+        per_era = rows / max(1, len(self.scored))
+        figures = (len(self.prep.members) + 1) * self.costs.per_era(
+            "scoring", len(self.scored), per_era, self.size.features
+        )
+        projection = self.costs.per_era("projection", len(self.scored), per_era, self.size.features)
+        permutation = (self.groups + 1) * (self.predict_seconds(rows) + projection)
         seconds = self.predict_seconds(rows) + figures + permutation
         work = f"{len(self.prep.members) + 1} models, {self.groups} groups"
         return Item(
@@ -843,9 +881,9 @@ def plan_build(
     """Load the data as the build would, calibrate on a sample of it, and plan the build (at a
     hypothetical size with `rows`, `features`, `eras`; on a machine of `cores` cores)."""
     config.validate()
-    start = time.perf_counter()
+    start = time.process_time()
     prep = prepare(config)
-    calibration = Calibration(prep, time.perf_counter() - start)
+    calibration = Calibration(prep, time.process_time() - start)
     size = Size.of(prep).scaled(rows, features, eras)
     return make_plan(prep, calibration.costs, size, cores or os.cpu_count() or 1)
 
@@ -893,9 +931,9 @@ def fit_budget(
     the changes it makes (logged) and its plan; an error naming the smallest plan when none fits."""
     config.validate()
     budget = config.time_budget * 3600
-    start = time.perf_counter()
+    start = time.process_time()
     prep = prepare(config)
-    calibration = Calibration(prep, time.perf_counter() - start)
+    calibration = Calibration(prep, time.process_time() - start)
     size, cores = Size.of(prep).scaled(rows, features, eras), cores or os.cpu_count() or 1
     asked = None
     for candidate, changes in budget_candidates(config):
