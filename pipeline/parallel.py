@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol
@@ -547,26 +548,37 @@ def member_fit(member: Any, splits: list[EraFrame], pipeline: FeaturePipeline, s
     return member, None
 
 
-def start_member(
-    member: Any, plan: Callable[[], FitPlan] | None, task: Callable[[], Handle]
-) -> Callable[[], Any] | None:
-    """Start a member's work on the current runner: its fits (`plan`, for members that split into
-    fits), or one `task` returning (the member trained, a value); None for a kind no worker can
-    import: the caller runs it here. The returned function waits and gives the value."""
-    runner = current()
-    if plan is not None:
-        return start_plan(plan(), runner)
-    if not runner.ships(member):
-        return None
+def start_member(member: Any, task: Callable[[], Handle]) -> Callable[[], Any]:
+    """Start one `task` returning (the member, a value); the returned function waits for it, takes
+    the state of a member trained in a worker into the build's own object, and gives the value."""
     handle = task()
 
     def collect() -> Any:
         returned, value = handle.result()
-        if returned is not member:  # trained in a worker: take its state into the build's own object
+        if returned is not member:
             vars(member).update(vars(returned))
         return value
 
     return collect
+
+
+def member_fold(member: Any, frame: EraFrame, fold: tuple) -> tuple[Any, Any]:
+    """One CV fold of a member that splits its CV into folds (`cv_fold`: the neural members), as a task."""
+    return member, member.cv_fold(frame, fold)
+
+
+def start_cv(member: Any, frame: EraFrame, folds: list, score_target: str, pipelines: list) -> Callable | None:
+    """Start a member's CV on the current runner: its LightGBM fits (`cv_plan`), its folds as tasks
+    (`cv_fold`), or the whole of it as one task; None for a kind no worker can import."""
+    runner = current()
+    if hasattr(member, "cv_plan"):
+        return start_plan(member.cv_plan(frame, folds, score_target, pipelines), runner)
+    if not runner.ships(member):
+        return None
+    if hasattr(member, "cv_fold"):
+        started = [start_member(member, partial(runner.submit, member_fold, member, frame, fold)) for fold in folds]
+        return lambda: member.cv_result(frame, score_target, [collect() for collect in started])
+    return start_member(member, partial(runner.submit, member_cv, member, frame, folds, score_target, pipelines))
 
 
 def cross_validate_members(
@@ -574,32 +586,23 @@ def cross_validate_members(
 ) -> dict[str, Any]:
     """Every member's CV (`Member.cross_validate`) on the current runner: all of them started, then
     collected in order; members a worker cannot import run here meanwhile."""
-    runner = current()
-    started = {}
-    for member in members:
-        plan = getattr(member, "cv_plan", None)
-        started[member.name] = start_member(
-            member,
-            (lambda m=member: m.cv_plan(frame, folds, score_target, pipelines)) if plan else None,
-            lambda m=member: runner.submit(member_cv, m, frame, folds, score_target, pipelines),
-        )
+    started = {member.name: start_cv(member, frame, folds, score_target, pipelines) for member in members}
     local = {m.name: m.cross_validate(frame, folds, score_target, pipelines) for m in members if not started[m.name]}
     return {m.name: local[m.name] if m.name in local else started[m.name]() for m in members}
 
 
 def fit_members(members: Sequence[Any], splits: list[EraFrame], pipeline: FeaturePipeline, stage: str) -> None:
-    """`Member.fit` of every member on the current runner, all started before any is collected."""
+    """`Member.fit` of every member on the current runner, all started before any is collected;
+    members a worker cannot import are fitted here meanwhile."""
     runner = current()
     started = []
     for member in members:
-        plan = getattr(member, "fit_plan", None)
-        started.append(
-            start_member(
-                member,
-                (lambda m=member: m.fit_plan(splits, pipeline, stage)) if plan else None,
-                lambda m=member: runner.submit(member_fit, m, splits, pipeline, stage),
-            )
-        )
+        if hasattr(member, "fit_plan"):
+            started.append(start_plan(member.fit_plan(splits, pipeline, stage), runner))
+        elif runner.ships(member):
+            started.append(start_member(member, partial(runner.submit, member_fit, member, splits, pipeline, stage)))
+        else:
+            started.append(None)
     for member, collect in zip(members, started, strict=True):
         if collect is None:
             member.fit(splits, pipeline, stage)

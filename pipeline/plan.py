@@ -27,12 +27,13 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from pipeline.analysis import validation_figures
@@ -93,11 +94,6 @@ def line(x_small: float, t_small: float, x_large: float, t_large: float) -> tupl
     if rate <= 0:
         return 0.0, t_large / max(x_large, 1e-12)
     return max(0.0, t_large - rate * x_large), rate
-
-
-def least_squares_scale(rows: float, columns: float) -> float:
-    """How a per-era least-squares fit's cost grows: rows x columns x min(rows, columns)."""
-    return rows * columns * min(rows, columns)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -161,23 +157,25 @@ class Costs:
     bin_raw: float = 0.0
     bin_extra: float = 0.0
     inputs: float = 0.0
-    trees: dict[tuple, tuple[float, float, float]] = field(default_factory=dict)
+    trees: dict[tuple, tuple[float, float, float, float]] = field(default_factory=dict)
     transform: float = 0.0
     pipeline_fixed: float = 0.0
     mixers: float = 0.0
     epochs: dict[str, tuple[float, float]] = field(default_factory=dict)
-    scoring: tuple[float, float] = (0.0, 0.0)
-    projection: tuple[float, float] = (0.0, 0.0)
+    eras: dict[tuple, float] = field(default_factory=dict)
+    measure_era: Callable[[str, int, int], float] | None = field(default=None, repr=False)
     load: float = 0.0
     base_mb: float = 0.0
 
     def tree(self, params: dict[str, Any], rows: int, columns: int) -> float:
         """One-thread seconds of one tree with `params` on rows x columns."""
-        fixed, rate, _ = self.trees[params_key(params)]
+        fixed, rate = self.trees[params_key(params)][:2]
         return fixed * columns / self.columns + rate * rows * columns
 
     def predict(self, params: dict[str, Any], rows: int, trees: int) -> float:
-        return self.trees[params_key(params)][2] * rows * trees
+        """Scoring `rows` rows with `trees` trees: a part per row (converting it) and one per row x tree."""
+        per_row, per_tree = self.trees[params_key(params)][2:]
+        return rows * (per_row + per_tree * trees)
 
     def binning(self, rows: int, raw: int, extra: int, frame_rows: int) -> float:
         """Binning `rows` rows of `raw` + `extra` columns; the engineered view first computes its
@@ -186,10 +184,13 @@ class Costs:
         return fixed + rows * (raw * self.bin_raw + extra * self.bin_extra) + (self.inputs * frame_rows if extra else 0)
 
     def per_era(self, kind: str, eras: int, rows_per_era: float, columns: int) -> float:
-        """`eras` per-era least-squares computations: "scoring" (every validation figure of one model)
-        or "projection" (the blend's neutralization)."""
-        fixed, rate = getattr(self, kind)
-        return eras * (fixed + rate * least_squares_scale(rows_per_era, columns))
+        """`eras` per-era computations of `kind`: "scoring" (every validation figure of one model, FNC
+        and feature exposure among them) or "projection" (neutralizing a blend), each a least-squares
+        fit on the era's rows x features, measured once at that very shape (`measure_era`)."""
+        key = (kind, max(2, round(rows_per_era)), columns)
+        if key not in self.eras:
+            self.eras[key] = self.measure_era(*key)
+        return eras * self.eras[key]
 
     @property
     def columns(self) -> int:
@@ -244,7 +245,7 @@ class Calibration:
         mixing = FeaturePipeline(prep.groups, clusters=False, group_stats=False, mixing=True)
         mixing.targets = [self.target, *aux_targets(prep.train, self.target, "_20")]
         costs.mixers = timed(mixing.fit, [(self.sample, self.sample.era_order)]) / len(self.sample)
-        calibrate_scoring(costs, prep)
+        costs.measure_era = lambda kind, rows, columns: measure_era(prep, kind, rows, columns)
 
     def add(self, prep: Prepared) -> Costs:
         """Measure what `prep`'s members need and is not measured yet: their LightGBM settings (and the
@@ -310,8 +311,9 @@ def lightgbm_settings(prep: Prepared) -> list[dict[str, Any]]:
 
 
 def calibrate_trees(params: dict[str, Any], datasets: dict, sample: EraFrame, half: EraFrame, target: str) -> tuple:
-    """(fixed seconds, seconds per row x column, prediction seconds per row x tree) of one tree with
-    `params` on one thread, from `CALIBRATION_TREES` trees at two sample sizes."""
+    """(fixed seconds, seconds per row x column) of one tree with `params` on one thread, from
+    `CALIBRATION_TREES` trees at two sample sizes, and prediction's seconds per row and per row x
+    tree (from one tree and all of them)."""
     params = params | {"num_threads": 1}
     per_tree = {}
     for name in ("full", "half"):
@@ -325,8 +327,10 @@ def calibrate_trees(params: dict[str, Any], datasets: dict, sample: EraFrame, ha
     rows, rows_half = len(sample), len(half)
     fixed, rate = line(rows_half * columns, per_tree["half"], rows * columns, per_tree["full"])
     x = datasets["pipeline"].matrix(sample.features, sample.eras)
-    predict = timed(booster_predict, model.booster_, x) / (len(x) * CALIBRATION_TREES)
-    return fixed, rate, predict
+    one = timed(booster_predict, model.booster_, x, 1) / len(x)
+    every = timed(booster_predict, model.booster_, x) / len(x)
+    per_row, per_tree = line(1, one, CALIBRATION_TREES, every)
+    return fixed, rate, per_row, per_tree
 
 
 def neural(member: Any) -> bool:
@@ -345,22 +349,19 @@ def calibrate_epoch(member: Any, sample: EraFrame) -> tuple[float, float]:
     return seconds / rows, max(0.0, peak_rss_mb() - before)
 
 
-def calibrate_scoring(costs: Costs, prep: Prepared) -> None:
-    """Scoring (every validation figure of one model) and neutralization per era, at the validation
-    eras' own size."""
-    eras = prep.validation.era_order[-3:]
-    per_era = len(prep.validation.select_eras(eras)) / len(eras)
-    seconds, units = {}, {}
-    for name, frame in (("full", prep.validation), ("half", thin(prep.validation, eras, max(2, int(per_era) // 2)))):
-        rows = frame.select_eras(eras)
-        scores = np.random.default_rng(0).normal(size=len(rows))
-        units[name] = least_squares_scale(len(rows) / len(eras), costs.features)
-        seconds["scoring", name] = timed(validation_figures, scores, frame, rows, prep.config.target) / len(eras)
-        seconds["projection", name] = timed(feature_projection, scores, frame.features[rows], frame.eras[rows]) / len(
-            eras
-        )
-    for kind in ("scoring", "projection"):
-        setattr(costs, kind, line(units["half"], seconds[kind, "half"], units["full"], seconds[kind, "full"]))
+def measure_era(prep: Prepared, kind: str, rows: int, columns: int) -> float:
+    """CPU seconds of one era's scoring (`validation_figures`, with every target of the validation
+    data) or neutralization (`feature_projection`) at `rows` x `columns`, on random data."""
+    rng = np.random.default_rng(0)
+    features = rng.integers(0, 5, size=(rows, columns), dtype=np.int8)
+    scores = rng.normal(size=rows)
+    with threadpool_limits(1):
+        if kind == "projection":
+            return timed(feature_projection, scores, features, np.zeros(rows, dtype=object))
+        targets = pd.DataFrame({t: rng.integers(0, 5, rows) / 4 for t in prep.validation.targets.columns})
+        ids = np.array([f"id{k}" for k in range(rows)], dtype=object)
+        era = EraFrame(prep.validation.path, ids, np.full(rows, "0001", dtype=object), features, [], targets)
+        return timed(validation_figures, scores, era, np.arange(rows), prep.config.target)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -501,8 +502,9 @@ class Planner:
         ]
 
     def neural_seconds(self, member: Any, eras: Sequence[str], epochs: int, split_rows: int | None = None) -> float:
+        """A neural fit of `epochs` on `eras` (or `split_rows` rows), over --torch-processes processes."""
         rows = split_rows if split_rows is not None else self.size.rows(list(eras)[:: member.era_stride])
-        return self.costs.epochs[member.name][0] * rows * epochs * self.width
+        return self.costs.epochs[member.name][0] * rows * epochs * self.width / self.config.torch_processes
 
     def probes(self, stage: str, name: str, variants: Sequence[str]) -> Item:
         """Probe CVs (`PROBE`), one per variant of the feature pipeline, each its own binned view."""
@@ -549,18 +551,10 @@ class Planner:
     def member_cv(self, member: Any) -> Item:
         rows = self.size.rows(self.folds[-1][0][:: member.era_stride])
         if neural(member):
-            epochs = member.estimator.max_epochs
-            seconds = sum(self.neural_seconds(member, train, epochs) for train, _ in self.folds)
-            task = Task(0.0, seconds, self.costs.epochs[member.name][1])
-            return Item(
-                "cross_validate",
-                f"{member.name} CV",
-                len(self.folds),
-                rows,
-                self.size.features,
-                f"{epochs} epochs",
-                [task],
-            )
+            epochs, memory = member.estimator.max_epochs, self.costs.epochs[member.name][1]
+            tasks = [Task(0.0, self.neural_seconds(member, train, epochs), memory) for train, _ in self.folds]
+            work = f"{epochs} epochs"
+            return Item("cross_validate", f"{member.name} CV", len(tasks), rows, self.size.features, work, tasks)
         if not isinstance(getattr(member, "estimator", None), LGBMModel):
             return Item(
                 "cross_validate",
@@ -844,19 +838,22 @@ class Plan:
 
 
 def calibration_json(costs: Costs) -> dict[str, Any]:
-    fields_ = {f.name: getattr(costs, f.name) for f in dataclasses.fields(costs) if f.name not in ("trees", "epochs")}
+    skipped = ("trees", "epochs", "eras", "measure_era")
+    fields_ = {f.name: getattr(costs, f.name) for f in dataclasses.fields(costs) if f.name not in skipped}
     return fields_ | {
         "trees": {
             str(dict(key).get("learning_rate")) + f" {dict(key).get('num_leaves')} leaves": list(v)
             for key, v in costs.trees.items()
         },
         "epochs": {name: list(v) for name, v in costs.epochs.items()},
+        "per_era": {f"{kind} {rows} x {columns}": seconds for (kind, rows, columns), seconds in costs.eras.items()},
         "tree_parallel": TREE_PARALLEL,
     }
 
 
 ASSUMPTIONS = [
     "the holdout and refit train each LightGBM member's cap on trees (they train the CV's choice, at most that)",
+    "--torch-processes N divides a neural fit's time by N (data-parallel; measured on this machine for N = 1 only)",
     "every member is refitted (the blend leaves out those it gives no weight)",
     "neural members train their maximum epochs (they stop early when their early-stopping eras stop improving)",
     "the feature pipeline keeps every transform its ablation tries",

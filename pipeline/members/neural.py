@@ -80,16 +80,25 @@ class NeuralMember:
     def cross_validate(
         self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]
     ) -> CVResult:
+        return self.cv_result(frame, score_target, [self.cv_fold(frame, fold) for fold in folds])
+
+    def cv_fold(self, frame: EraFrame, fold: tuple) -> tuple[np.ndarray, np.ndarray, int]:
+        """One fold of the CV (the build may run the folds in parallel): fit on its training eras;
+        returns its scored rows, their predictions and the epoch early stopping kept."""
+        train_eras, val_eras = fold
+        self._fit(frame, np.asarray(train_eras))
+        rows = frame.select_eras(val_eras)
+        return rows, self.estimator.predict(frame.features[rows], frame.eras[rows]), int(self.estimator.best_epoch_)
+
+    def cv_result(self, frame: EraFrame, score_target: str, folds: list[tuple]) -> CVResult:
+        """The CV's figures from each fold's `cv_fold`."""
         y = frame.targets[score_target].to_numpy()
         oof = np.full(len(frame), np.nan)
-        epochs = []
-        for train_eras, val_eras in folds:
-            self._fit(frame, np.asarray(train_eras))
-            rows = frame.select_eras(val_eras)
-            oof[rows] = self.estimator.predict(frame.features[rows], frame.eras[rows])
-            epochs.append(int(self.estimator.best_epoch_))
+        for rows, predictions, _ in folds:
+            oof[rows] = predictions
         scored = ~np.isnan(oof)
         per_era = per_era_corr(oof[scored], y[scored], frame.eras[scored])
+        epochs = [epoch for _, _, epoch in folds]
         return CVResult(self.name, per_era, oof, {"best_epochs": epochs}, pd.Series(dtype=np.float64))
 
     def tune(
