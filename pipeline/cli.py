@@ -13,7 +13,7 @@ from pipeline import data as nd
 from pipeline.build import build, cache_root, format_result
 from pipeline.config import BuildConfig
 from pipeline.cv import EMBARGO_20D
-from pipeline.plan import fit_budget, plan_build
+from pipeline.plan import PlanFor, fit_budget, plan_build
 from pipeline.presets import PRESETS
 from pipeline.refresh import format_refresh, refresh
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, add_numerai_options, upload_command
@@ -394,10 +394,8 @@ def run_plan(args: argparse.Namespace) -> int:
     try:
         if problems:
             raise ValueError("; ".join(problems))
-        if config.time_budget is not None:
-            _, _, plan = fit_budget(config, args.rows, count, args.eras, args.cores)
-        else:
-            plan = plan_build(config, args.rows, count, args.eras, args.cores)
+        target = PlanFor(args.rows, count, args.eras, args.cores)
+        plan = fit_budget(config, target)[2] if config.time_budget is not None else plan_build(config, target)
     except (nd.DataError, ValueError) as err:
         logging.getLogger("build_model").error("%s", err)
         return 1

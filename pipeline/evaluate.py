@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,25 +40,12 @@ def checkpoints(num_boost_round: int, count: int = 20) -> np.ndarray:
     return np.unique(np.linspace(num_boost_round / count, num_boost_round, count).round().astype(int).clip(1))
 
 
-def cv_lgbm(
-    member: LGBMModel,
-    frame: EraFrame,
-    target: str,
-    folds: list[tuple[np.ndarray, np.ndarray]],
-    era_stride: int = 1,
-    name: str = "lgbm",
-    score_target: str | None = None,
-    pipelines: Sequence[FeaturePipeline] | None = None,
-    datasets: DatasetCache | None = None,
-) -> CVResult:
+def cv_lgbm(member: LGBMModel, frame: EraFrame, target: str, folds: list, *options: Any, **keywords: Any) -> CVResult:
     """Train `member` on `target` in each fold and choose its number of trees by mean out-of-fold
-    per-era CORR on `score_target` (the main target; defaults to `target`).
-
-    `pipelines` (one per fold, fitted on that fold's training eras) transform the features; None:
-    the raw features. `datasets` holds the folds' binned rows for every fit of the build that reads
-    the same view (None: binned for this CV alone). The folds run on the build's runner
-    (`pipeline.parallel`: in this process, or in parallel)."""
-    return run_plan(cv_plan(member, frame, target, folds, era_stride, name, score_target, pipelines, datasets))
+    per-era CORR on `score_target` (the main target; defaults to `target`); the options are
+    `cv_plan`'s. The folds run on the build's runner (`pipeline.parallel`: in this process, or in
+    parallel)."""
+    return run_plan(cv_plan(member, frame, target, folds, *options, **keywords))
 
 
 def cv_plan(
@@ -71,7 +59,11 @@ def cv_plan(
     pipelines: Sequence[FeaturePipeline] | None = None,
     datasets: DatasetCache | None = None,
 ) -> FitPlan:
-    """`cv_lgbm`'s fits, one per fold, and what turns them into its `CVResult`."""
+    """`cv_lgbm`'s fits, one per fold, and what turns them into its `CVResult`.
+
+    `pipelines` (one per fold, fitted on that fold's training eras) transform the features; None:
+    the raw features. `datasets` holds the folds' binned rows for every fit of the build that reads
+    the same view (None: binned for these fits alone)."""
     steps = checkpoints(member.num_boost_round)
     fits = []
     for k, (train_eras, val_eras) in enumerate(folds):

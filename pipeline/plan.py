@@ -868,21 +868,31 @@ def make_plan(prep: Prepared, costs: Costs, size: Size, cores: int) -> Plan:
     return Plan(Planner(prep, size, costs).items(), costs, size, cores, config.jobs, threads, in_memory, ASSUMPTIONS)
 
 
-def plan_build(
-    config: BuildConfig,
-    rows: int | None = None,
-    features: int | None = None,
-    eras: int | None = None,
-    cores: int | None = None,
-) -> Plan:
-    """Load the data as the build would, calibrate on a sample of it, and plan the build (at a
-    hypothetical size with `rows`, `features`, `eras`; on a machine of `cores` cores)."""
+@dataclass(frozen=True)
+class PlanFor:
+    """What to plan for: a hypothetical size (training rows and eras, raw features; None: the
+    data's) and a machine of `cores` cores (None: this one)."""
+
+    rows: int | None = None
+    features: int | None = None
+    eras: int | None = None
+    cores: int | None = None
+
+
+def calibrated(config: BuildConfig, target: PlanFor) -> tuple[Prepared, Calibration, Size, int]:
+    """The build's `prepare`, the costs measured on its data, the size and cores to plan for."""
     config.validate()
     start = time.process_time()
     prep = prepare(config)
     calibration = Calibration(prep, time.process_time() - start)
-    size = Size.of(prep).scaled(rows, features, eras)
-    return make_plan(prep, calibration.costs, size, cores or os.cpu_count() or 1)
+    size = Size.of(prep).scaled(target.rows, target.features, target.eras)
+    return prep, calibration, size, target.cores or os.cpu_count() or 1
+
+
+def plan_build(config: BuildConfig, target: PlanFor = PlanFor()) -> Plan:
+    """Load the data as the build would, calibrate on a sample of it, and plan the build."""
+    prep, calibration, size, cores = calibrated(config, target)
+    return make_plan(prep, calibration.costs, size, cores)
 
 
 # Presets from the most to the least costly: --time-budget tries the cheaper ones last.
@@ -917,21 +927,11 @@ def budget_candidates(config: BuildConfig) -> Iterator[tuple[BuildConfig, list[s
                     yield candidate, changes
 
 
-def fit_budget(
-    config: BuildConfig,
-    rows: int | None = None,
-    features: int | None = None,
-    eras: int | None = None,
-    cores: int | None = None,
-) -> tuple[BuildConfig, list[str], Plan]:
+def fit_budget(config: BuildConfig, target: PlanFor = PlanFor()) -> tuple[BuildConfig, list[str], Plan]:
     """--time-budget: the first of `budget_candidates` whose plan fits in `config.time_budget` hours,
     the changes it makes (logged) and its plan; an error naming the smallest plan when none fits."""
-    config.validate()
     budget = config.time_budget * 3600
-    start = time.process_time()
-    prep = prepare(config)
-    calibration = Calibration(prep, time.process_time() - start)
-    size, cores = Size.of(prep).scaled(rows, features, eras), cores or os.cpu_count() or 1
+    prep, calibration, size, cores = calibrated(config, target)
     asked = None
     for candidate, changes in budget_candidates(config):
         setup = (
