@@ -14,9 +14,10 @@ import pytest
 
 from pipeline import build as build_module
 from pipeline.build import BuildConfig, build, prepare
+from pipeline.calibration import Calibration, Size
 from pipeline.cli import main
 from pipeline.parallel import InProcess, Timings
-from pipeline.plan import Calibration, PlanFor, Size, fit_budget, lpt_makespan, make_plan, speedup
+from pipeline.plan import PlanFor, fit_budget, lpt_makespan, make_plan, speedup
 
 OPTIONS = {"num_boost_round": 10, "threads": 1, "cv_folds": 2}
 
@@ -88,7 +89,8 @@ def test_more_rows_cost_more_and_more_cores_less(calibrated) -> None:
 
 def test_speedup_and_schedule() -> None:
     assert speedup(1) == 1 and 1 < speedup(2) < 2 and speedup(16) < 1 / (1 - 0.85)
-    assert lpt_makespan([4, 3, 3, 2], 2) == 6 and lpt_makespan([3, 3, 2, 2, 2], 2) == 7 and lpt_makespan([5, 1], 4) == 5 and lpt_makespan([], 2) == 0
+    assert lpt_makespan([4, 3, 3, 2], 2) == 6 and lpt_makespan([3, 3, 2, 2, 2], 2) == 7, "longest first"
+    assert lpt_makespan([5, 1], 4) == 5 and lpt_makespan([], 2) == 0
 
 
 def test_a_time_budget_takes_smaller_settings(tiny_world: Path, calibrated, caplog) -> None:
