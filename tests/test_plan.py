@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import build as build_module
+from pipeline import plan as plan_module
 from pipeline.build import BuildConfig, build, prepare
 from pipeline.calibration import Calibration, Size
 from pipeline.cli import main
@@ -93,14 +94,16 @@ def test_speedup_and_schedule() -> None:
     assert lpt_makespan([5, 1], 4) == 5 and lpt_makespan([], 2) == 0
 
 
-def test_a_time_budget_takes_smaller_settings(tiny_world: Path, calibrated, caplog) -> None:
+def test_a_time_budget_takes_smaller_settings(tiny_world: Path, calibrated, caplog, monkeypatch) -> None:
     prep, calibration = calibrated
     config = BuildConfig(data_dir=tiny_world, **OPTIONS)
     planned = make_plan(prep, calibration.costs, Size.of(prep), 2).total_seconds
+    # The costs measured once: each candidate is planned from the same measurements.
+    monkeypatch.setattr(plan_module, "calibrated", lambda config, target: (prep, calibration, Size.of(prep), 2))
     with caplog.at_level(logging.INFO):
         chosen, changes, plan = fit_budget(replace(config, time_budget=planned * 0.6 / 3600), PlanFor(cores=2))
     assert changes and plan.total_seconds <= planned * 0.6
     assert "--time-budget" in caplog.text and changes[0] in caplog.text
-    assert chosen.tree_scale < 1 or chosen.era_stride or chosen.cv_folds < config.cv_folds
+    assert chosen.tree_scale < 1 or chosen.era_stride or chosen.cv_folds < config.cv_folds or chosen.preset != "demo"
     with pytest.raises(ValueError, match="--time-budget 1e-06 h: even the smallest settings"):
         fit_budget(replace(config, time_budget=1e-6), PlanFor(cores=2))

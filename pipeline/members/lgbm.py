@@ -78,8 +78,9 @@ class LightGBMMember:
                     len(context.frame.feature_names),
                 )
                 return None
-        rounds, params = scaled_trees(entry.rounds or EXAMPLE_ROUNDS, dict(entry.params), context.tree_scale)
+        rounds = entry.rounds or EXAMPLE_ROUNDS
         rounds = min(rounds, context.num_boost_round or rounds)
+        rounds, params = scaled_trees(rounds, dict(entry.params), context.tree_scale)
         estimator = LGBMModel(params, rounds, seed=seed, num_threads=context.threads)
         stride = context.era_stride or entry.era_stride
         return cls(entry.name, estimator, target, stride, not entry.raw, subset, bins=context.bins)
