@@ -17,6 +17,7 @@ from pipeline import plan as plan_module
 from pipeline.build import BuildConfig, build, prepare
 from pipeline.calibration import Calibration, Size
 from pipeline.cli import main
+from pipeline.members.lgbm import scaled_trees
 from pipeline.parallel import InProcess, Timings
 from pipeline.plan import PlanFor, fit_budget, lpt_makespan, make_plan, speedup
 
@@ -107,3 +108,11 @@ def test_a_time_budget_takes_smaller_settings(tiny_world: Path, calibrated, capl
     assert chosen.tree_scale < 1 or chosen.era_stride or chosen.cv_folds < config.cv_folds or chosen.preset != "demo"
     with pytest.raises(ValueError, match="--time-budget 1e-06 h: even the smallest settings"):
         fit_budget(replace(config, time_budget=1e-6), PlanFor(cores=2))
+
+
+def test_a_tree_scale_trades_trees_for_learning_rate() -> None:
+    assert scaled_trees(2000, {"learning_rate": 0.01, "max_depth": 5}, 0.5) == (
+        1000,
+        {"learning_rate": 0.02, "max_depth": 5},
+    )
+    assert scaled_trees(40, {}, 0.25) == (10, {"learning_rate": 0.04}), "the example's learning rate by default"
