@@ -18,14 +18,14 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from pipeline.analysis import validation_figures
+from pipeline.analysis import feature_era_corr, validation_figures
 from pipeline.binning import Rows, labelled
 from pipeline.build import Prepared
 from pipeline.data import EraFrame
@@ -108,6 +108,18 @@ class Size:
         return sum(self.train.values()) / len(self.train)
 
 
+class View(NamedTuple):
+    """The columns of a LightGBM dataset: raw features, the feature pipeline's, whether with mixers."""
+
+    raw: int
+    extra: int
+    mixers: bool
+
+    @property
+    def width(self) -> int:
+        return self.raw + self.extra
+
+
 @dataclass
 class Costs:
     """What work costs on this machine on one thread, measured on a sample (`calibrate`): seconds per
@@ -121,6 +133,9 @@ class Costs:
     bin_raw: float = 0.0
     bin_extra: float = 0.0
     inputs: float = 0.0
+    mixer_inputs: float = 0.0
+    mixer_transform: float = 0.0
+    era_corr: float = 0.0
     trees: dict[tuple, tuple[float, float, float, float]] = field(default_factory=dict)
     transform: float = 0.0
     pipeline_fixed: float = 0.0
@@ -141,11 +156,18 @@ class Costs:
         per_row, per_tree = self.trees[params_key(params)][2:]
         return rows * (per_row + per_tree * trees)
 
-    def binning(self, rows: int, raw: int, extra: int, frame_rows: int) -> float:
-        """Binning `rows` rows of `raw` + `extra` columns; the engineered view first computes its
-        per-era figures over every row of the frame (`frame_rows`)."""
-        fixed = self.bin_fixed * (raw + extra) / self.columns
-        return fixed + rows * (raw * self.bin_raw + extra * self.bin_extra) + (self.inputs * frame_rows if extra else 0)
+    def binning(self, rows: int, view: View, frame_rows: int) -> float:
+        """Binning `rows` rows of a view; an engineered one first computes its per-era figures (and
+        group mixers) over every row of the frame (`frame_rows`)."""
+        fixed = self.bin_fixed * view.width / self.columns
+        inputs = (self.inputs + (self.mixer_inputs if view.mixers else 0.0)) * frame_rows if view.extra else 0.0
+        return fixed + rows * (view.raw * self.bin_raw + view.extra * self.bin_extra) + inputs
+
+    def transforming(self, rows: int, view: View) -> float:
+        """Transforming `rows` rows into a view for prediction (nothing for raw features)."""
+        if not view.extra:
+            return 0.0
+        return rows * (self.transform * view.width / self.columns + (self.mixer_transform if view.mixers else 0.0))
 
     def per_era(self, kind: str, eras: int, rows_per_era: float, columns: int) -> float:
         """`eras` per-era computations of `kind`: "scoring" (every validation figure of one model, FNC
@@ -209,6 +231,10 @@ class Calibration:
         mixing = FeaturePipeline(prep.groups, clusters=False, group_stats=False, mixing=True)
         mixing.targets = [self.target, *aux_targets(prep.train, self.target, "_20")]
         costs.mixers = timed(mixing.fit, [(self.sample, self.sample.era_order)]) / len(self.sample)
+        costs.mixer_inputs = timed(mixing.inputs, self.sample) / len(self.sample)
+        costs.mixer_transform = timed(mixing.matrix, self.sample.features, self.sample.eras) / len(self.sample)
+        rows = np.arange(len(self.sample))
+        costs.era_corr = timed(feature_era_corr, self.sample, rows, self.target) / (len(rows) * costs.features)
         costs.measure_era = lambda kind, rows, columns: measure_era(prep, kind, rows, columns)
 
     def add(self, prep: Prepared) -> Costs:

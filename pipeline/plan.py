@@ -10,9 +10,9 @@ Cores: a fit on T threads takes the one-thread time of its trees divided by Amda
 the parallel share `TREE_PARALLEL` (binning, prediction and the neural members run on one thread);
 with `--jobs J` each stage's fits run as J processes of cores / J threads, longest first, after the
 work the build does in its own process (feature pipelines, blending, scoring). Where the build
-cannot know in advance what it will choose, the plan takes the larger: the holdout and refit at the
-CV's cap on trees, every member refitted, the neural members at their maximum epochs, all of the
-feature pipeline's transforms kept (`Plan.assumptions`).
+cannot know in advance what it will choose, the plan assumes: the holdout and refit at
+`CHOSEN_SHARE` of the CV's cap on trees, every member refitted, the neural members at their maximum
+epochs, all of the feature pipeline's transforms kept (`Plan.assumptions`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.build import Prepared, prepare, set_up
-from pipeline.calibration import Calibration, Costs, Size, calibration_json, neural
+from pipeline.calibration import Calibration, Costs, Size, View, calibration_json, neural
 from pipeline.config import BuildConfig
 from pipeline.cv import holdout_eras, walk_forward_folds
+from pipeline.feature_choice import TEMPORAL_ERAS
 from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMModel
 from pipeline.parallel import threads_per_job
 from pipeline.presets import PRESETS, PROBE
@@ -46,6 +47,11 @@ BYTES_PER_BIN = 1.1
 # The feature pipeline's ablation (`pipeline.feature_choice`): the transforms of each probe CV;
 # tests/test_plan.py checks these against the fits a build makes.
 ABLATION = ("all", "all", "no_clusters", "no_group_stats", "no_mixing", "raw")
+# Share of its cap on trees a LightGBM member's CV is planned to choose (the demo build on the default
+# world chose 0.25 to 0.6 of it: README, "What a build costs").
+CHOSEN_SHARE = 0.5
+# The transforms with the group mixers (each batch of rows runs the mixers' forward pass).
+MIXING = ("all", "no_clusters", "no_group_stats")
 STABILITY = ("no_mixing", "no_mixing")
 # Seconds of work that does not grow with the data: verification's child process, the plots.
 FIXED_SECONDS = {"export": 4.0, "write_build_report": 8.0}
@@ -93,6 +99,12 @@ class Item:
         return self.parent + sum(task.seconds(threads) for task in self.tasks)
 
 
+def chosen_trees(member: Any) -> int:
+    """The trees a LightGBM member's holdout and refit are planned with: `CHOSEN_SHARE` of its cap
+    (they train the CV's choice, unknown before the CV)."""
+    return max(1, round(CHOSEN_SHARE * member.estimator.num_boost_round))
+
+
 def lpt_makespan(durations: Sequence[float], slots: int) -> float:
     """Wall time of independent tasks on `slots` processes, each next-longest to the least loaded."""
     loads = [0.0] * max(1, slots)
@@ -117,37 +129,36 @@ class Planner:
         stages = (self.loading, self.search, self.feature_choice, self.cv, self.stability, self.holdout, self.refit)
         return [item for stage in stages for item in stage()] + self.output()
 
-    def columns(self, member: Any, extra: str = "all") -> tuple[int, int]:
-        """(raw, engineered) columns a LightGBM member (or a probe, member None) reads at this size."""
+    def columns(self, member: Any, extra: str = "all") -> View:
+        """The columns a LightGBM member (or a probe, member None) reads at this size, with the
+        feature pipeline's `extra` transforms."""
         raw = self.size.features if member is None or member.features is None else len(member.features) * self.width
-        engineered = member is None or member.engineered
-        return round(raw), round(self.costs.extra[extra] * self.width) if engineered else 0
+        if member is not None and not member.engineered:
+            return View(round(raw), 0, False)
+        return View(round(raw), round(self.costs.extra[extra] * self.width), extra in MIXING)
 
     def lgbm_task(
-        self, key: tuple, params: dict, rounds: int, parts: list[tuple[str, np.ndarray]], target: str, columns: tuple
+        self, key: tuple, params: dict, rounds: int, parts: list[tuple[str, np.ndarray]], target: str, view: View
     ) -> tuple[Task, int]:
         """A LightGBM fit on `parts` (split, strided eras), binning its dataset when no fit of the
         stage has (bin once); returns the task and its labelled rows."""
         rows = sum(self.size.rows(eras, split) for split, eras in parts)
         labelled_rows = round(rows * self.size.known.get(target, 1.0))
-        raw, extra = columns
         frame_rows = sum(self.size.rows(self.size.eras(split), split) for split in {split for split, _ in parts})
-        binning = 0.0 if key in self.binned else self.costs.binning(rows, raw, extra, frame_rows)
+        binning = 0.0 if key in self.binned else self.costs.binning(rows, view, frame_rows)
         self.binned.add(key)
-        cpu = rounds * self.costs.tree(params, labelled_rows, raw + extra)
-        memory = (rows * (raw + extra) * BYTES_PER_BIN + BIN_SAMPLE_ROWS * (raw + extra) * 16) / 2**20
+        cpu = rounds * self.costs.tree(params, labelled_rows, view.width)
+        memory = (rows * view.width * BYTES_PER_BIN + BIN_SAMPLE_ROWS * view.width * 16) / 2**20
         return Task(cpu, binning, memory), labelled_rows
 
-    def cv_tasks(self, key: tuple, params: dict, rounds: int, stride: int, target: str, columns: tuple) -> list[Task]:
+    def cv_tasks(self, key: tuple, params: dict, rounds: int, stride: int, target: str, view: View) -> list[Task]:
         """One task per fold: the fit and its staged prediction of the fold's scored eras."""
         tasks = []
         for k, (train_eras, val_eras) in enumerate(self.folds):
-            task, _ = self.lgbm_task((*key, k), params, rounds, [("train", train_eras[::stride])], target, columns)
+            task, _ = self.lgbm_task((*key, k), params, rounds, [("train", train_eras[::stride])], target, view)
             scored = self.size.rows(val_eras)
-            task.serial += self.costs.predict(params, scored, rounds)
-            if columns[1]:
-                task.serial += self.costs.transform * scored * sum(columns) / self.costs.columns
-            task.memory_mb += scored * sum(columns) * 4 / 2**20
+            task.serial += self.costs.predict(params, scored, rounds) + self.costs.transforming(scored, view)
+            task.memory_mb += scored * view.width * 4 / 2**20
             tasks.append(task)
         return tasks
 
@@ -207,7 +218,7 @@ class Planner:
         for k, variant in enumerate(variants):
             tasks += self.cv_tasks((stage, k), params, rounds, stride, self.config.target, self.columns(None, variant))
         rows = self.size.rows(self.folds[-1][0][::stride])
-        return Item(stage, name, len(tasks), rows, sum(self.columns(None)), f"{rounds} trees", tasks)
+        return Item(stage, name, len(tasks), rows, self.columns(None).width, f"{rounds} trees", tasks)
 
     def feature_choice(self) -> list[Item]:
         if not any(member.uses_pipeline for member in self.prep.members):
@@ -271,7 +282,7 @@ class Planner:
             f"{member.name} CV",
             len(tasks),
             rows,
-            sum(columns),
+            columns.width,
             f"{estimator.num_boost_round} trees",
             tasks,
         )
@@ -280,13 +291,20 @@ class Planner:
         fitted = Item(
             "check_stability",
             "fold feature pipelines (no mixers) and feature stability",
-            len(self.folds),
+            len(STABILITY) * len(self.folds),
             self.size.rows(self.folds[-1][0]),
             self.size.features,
             "fit",
-            parent=sum(self.pipeline_fit(train, mixing=False) for train, _ in self.folds),
+            parent=self.stability_seconds(),
         )
         return [fitted, self.probes("check_stability", "probe CVs with and without unstable features", STABILITY)]
+
+    def stability_seconds(self) -> float:
+        """The features' per-era CORR over at most `TEMPORAL_ERAS` training eras, and fold pipelines
+        (no mixers) for the probes with and without the flagged features."""
+        eras = min(TEMPORAL_ERAS, len(self.size.train))
+        era_corr = self.costs.era_corr * eras * self.size.rows_per_era * self.size.features
+        return era_corr + len(STABILITY) * sum(self.pipeline_fit(train, mixing=False) for train, _ in self.folds)
 
     def member_fits(self, stage: str, members: Sequence[Any], parts: list[tuple[str, np.ndarray]]) -> list[Item]:
         """Each member trained on every era of `parts` (the holdout's or the refit's)."""
@@ -302,27 +320,13 @@ class Planner:
                     Item(stage, f"{member.name} {stage}", 1, rows, self.size.features, f"{epochs} epochs", [task])
                 )
             elif isinstance(getattr(member, "estimator", None), LGBMModel):
-                estimator, columns = member.estimator, self.columns(member)
+                estimator, view, rounds = member.estimator, self.columns(member), chosen_trees(member)
                 strided = [(split, eras[:: member.era_stride]) for split, eras in parts]
-                task, labelled_rows = self.lgbm_task(
-                    (stage, self.member_view(member)),
-                    estimator.lgb_params(),
-                    estimator.num_boost_round,
-                    strided,
-                    member.train_target,
-                    columns,
-                )
-                items.append(
-                    Item(
-                        stage,
-                        f"{member.name} {stage}",
-                        1,
-                        labelled_rows,
-                        sum(columns),
-                        f"{estimator.num_boost_round} trees",
-                        [task],
-                    )
-                )
+                key = (stage, self.member_view(member))
+                params = estimator.lgb_params()
+                task, rows = self.lgbm_task(key, params, rounds, strided, member.train_target, view)
+                work = f"{rounds} trees"
+                items.append(Item(stage, f"{member.name} {stage}", 1, rows, view.width, work, [task]))
         return items
 
     def holdout(self) -> list[Item]:
@@ -345,8 +349,8 @@ class Planner:
         for member in self.prep.members:
             if isinstance(getattr(member, "estimator", None), LGBMModel):
                 estimator = member.estimator
-                seconds += self.costs.predict(estimator.lgb_params(), rows, estimator.num_boost_round)
-                seconds += self.costs.transform * rows * self.width if member.engineered else 0.0
+                seconds += self.costs.predict(estimator.lgb_params(), rows, chosen_trees(member))
+                seconds += self.costs.transforming(rows, self.columns(member))
             elif neural(member):
                 seconds += self.costs.epochs[member.name][0] * rows * self.width / 3
         return seconds
@@ -530,7 +534,8 @@ class Plan:
 
 
 ASSUMPTIONS = [
-    "the holdout and refit train each LightGBM member's cap on trees (they train the CV's choice, at most that)",
+    f"the holdout and refit train {CHOSEN_SHARE:.0%} of each LightGBM member's cap on trees (the CV's choice, at "
+    "most the cap: then they cost up to twice as much)",
     "--torch-processes N divides a neural fit's time by N (data-parallel; measured on this machine for N = 1 only)",
     "every member is refitted (the blend leaves out those it gives no weight)",
     "neural members train their maximum epochs (they stop early when their early-stopping eras stop improving)",
