@@ -1,6 +1,14 @@
 """Memory and time per stage as the data grows towards Numerai's full size (2,748 features x 2.75M rows).
 
     python -m bench.scale [--eras 20 60 120] [--rows 4800] [--features 2748] [--trees 50] [--modes memory disk]
+    python -m bench.scale --build [--build-rows 100 300 800] [--build-eras 60] [--trees 150] [--threads 1]
+
+`--build`: complete builds of the default preset (and of `standard` at the smallest size) on
+Numerai-width worlds of `--build-eras` eras x each `--build-rows` rows per era, each in a fresh
+process: first `build_model.py plan --json` with the build's options, then the build itself; prints
+each stage's measured seconds and peak RSS (the report's "timings") next to the plan's, and the
+measured total against the plan's (bar: within 25 %). Then the plan of `standard` at Numerai's full
+size (2,750,000 rows x 2,748 features in 680 eras) on 2 cores and on 16 (with --jobs 1, 4 and 8).
 
 For each size: writes a synthetic world of that many eras (Numerai's width), then in a fresh process
 per mode runs the build's own stages one after the other and prints wall time and peak RSS (VmHWM,
@@ -57,14 +65,8 @@ print(json.dumps({"rows": len(train), "matrix_mb": train.features.nbytes / 2**20
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--eras", type=int, nargs="+", default=[20, 60, 120], help="eras of each world (all train)")
-    parser.add_argument("--rows", type=int, default=4800, help="rows per era (Numerai: about 4,800 in recent eras)")
-    parser.add_argument("--features", type=int, default=2748)
-    parser.add_argument("--trees", type=int, default=50)
-    parser.add_argument("--modes", nargs="+", choices=("memory", "disk"), default=["memory", "disk"])
-    args = parser.parse_args()
+def stages(args: argparse.Namespace) -> None:
+    """The stages of one member's path at each size, in memory and on disk."""
     print(
         f"{'rows':>9} {'int8 MB':>8} {'mode':>6} | "
         + " | ".join(f"{s:>16}" for s in ("load", "pipeline", "dataset", "train"))
@@ -100,6 +102,103 @@ def main() -> None:
                 cells = [f"{s['seconds']:>6.1f} s {s['hwm_mb'] / found['matrix_mb']:>5.2f}x" for s in found["stages"]]
                 print(f"{found['rows']:>9,} {found['matrix_mb']:>8.0f} {mode:>6} | " + " | ".join(cells), flush=True)
     print("cells: wall time of the stage, then peak RSS so far / int8 matrix bytes (bar at full size: 1.6)")
+
+
+def run_json(command: list[str]) -> dict:
+    """The last line a command prints, as JSON (its log goes to stderr)."""
+    out = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def build_versus_plan(world: Path, options: list[str]) -> dict:
+    """The plan of a build and the build itself (its report's timings), each in a fresh process."""
+    plan = run_json([sys.executable, "build_model.py", "plan", "--json", "--data-dir", str(world), *options])
+    out = world.parent / "model.pkl"
+    subprocess.run(
+        [sys.executable, "build_model.py", "--data-dir", str(world), "--out", str(out), *options],
+        capture_output=True,
+        check=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
+    measured = json.loads((world.parent / "model_report" / "report.json").read_text())["timings"]
+    return {"plan": plan, "measured": measured}
+
+
+def print_comparison(label: str, found: dict) -> float:
+    """One table: each stage's measured and planned seconds and peak RSS; returns measured / plan."""
+    plan, measured = found["plan"], found["measured"]
+    print(f"\n{label}: plan {plan['total_seconds']:.0f} s, measured {measured['total_seconds']:.0f} s")
+    print(f"{'stage':<20} {'measured s':>10} {'plan s':>8} {'measured MB':>12} {'plan MB':>8}")
+    for stage, figures in measured["stages"].items():
+        planned = plan["stages"].get(stage, {"seconds": 0.0, "peak_rss_mb": 0.0})
+        print(
+            f"{stage:<20} {figures['seconds']:>10.1f} {planned['seconds']:>8.1f} {figures['peak_rss_mb']:>12.0f} "
+            f"{planned['peak_rss_mb']:>8.0f}"
+        )
+    ratio = measured["total_seconds"] / plan["total_seconds"]
+    verdict = "within 25 %" if abs(ratio - 1) <= 0.25 else "OUTSIDE 25 %"
+    total = f"{'total':<20} {measured['total_seconds']:>10.1f} {plan['total_seconds']:>8.1f}"
+    print(f"{total}   measured / plan {ratio:.2f}: {verdict}")
+    return ratio
+
+
+def full_size_plans(world: Path, threads: int) -> None:
+    """The plan of `standard` at Numerai's full size on 2 cores and on 16."""
+    full = ["--rows", "2750000", "--features", "2748", "--eras", "680"]
+    print("\nstandard at Numerai's full size (2,750,000 rows x 2,748 features, 680 training eras):")
+    for cores, jobs in ((2, 1), (2, 2), (16, 1), (16, 4), (16, 8)):
+        options = ["--preset", "standard", "--cores", str(cores), "--jobs", str(jobs), *full]
+        plan = run_json([sys.executable, "build_model.py", "plan", "--json", "--data-dir", str(world), *options])
+        peak_gb, cv_hours = plan["peak_rss_mb"] / 1024, plan["stages"]["cross_validate"]["seconds"] / 3600
+        machine = f"{cores:>2} cores, --jobs {jobs}"
+        print(f"  {machine}: {plan['total_hours']:>6.2f} h, peak {peak_gb:>6.1f} GB (CV {cv_hours:.2f} h)")
+
+
+def builds(args: argparse.Namespace) -> None:
+    """Complete builds at Numerai's width against their plans (see the module docstring)."""
+    common = ["--threads", str(args.threads), "--trees", str(args.trees)]
+    ratios = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, rows in enumerate(args.build_rows):
+            spec = dataclasses.replace(
+                DEFAULT_WORLD,
+                n_eras=args.build_eras,
+                n_validation_eras=max(12, args.build_eras // 5),
+                rows_per_era=rows,
+                live_rows=rows,
+                n_features=args.features,
+            )
+            world = write_world(Path(tmp) / f"world{k}" / "data", spec, progress=False)
+            ratios[f"demo, {rows} rows per era"] = print_comparison(
+                f"demo preset, {rows} rows x {args.build_eras} eras", build_versus_plan(world, common)
+            )
+            if k == 0:
+                standard = build_versus_plan(world, [*common, "--preset", "standard"])
+                ratios[f"standard, {rows} rows per era"] = print_comparison(
+                    f"standard preset, {rows} rows x {args.build_eras} eras", standard
+                )
+                full_size_plans(world, args.threads)
+    print("\nmeasured / plan: " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eras", type=int, nargs="+", default=[20, 60, 120], help="eras of each world (all train)")
+    parser.add_argument("--rows", type=int, default=4800, help="rows per era (Numerai: about 4,800 in recent eras)")
+    parser.add_argument("--features", type=int, default=2748)
+    parser.add_argument("--trees", type=int, default=50)
+    parser.add_argument("--modes", nargs="+", choices=("memory", "disk"), default=["memory", "disk"])
+    parser.add_argument("--build", action="store_true", help="complete builds against their plans (see above)")
+    parser.add_argument("--build-rows", type=int, nargs="+", default=[100, 300, 800], help="rows per era of each world")
+    parser.add_argument("--build-eras", type=int, default=60, help="eras of each build's world (train + validation)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    if args.build:
+        builds(args)
+    else:
+        stages(args)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ Each stage is a function with typed inputs and outputs; `build` runs them in ord
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import sys
@@ -41,7 +43,7 @@ from pipeline.binning import DatasetCache
 from pipeline.blend import choose_blend, choose_neutralization, cross_fold_predictions, fit_blend
 from pipeline.config import BuildConfig
 from pipeline.cv import check_embargo, default_embargo, holdout_eras, walk_forward_folds
-from pipeline.distributed import DaskLGBMTrainer, dask_trainer
+from pipeline.distributed import dask_runner
 from pipeline.evaluate import CVResult
 from pipeline.feature_choice import choose_feature_pipeline, fold_pipelines, temporal_analysis
 from pipeline.features import RAW_FEATURES, FeaturePipeline
@@ -50,6 +52,7 @@ from pipeline.members.benchmark import predict_rows
 from pipeline.metrics import per_era_corr, summarize
 from pipeline.objective import check_objective, numerai_figures, objective_target, paid_rows
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
+from pipeline.parallel import InProcess, Runner, Timings, active, cross_validate_members, fit_members, local_runner
 from pipeline.presets import REFERENCE_MEMBER, make_members, member_targets, preset_entries
 from pipeline.report import search_table, summary_table, write_report
 from pipeline.runtime import PickleState, blend_ranks, ensemble_scores, make_predict
@@ -92,15 +95,15 @@ def default_data_dir() -> Path:
 
 
 def load_data(
-    config: BuildConfig, data_dir: Path, train_targets: list[str]
+    config: BuildConfig, data_dir: Path, train_targets: list[str], spill_dir: Path | None = None
 ) -> tuple[list[str], nd.EraFrame, nd.EraFrame]:
     """Training rows with `train_targets` (the main target first); validation rows with every target;
-    both with the chosen benchmark model's predictions when the data has them."""
+    both with the chosen benchmark model's predictions when the data has them. The int8 matrices are
+    files in `spill_dir` (default --spill-dir) when given."""
+    spill_dir = spill_dir or config.spill_dir
     features = config.features or nd.resolve_features(data_dir, config.feature_set)
     logger.info("data %s: %d features, target %r, preset %r", data_dir, len(features), config.target, config.preset)
-    train = nd.load_split(
-        data_dir / "train.parquet", features, train_targets, data_type="train", spill_dir=config.spill_dir
-    )
+    train = nd.load_split(data_dir / "train.parquet", features, train_targets, data_type="train", spill_dir=spill_dir)
     targets = [config.target] + [t for t in nd.target_names(data_dir) if t != config.target]
     available = nd.parquet_columns(data_dir / "validation.parquet")
     validation = nd.load_split(
@@ -108,7 +111,7 @@ def load_data(
         features,
         [t for t in targets if t == config.target or t in available],
         data_type="validation",
-        spill_dir=config.spill_dir,
+        spill_dir=spill_dir,
     )
     nd.check_disjoint_ids(train, validation)
     attach_benchmarks(data_dir, config.benchmark_model, train, validation)
@@ -119,7 +122,7 @@ def load_data(
             len(split),
             len(split.era_order),
             split.features.nbytes / 2**20,
-            f" in a file in {config.spill_dir}" if config.spill_dir else "",
+            f" in a file in {spill_dir}" if spill_dir else "",
             split.dropped_rows,
         )
     return features, train, validation
@@ -160,12 +163,29 @@ class Prepared:
     bins: DatasetCache
 
 
-def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
+def prepare(config: BuildConfig, runner: Runner | None = None) -> Prepared:
+    """The data as the build's `runner` needs it (default: this process), members, folds, scored eras."""
+    runner = runner or InProcess(config.spill_dir)
     data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
-    entries, targets, kinds = preset_targets(config, data_dir)
-    features, train, validation = load_data(config, data_dir, targets)
+    _, targets, _ = preset_targets(config, data_dir)
+    features, train, validation = load_data(config, data_dir, targets, runner.matrix_dir)
     missing = int(train.missing_feature_eras().to_numpy().sum())
     logger.info("missing-feature marker (all 2 in an era): %d feature-eras in train", missing)
+    return set_up(config, data_dir, features, train, validation, missing, runner.cache(config.seed))
+
+
+def set_up(
+    config: BuildConfig,
+    data_dir: Path,
+    features: list[str],
+    train: nd.EraFrame,
+    validation: nd.EraFrame,
+    missing: int,
+    bins: DatasetCache,
+) -> Prepared:
+    """`prepare` on loaded data: the members the options ask for, the embargo, the CV folds and the
+    scored validation eras (`pipeline.plan` sets up other options on the same data this way)."""
+    entries, _, kinds = preset_targets(config, data_dir)
     feature_sets = nd.read_features_json(data_dir)["feature_sets"]
     # 16 eras when a 60-day target is trained on: the entries asked for it and the data has one.
     embargo = config.embargo if config.embargo is not None else default_embargo(list(train.targets.columns))
@@ -179,8 +199,8 @@ def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
         feature_sets=feature_sets,
         processes=config.torch_processes,
         embargo=embargo,
-        trainer=trainer,
-        bins=DatasetCache(seed=config.seed, spill_dir=config.spill_dir),
+        bins=bins,
+        tree_scale=config.tree_scale,
     )
     members = make_members(entries, context, kinds)
     check_embargo(train.era_order, validation.era_order, embargo)
@@ -205,7 +225,7 @@ def prepare(config: BuildConfig, trainer: DaskLGBMTrainer | None) -> Prepared:
         folds,
         holdout_eras(train.era_order, validation.era_order, embargo),
         missing,
-        context.bins,
+        bins,
     )
 
 
@@ -262,18 +282,11 @@ def cross_validate(
     """Every member's out-of-fold CV (members found by a search keep the search's), then the blend and its
     neutralization (against all features, the `unstable` ones or a feature group)."""
     config, train = prep.config, prep.train
-    results: dict[str, CVResult] = {}
-    for member in prep.members:
-        if member.name in searched:
-            results[member.name] = searched[member.name]
-            continue
-        results[member.name] = member.cross_validate(train, prep.folds, config.target, choice.fold_pipelines)
-        logger.info(
-            "%s: CV chose %s, CV CORR %.4f",
-            member.name,
-            results[member.name].chosen,
-            results[member.name].per_era.mean(),
-        )
+    pending = [member for member in prep.members if member.name not in searched]
+    fresh = cross_validate_members(pending, train, prep.folds, config.target, choice.fold_pipelines)
+    for name, result in fresh.items():
+        logger.info("%s: CV chose %s, CV CORR %.4f", name, result.chosen, result.per_era.mean())
+    results: dict[str, CVResult] = {m.name: searched.get(m.name) or fresh[m.name] for m in prep.members}
     oof, scored = oof_matrix(results)
     eras, y = train.eras[scored], objective_target(config.scoring(), train, np.flatnonzero(scored), config.target)
     logger.info("blend chosen on %s, on the %d CV eras all members scored", config.scoring().describe(), len(set(eras)))
@@ -374,8 +387,8 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
     paid = paid_rows(prep.data_dir, train, validation, rows, config.target)
     pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(prep.train, prep.train.era_order)])
     models, scores = {}, []
+    fit_members(prep.members, [prep.train], pipeline, "holdout")
     for member in prep.members:
-        member.fit([prep.train], pipeline, "holdout")
         scores.append(predict_rows(member, validation, rows))
         result = cv.results[member.name]
         searched = {"searched": search["chosen"]} if search and search["member"] == member.name else {}
@@ -441,8 +454,7 @@ def refit(prep: Prepared, choice: FeatureChoice, holdout: Holdout) -> Refit:
         logger.info("refitting the blended members (%s) on train and validation eras with the CV's settings", names)
         frames = [prep.train, prep.validation]
         pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(f, f.era_order) for f in frames])
-        for member, _ in holdout.shipped:
-            member.fit(frames, pipeline, "refit")
+        fit_members([member for member, _ in holdout.shipped], frames, pipeline, "refit")
     members = [SavedMember.trained(member, weight, frames) for member, weight in holdout.shipped]
     return Refit(pipeline, frames, members)
 
@@ -575,41 +587,75 @@ def build(config: BuildConfig) -> BuildResult:
     """CV, held-out validation, blend, refit, export and verify; `--out` gets the pickle, its artifacts
     and its report together or not at all.
 
-    With --dask-scheduler or --dask-local the LightGBM members' holdout and refit training runs on
-    that Dask cluster, open for the whole build (reached before any data is loaded). BLAS threads
-    follow --threads too: oversubscribed BLAS made one least-squares fit many times slower."""
+    Fits run on the build's runner (`pipeline.parallel`): here, in `--jobs` worker processes, or on the
+    Dask cluster of --dask-scheduler / --dask-local (reached before any data is loaded). BLAS threads
+    follow --threads too: oversubscribed BLAS made one least-squares fit many times slower. Each
+    stage's seconds and peak memory go into the report ("timings")."""
     config.validate()
     paths = OutputPaths.for_build(config.out, config.report_dir)
     with (
         terminate_as_exit(),
         BuildOutputs(paths) as outputs,
         threadpool_limits(config.threads or None),
-        dask_trainer(config.dask_scheduler, config.dask_local) as trainer,
+        fit_runner(config) as runner,
+        active(runner),
     ):
-        prep = prepare(config, trainer)
+        timings = Timings(runner)
+        prep, search, gbdt_search, choice, cv, temporal, holdout, fitted = run_stages(config, runner, timings)
+        with timings.stage("export"):
+            verification = export(prep.data_dir, prep.validation, build_artifacts(prep, cv, fitted), outputs)
+        with timings.stage("write_build_report"):
+            extra = {"temporal": temporal, "gbdt_search": gbdt_search} | ({"tsmixer_search": search} if search else {})
+            report_path = write_build_report(prep, outputs, choice, holdout, verification, extra)
+        add_timings(outputs.staged.report / "report.json", timings.table())
+        outputs.commit()
+    summary = data_summary(prep) | {"artifacts": paths.artifacts, "timings": timings.table()}
+    return BuildResult(config.out, report_path, holdout.models, verification, summary, paths.artifacts, search)
+
+
+def fit_runner(config: BuildConfig) -> contextlib.AbstractContextManager[Runner]:
+    """Where the build's fits run: the Dask cluster the options name, else `--jobs` processes here."""
+    if config.dask_scheduler is not None or config.dask_local is not None:
+        return dask_runner(config.dask_scheduler, config.dask_local)
+    return local_runner(config.jobs, config.threads, config.spill_dir)
+
+
+def run_stages(config: BuildConfig, runner: Runner, timings: Timings) -> tuple:
+    """The build's stages up to the refit, each timed; the binned datasets dropped after the CV, the
+    holdout and the refit."""
+    with timings.stage("prepare"):
+        prep = prepare(config, runner)
+    with timings.stage("search_tsmixer"):
         search = search_tsmixer(prep)
+    with timings.stage("choose_features"):
         choice = choose_features(prep)
+    with timings.stage("search_gbdt"):
         prep, searched, gbdt_search = search_gbdt(prep, choice)
+    with timings.stage("check_stability"):
         temporal, stable = check_stability(prep, choice)
+    with timings.stage("cross_validate"):
         cv = cross_validate(prep, choice, searched, temporal["flagged"])
         prep = replace(stable, members=prep.members)
         prep.bins.clear()
+    with timings.stage("score_holdout"):
         holdout = score_holdout(prep, choice, cv, search)
         prep.bins.clear()
+    with timings.stage("refit"):
         fitted = refit(prep, choice, holdout)
         prep.bins.clear()
-        logger.info(
-            "LightGBM datasets: %d binned in %.0f s, %d fits reused one",
-            prep.bins.binned,
-            prep.bins.seconds,
-            prep.bins.reused,
-        )
-        verification = export(prep.data_dir, prep.validation, build_artifacts(prep, cv, fitted), outputs)
-        extra = {"temporal": temporal, "gbdt_search": gbdt_search} | ({"tsmixer_search": search} if search else {})
-        report_path = write_build_report(prep, outputs, choice, holdout, verification, extra)
-        outputs.commit()
-    summary = data_summary(prep) | {"artifacts": paths.artifacts}
-    return BuildResult(config.out, report_path, holdout.models, verification, summary, paths.artifacts, search)
+    logger.info(
+        "LightGBM datasets: %d binned in %.0f s, %d fits reused one",
+        prep.bins.binned,
+        prep.bins.seconds,
+        prep.bins.reused,
+    )
+    return prep, search, gbdt_search, choice, cv, temporal, holdout, fitted
+
+
+def add_timings(report_json: Path, timings: dict[str, Any]) -> None:
+    """The stages' timings into the staged report.json (the report's own stage included)."""
+    report = json.loads(report_json.read_text())
+    report_json.write_text(json.dumps(report | {"timings": timings}, indent=2))
 
 
 def format_result(result: BuildResult) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from pipeline.config import BuildConfig
 from pipeline.cv import EMBARGO_20D
 from pipeline.images import DEFAULT_IMAGE, IMAGES, ImageError, image_environment, record_run, sidecar_path
 from pipeline.objective import CORR_MULTIPLIER, MMC_MULTIPLIER, OBJECTIVES
+from pipeline.plan import PlanFor, fit_budget, plan_build
 from pipeline.presets import PRESETS
 from pipeline.refresh import format_refresh, refresh
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, add_numerai_options, upload_command
@@ -30,7 +32,9 @@ numerai-tools and verified the way Numerai's container runs it.
   python build_model.py verify model.pkl --live live.parquet
   python build_model.py upload model.pkl --model-name NAME [--dry-run]
 
-Commands: build (the default: `python build_model.py [build] [options]`), verify, upload;
+  python build_model.py plan [options] [--json] [--rows R --features F --eras E] [--cores C]
+
+Commands: build (the default: `python build_model.py [build] [options]`), plan, verify, upload;
 `python build_model.py COMMAND --help` explains each.
 """
 
@@ -126,6 +130,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "example)",
     )
     parser.add_argument(
+        "--tree-scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="train every LightGBM member on S (0 < S <= 1) times its trees at 1/S times its learning rate: about the "
+        "same model for less time (default 1; --time-budget sets it)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="random seed (same seed and data give the same pickle predictions)"
     )
     parser.add_argument(
@@ -174,6 +186,24 @@ def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     """Threads, clusters and where the int8 matrix lives."""
     parser.add_argument("--threads", type=int, default=0, help="training threads (default 0: all cores)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the independent fits (members x CV folds, probes, holdout, refit; each neural member as one) as N "
+        "worker processes on this machine, --threads divided among them; the same predictions as --jobs 1. The int8 "
+        "matrices are files all of them map (in --spill-dir, else a temporary directory). Default 1",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="HOURS",
+        help="fit the build into HOURS on this machine: plan it first (see the plan command) and take the largest "
+        "settings whose plan fits (era stride, CV folds, trees with a larger learning rate, members), logging each "
+        "change",
+    )
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument(
         "--dask-scheduler",
@@ -390,6 +420,8 @@ def run_build(args: argparse.Namespace) -> int:
     try:
         if args.download is not None:
             nd.download(args.data_dir, args.download)
+        if config.time_budget is not None and config.init_model is None:
+            config, _, _ = fit_budget(config)
         result = refresh(config) if config.init_model is not None else build(config)
     except (nd.DataError, VerificationError, ValueError) as err:
         log.error("%s", err)
@@ -397,6 +429,48 @@ def run_build(args: argparse.Namespace) -> int:
             log.error("%s is left as it was (the previous build's), with its artifacts and report", config.out)
         return 1
     print(format_refresh(result) if config.init_model is not None else format_result(result))
+    return 0
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """The build's options, and the size and machine to plan for."""
+    add_build_arguments(parser)
+    size = parser.add_argument_group("what to plan for (default: this data on this machine)")
+    size.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    size.add_argument("--rows", type=int, default=None, metavar="R", help="plan R training rows (e.g. 2750000)")
+    size.add_argument("--eras", type=int, default=None, metavar="E", help="plan E training eras (e.g. 680)")
+    size.add_argument(
+        "--cores", type=int, default=None, metavar="C", help="plan a machine of C cores (default: this one's)"
+    )
+    size.description = "--features takes a number here too: plan that many features (a build's --features names them)"
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """Print the plan of the build the options describe; 1 on options that cannot work."""
+    setup_logging(args.verbose)
+    count = None
+    if args.features is not None and args.features.strip().isdigit():
+        count, args.features = int(args.features), None
+    problems = [
+        f"{option} must be at least 1, got {value}"
+        for option, value in (
+            ("--rows", args.rows),
+            ("--eras", args.eras),
+            ("--cores", args.cores),
+            ("--features", count),
+        )
+        if value is not None and value < 1
+    ]
+    config = BuildConfig.from_options(args)
+    try:
+        if problems:
+            raise ValueError("; ".join(problems))
+        target = PlanFor(args.rows, count, args.eras, args.cores)
+        plan = fit_budget(config, target)[2] if config.time_budget is not None else plan_build(config, target)
+    except (nd.DataError, ValueError) as err:
+        logging.getLogger("build_model").error("%s", err)
+        return 1
+    print(json.dumps(plan.to_json()) if args.json else plan.table())
     return 0
 
 
@@ -435,6 +509,12 @@ def run_upload(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "build": (add_build_arguments, run_build, "build, verify and write the pickle (the default command)"),
+    "plan": (
+        add_plan_arguments,
+        run_plan,
+        "print what the build these options describe would do and cost, before any training: each stage's fits, "
+        "rows x features, trees or epochs, seconds and peak memory (--json, --rows/--features/--eras, --cores)",
+    ),
     "verify": (
         add_verify_arguments,
         run_verify,

@@ -30,6 +30,8 @@ class BuildConfig:
     cv_max_train_eras: int | None = None
     era_stride: int | None = None
     num_boost_round: int | None = None
+    # LightGBM members train tree_scale times their trees at 1 / tree_scale their learning rate.
+    tree_scale: float = 1.0
     drop_unstable: bool = False
     refit: bool = True
     neutralization: float | None = None
@@ -41,6 +43,10 @@ class BuildConfig:
     benchmark_model: str | None = None
     seed: int = 0
     threads: int = 0
+    # Fits run as this many processes on this machine, --threads divided among them (pipeline.parallel).
+    jobs: int = 1
+    # Hours the build may take: the largest settings whose plan fits (pipeline.plan.fit_budget).
+    time_budget: float | None = None
     dask_scheduler: str | None = None
     dask_local: int | None = None
     torch_processes: int = 1
@@ -85,10 +91,24 @@ class BuildConfig:
                 f"--trees must be at least 1 boosting round, got {self.num_boost_round}",
             ),
             (
+                0 < self.tree_scale <= 1,
+                f"--tree-scale must be within (0, 1], a share of each member's trees, got {self.tree_scale}",
+            ),
+            (
                 self.neutralization is None or 0 <= self.neutralization <= 1,
                 f"--neutralization must be within 0..1, got {self.neutralization}",
             ),
             (self.threads >= 0, f"--threads must be 0 (all cores) or more, got {self.threads}"),
+            (self.jobs >= 1, f"--jobs must be at least 1 process, got {self.jobs}"),
+            (
+                self.time_budget is None or self.time_budget > 0,
+                f"--time-budget must be a positive number of hours, got {self.time_budget}",
+            ),
+            (
+                self.jobs == 1 or not (self.dask_scheduler or self.dask_local),
+                "--jobs runs fits as processes on this machine and --dask-scheduler / --dask-local on a cluster's "
+                "workers: give one",
+            ),
             (self.torch_processes >= 1, f"--torch-processes must be at least 1, got {self.torch_processes}"),
             (
                 self.spill_dir is None or Path(self.spill_dir).is_dir(),

@@ -1,41 +1,49 @@
-"""Training on a cluster: LightGBM members on Dask (`lightgbm.dask`), neural members data-parallel
-over CPU processes (`torch.distributed`, gloo).
+"""Training on a cluster: the build's fits as tasks on a Dask cluster (`DaskRunner`), neural members
+data-parallel over CPU processes (`torch.distributed`, gloo).
 
-Both give back what the single-machine path gives (a `lgb.Booster`; a trained network and its
-`TrainResult`, as `pipeline.models.training.train` does), so export, the pickle and prediction never
-depend on where a model was trained. Dask is an optional extra (`pip install .[dask]`), imported
-only when a cluster is asked for; the pickle never needs it.
+Both give back what the single-machine path gives (a `lgb.Booster` trained by the same function on
+the same bins; a trained network and its `TrainResult`, as `pipeline.models.training.train` does),
+so export, the pickle and prediction never depend on where a model was trained. Dask is an optional
+extra (`pip install .[dask]`), imported only when a cluster is asked for; the pickle never needs it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import logging
 import pickle
 import socket
 import tempfile
-import warnings
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from pipeline.data import DATA_TYPE_COL, ERA_COL, DataError, EraFrame, parquet_columns
-from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMModel
+from pipeline.binning import DatasetCache, Rows
+from pipeline.data import DataError, EraFrame, load_split
 from pipeline.models.training import EraBatches, GlooReplicas, TrainResult, TrainSettings, torch_settings, train
+from pipeline.parallel import (
+    Fit,
+    Mapped,
+    fitted_from,
+    remote_fit,
+    run_task,
+    task_name,
+    task_payload,
+    task_value,
+    watch,
+)
 
 if TYPE_CHECKING:
-    import dask.dataframe as dd
     from distributed import Client
 
 logger = logging.getLogger(__name__)
@@ -104,140 +112,105 @@ def dask_client(
         yield client
 
 
-@contextlib.contextmanager
-def dask_trainer(
-    scheduler: str | None = None, local_workers: int | None = None, timeout: float = CONNECT_TIMEOUT
-) -> Iterator[DaskLGBMTrainer | None]:
-    """The build's LightGBM trainer on the cluster the options name, or None (train in this
-    process, dask never imported) when they name none."""
-    if scheduler is None and local_workers is None:
-        yield None
-        return
-    with dask_client(scheduler, local_workers, timeout) as client:
-        yield DaskLGBMTrainer(client)
-
-
 @dataclass(frozen=True)
-class ParquetPart:
-    """Rows of one parquet split to train on: those of `eras` (and of `data_type`, when the file
-    has that column) where every `labelled` column is known."""
+class ParquetFrame:
+    """A frame that a Dask worker reads from its parquet split itself (the data directory at the same
+    path on every worker), checked to be the rows this machine loaded."""
 
-    path: Path
-    eras: tuple[str, ...]
-    data_type: str | None = None
-    labelled: tuple[str, ...] = ()
+    key: str
+    path: str
+    feature_names: tuple[str, ...]
+    targets: tuple[str, ...]
+    data_type: str | None
+    rows: int
+    fingerprint: str
 
     @classmethod
-    def of(cls, frame: EraFrame, era_stride: int) -> "ParquetPart":
-        """The rows a member trains on in `frame` (every `era_stride`-th era), read from its file.
-        `load_split` puts the target it required first, so that one must be known here too."""
-        if era_stride < 1:
-            raise ValueError(f"era stride must be at least 1, got {era_stride}")
-        return cls(frame.path, tuple(frame.era_order[::era_stride]), frame.data_type, (str(frame.targets.columns[0]),))
+    def of(cls, frame: EraFrame) -> ParquetFrame:
+        return cls(
+            f"{frame.path}-{uuid.uuid4().hex}",
+            str(frame.path),
+            tuple(frame.feature_names),
+            tuple(frame.targets.columns),
+            frame.data_type,
+            len(frame),
+            ids_fingerprint(frame.ids),
+        )
+
+    def open(self) -> EraFrame:
+        frame = load_split(self.path, list(self.feature_names), list(self.targets), data_type=self.data_type)
+        if len(frame) != self.rows or ids_fingerprint(frame.ids) != self.fingerprint:
+            raise DataError(
+                f"{self.path}: a Dask worker read {len(frame)} rows, not the {self.rows} rows (or not the ids) this "
+                "machine loaded; expected the same data directory at the same path on every worker"
+            )
+        return frame
 
 
-class DaskLGBMTrainer:
-    """LightGBM members trained by `lightgbm.dask` on a Dask cluster.
+def ids_fingerprint(ids: np.ndarray) -> str:
+    return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()
 
-    The workers read the parquet files themselves (a share of the partitions each), so the data
-    directory must be at the same path on every worker. Features stay int8 until each worker
-    builds its LightGBM Dataset from its own rows.
-    """
+
+class DaskRunner:
+    """The build's fits and tasks on a Dask cluster (`pipeline.parallel.Runner`): each task reads its
+    frames from the parquet files on its worker (once per worker) and bins its own rows (no file is
+    shared between machines), then trains exactly as on one machine. Neural members run as one task
+    each too, so the workers need the same environment as this machine (torch included)."""
+
+    matrix_dir = None
 
     def __init__(self, client: Client):
         self.client = client
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        self.jobs = len(workers)
+        self.threads = min(int(worker["nthreads"]) for worker in workers)
+        self.refs: dict[int, tuple[EraFrame, ParquetFrame]] = {}
+        self.peak_mb = 0.0
 
-    def workers(self) -> list[str]:
-        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+    def share(self, frame: EraFrame) -> ParquetFrame:
+        known = self.refs.get(id(frame))
+        if known is None:
+            known = self.refs[id(frame)] = (frame, ParquetFrame.of(frame))
+        return known[1]
 
-    def fit_member(
-        self, member: LGBMModel, splits: Sequence[EraFrame], era_stride: int, feature_names: list[str], target: str
-    ) -> lgb.Booster:
-        """Train `member`'s parameters and tree count on the same rows `LightGBMMember.fit` would use."""
-        parts = [ParquetPart.of(split, era_stride) for split in splits]
-        return self.train(parts, feature_names, target, member.lgb_params(), member.num_boost_round)
+    def cache(self, seed: int) -> DatasetCache:
+        return DatasetCache(seed=seed)
 
-    def train(
-        self,
-        parts: Sequence[ParquetPart],
-        feature_names: list[str],
-        target: str,
-        params: dict[str, Any],
-        num_boost_round: int,
-    ) -> lgb.Booster:
-        """A plain Booster trained on the cluster with native LightGBM `params` (seed, deterministic, ...).
+    def _submit(self, function: Callable[..., Any], args: tuple, name: str) -> Any:
+        payload = task_payload(self.share, function, args)
+        return watch(self.client.submit(run_task, payload, self.threads, pure=False), name, self)
 
-        `num_threads` is left to lightgbm.dask, which gives each worker its own thread count.
-        """
-        from lightgbm.dask import DaskLGBMRegressor
+    def submit_fit(self, fit: Fit, cache: DatasetCache) -> Mapped:
+        rows = Rows.of(fit.pipeline, fit.parts, fit.era_stride, fit.feature_names, cache.seed)
+        args = (fit, rows, rows.labels(fit.target), rows.weights(fit.era_weights()), None, self.threads)
+        future = self._submit(remote_fit, args, fit.name)
+        return Mapped(future, fitted_from, cache)
 
-        data = self.load(parts, feature_names, target)
-        params = {"bin_construct_sample_cnt": BIN_SAMPLE_ROWS} | {k: v for k, v in params.items() if k != "num_threads"}
-        model = DaskLGBMRegressor(client=self.client, n_estimators=num_boost_round, **params)
-        with warnings.catch_warnings():
-            # lightgbm.dask warns about the n_jobs=None its own estimator passes along.
-            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-            model.fit(data[feature_names], data[target])
-        return model.booster_
+    def submit(self, function: Callable[..., Any], *args: Any) -> Mapped:
+        return Mapped(self._submit(function, args, task_name(function, args)), task_value)
 
-    def load(self, parts: Sequence[ParquetPart], feature_names: list[str], target: str) -> dd.DataFrame:
-        """The rows of `parts` (features int8, target float32), held by the workers round-robin."""
-        import dask.dataframe as dd
+    def ships(self, obj: object) -> bool:
+        """Members of this package, but not one that reads the benchmark models (the workers read
+        the data's parquet files only)."""
+        return type(obj).__module__.split(".")[0] == "pipeline" and not getattr(obj, "reads_benchmark", False)
 
-        frames = [self._read(part, feature_names, target) for part in parts]
-        data = frames[0] if len(frames) == 1 else dd.concat(frames)
-        return self._spread(data)
+    def record(self, peak_mb: float) -> None:
+        self.peak_mb = max(self.peak_mb, peak_mb)
 
-    def _read(self, part: ParquetPart, feature_names: list[str], target: str) -> dd.DataFrame:
-        import dask.dataframe as dd
+    def take_peak_mb(self) -> float:
+        peak, self.peak_mb = self.peak_mb, 0.0
+        return peak
 
-        available = parquet_columns(part.path)
-        labelled = list(dict.fromkeys([*part.labelled, target]))
-        missing = [c for c in [ERA_COL, *labelled, *feature_names] if c not in available]
-        if missing:
-            raise DataError(f"{part.path}: missing column(s) {', '.join(missing[:10])}")
-        by_type = part.data_type is not None and DATA_TYPE_COL in available
-        eras = list(part.eras)
-        if pa.types.is_integer(pq.read_schema(part.path).field(ERA_COL).type):
-            eras = [int(e) for e in eras]
-        frame = dd.read_parquet(
-            part.path, columns=[ERA_COL, *([DATA_TYPE_COL] if by_type else []), *labelled, *feature_names]
-        )
-        in_scope = frame[ERA_COL].isin(eras)
-        if by_type:
-            in_scope &= frame[DATA_TYPE_COL] == part.data_type
-        known = frame[labelled].notnull().all(axis=1)
-        kept, unlabelled = self.client.gather(
-            self.client.compute([(in_scope & known).sum(), (in_scope & ~known).sum()])
-        )
-        if kept == 0:
-            raise DataError(f"{part.path}: no rows with {labelled} known in the {len(eras)} eras to train on")
-        logger.info(
-            "%s: %d rows of %d eras to train on with Dask (%d rows without %s left out)",
-            part.path.name,
-            kept,
-            len(eras),
-            unlabelled,
-            " or ".join(map(repr, labelled)),
-        )
-        selected = frame[in_scope & known]
-        return selected[feature_names].astype(np.int8).assign(**{target: selected[target].astype(np.float32)})
 
-    def _spread(self, data: dd.DataFrame) -> dd.DataFrame:
-        """Compute the partitions on the workers in turn (at least one partition each), so that
-        every worker trains on a share of the rows and the same data always lands the same way."""
-        import dask.dataframe as dd
-        from distributed import wait
-
-        workers = self.workers()
-        if data.npartitions < len(workers):
-            data = data.repartition(npartitions=len(workers))
-        futures = [
-            self.client.compute(piece, workers=[workers[i % len(workers)]], allow_other_workers=False)
-            for i, piece in enumerate(data.to_delayed())
-        ]
-        wait(futures)
-        return dd.from_delayed(futures, meta=data._meta, verify_meta=False)
+@contextlib.contextmanager
+def dask_runner(
+    scheduler: str | None = None, local_workers: int | None = None, timeout: float = CONNECT_TIMEOUT
+) -> Iterator[DaskRunner]:
+    """The build's runner on the cluster the options name (--dask-scheduler, --dask-local)."""
+    with dask_client(scheduler, local_workers, timeout) as client:
+        runner = DaskRunner(client)
+        logger.info("fits run on %d Dask workers of %d threads each", runner.jobs, runner.threads)
+        yield runner
 
 
 def free_port() -> int:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from pipeline.binning import DatasetCache
 from pipeline.data import EraFrame
 from pipeline.features import FeaturePipeline
 from pipeline.metrics import per_era_corr_columns
 from pipeline.models.lgbm import LGBMModel
+from pipeline.parallel import Fit, FitPlan, Fitted, Prediction, run_plan
 from pipeline.weighting import EraWeighting
 
 
@@ -40,7 +41,15 @@ def checkpoints(num_boost_round: int, count: int = 20) -> np.ndarray:
     return np.unique(np.linspace(num_boost_round / count, num_boost_round, count).round().astype(int).clip(1))
 
 
-def cv_lgbm(
+def cv_lgbm(member: LGBMModel, frame: EraFrame, target: str, folds: list, *options: Any, **keywords: Any) -> CVResult:
+    """Train `member` on `target` in each fold and choose its number of trees by mean out-of-fold
+    per-era CORR on `score_target` (the main target; defaults to `target`); the options are
+    `cv_plan`'s. The folds run on the build's runner (`pipeline.parallel`: in this process, or in
+    parallel)."""
+    return run_plan(cv_plan(member, frame, target, folds, *options, **keywords))
+
+
+def cv_plan(
     member: LGBMModel,
     frame: EraFrame,
     target: str,
@@ -51,39 +60,53 @@ def cv_lgbm(
     pipelines: Sequence[FeaturePipeline] | None = None,
     datasets: DatasetCache | None = None,
     weighting: EraWeighting | None = None,
-) -> CVResult:
-    """Train `member` on `target` in each fold and choose its number of trees by mean out-of-fold
-    per-era CORR on `score_target` (the main target; defaults to `target`).
+) -> FitPlan:
+    """`cv_lgbm`'s fits, one per fold, and what turns them into its `CVResult`.
 
     `pipelines` (one per fold, fitted on that fold's training eras) transform the features; None:
     the raw features. `datasets` holds the folds' binned rows for every fit of the build that reads
-    the same view (None: binned for this CV alone). `weighting` weighs each fold's training eras."""
-    datasets = datasets if datasets is not None else DatasetCache(seed=member.seed)
-    y_score = frame.targets[score_target or target].to_numpy()
+    the same view (None: binned for these fits alone). `weighting` weighs each fold's training eras."""
     steps = checkpoints(member.num_boost_round)
-    oof_by_step = np.full((len(steps), len(frame)), np.nan)
-    for k, (train_eras, val_eras) in enumerate(tqdm(folds, desc=f"CV {name}", unit="fold", leave=False)):
+    fits = []
+    for k, (train_eras, val_eras) in enumerate(folds):
         pipeline = None if pipelines is None else pipelines[k]
-        names = frame.feature_names if pipeline is None else pipeline.feature_names_
-        era_weights = None if weighting is None else weighting.for_eras(train_eras)
-        member.fit_dataset(datasets.dataset(pipeline, [(frame, train_eras)], era_stride, target, names, era_weights))
-        val_rows = frame.select_eras(val_eras)
-        if pipeline is None:
-            x_val = frame.features[val_rows].astype(np.float32)
-        else:
-            x_val = pipeline.matrix(frame.features[val_rows], frame.eras[val_rows])
-        oof_by_step[:, val_rows] = member.staged_predict(x_val, steps)
+        fits.append(
+            Fit(
+                f"{name} fold {k + 1}",
+                pipeline,
+                [(frame, train_eras)],
+                era_stride,
+                target,
+                frame.feature_names if pipeline is None else pipeline.feature_names_,
+                member.lgb_params(),
+                member.num_boost_round,
+                Prediction(pipeline, frame, frame.select_eras(val_eras), steps),
+                weighting=weighting,
+            )
+        )
+
+    def finish(fitted: list[Fitted]) -> CVResult:
+        oof_by_step = np.full((len(steps), len(frame)), np.nan)
+        for fit, result in zip(fits, fitted, strict=True):
+            oof_by_step[:, fit.prediction.rows] = result.staged
+        return chosen_trees(oof_by_step, frame, score_target or target, steps, name)
+
+    return FitPlan(fits, finish, datasets, member.seed)
+
+
+def chosen_trees(oof_by_step: np.ndarray, frame: EraFrame, score_target: str, steps: np.ndarray, name: str) -> CVResult:
+    """The CV's result at the number of trees whose mean out-of-fold per-era CORR is the highest."""
+    y_score = frame.targets[score_target].to_numpy()
     scored = ~np.isnan(oof_by_step[0])
     per_era_by_step = per_era_corr_columns(oof_by_step[:, scored].T, y_score[scored], frame.eras[scored])
     curve = pd.Series(
         per_era_by_step.mean().to_numpy(), index=pd.Index(steps, name="num_boost_round"), name="cv_corr_mean"
     )
     best = int(np.argmax(curve.to_numpy()))
-    oof = oof_by_step[best]
     return CVResult(
         name=name,
         per_era=per_era_by_step[best].rename("corr"),
-        oof=oof,
+        oof=oof_by_step[best],
         chosen={"num_boost_round": int(steps[best])},
         curve=curve,
     )

@@ -59,6 +59,7 @@ PIPELINE_CONFIGS: dict[str, dict] = {
     "all transforms": {"missing": "keep", "clusters": True, "group_stats": True, "mixing": True},
     "all transforms, missing as NaN": {"missing": "nan", "clusters": True, "group_stats": True, "mixing": True},
 }
+ALL_TRANSFORMS = "all transforms"
 
 
 def simplest_within_noise(scores: dict[str, pd.Series]) -> tuple[str, dict]:

@@ -19,6 +19,7 @@ from pipeline.tuning import best_settings
 
 if TYPE_CHECKING:
     from pipeline.build import FeatureChoice, Prepared
+    from pipeline.config import BuildConfig
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,30 @@ def search_tsmixer(prep: Prepared) -> dict[str, Any] | None:
     }
 
 
+def searched_members(prep: Prepared) -> list[Any]:
+    """The LightGBM members whose entries ask for a search of their settings."""
+    return [member for member in prep.members if getattr(member, "search", 0)]
+
+
+def gbdt_trial_count(config: BuildConfig) -> int:
+    return config.gbdt_search_trials or SEARCH_TRIALS[config.preset]
+
+
+def gbdt_trials(prep: Prepared, rows: int) -> dict[str, list[Any]]:
+    """Each searched member's trials as members (`lgbm_search.trial_member`; `rows`: what their leaf
+    shares are shares of), as `search_gbdt` runs them without a time budget: what `pipeline.plan` costs."""
+    count = gbdt_trial_count(prep.config)
+    return {
+        member.name: [
+            lgbm_search.trial_member(member, trial, number, rows)
+            for number, trial in enumerate(
+                lgbm_search.candidates(member, rows, prep.config.seed, max(count, member.search))
+            )
+        ]
+        for member in searched_members(prep)
+    }
+
+
 def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[str, CVResult], dict[str, Any]]:
     """Each LightGBM member whose entry asks for a search (`MemberEntry.search`) is replaced by the best
     trials of a bounded search of its settings on the build's CV folds (`pipeline.members.lgbm_search`),
@@ -81,10 +106,10 @@ def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[s
     Returns the data with those members, their CV results (the search's: no second CV) and the report's
     tables."""
     config = prep.config
-    searched = [member for member in prep.members if getattr(member, "search", 0)]
+    searched = searched_members(prep)
     if not searched:
         return prep, {}, {}
-    trials = config.gbdt_search_trials or SEARCH_TRIALS[config.preset]
+    trials = gbdt_trial_count(config)
     budget = float("inf") if config.gbdt_search_budget is None else config.gbdt_search_budget
     members, results, report = [], {}, {}
     for member in prep.members:

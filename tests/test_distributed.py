@@ -1,4 +1,4 @@
-"""Training on a cluster: LightGBM on a local Dask cluster of 2 workers, the neural members over 2
+"""Training on a cluster: the CV on a local Dask cluster of 2 workers, the neural members over 2
 torch.distributed processes, and a whole build through --dask-local, each against one machine."""
 
 from __future__ import annotations
@@ -6,23 +6,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline import data as nd
-from pipeline.build import BuildConfig, build
+from pipeline.build import BuildConfig, FeatureChoice, build, cross_validate, prepare
 from pipeline.cli import main
-from pipeline.distributed import ClusterError, dask_client, dask_trainer, free_port
-from pipeline.features import FeaturePipeline
-from pipeline.members import LightGBMMember
+from pipeline.distributed import ClusterError, DaskRunner, ParquetFrame, dask_client, free_port
+from pipeline.feature_choice import fold_pipelines
 from pipeline.metrics import paired_difference, per_era_corr
-from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMModel
 from pipeline.models.tsmixer import TSMixerExt
-from pipeline.runtime import booster_predict
+from pipeline.parallel import active
 
 TSMIXER_SMALL = {
     "d": 8,
@@ -62,36 +60,38 @@ def within_noise(a: np.ndarray, b: np.ndarray, validation: nd.EraFrame) -> tuple
     return paired_difference(per_era_corr(a, y, validation.eras), per_era_corr(b, y, validation.eras))
 
 
-def test_dask_lightgbm_scores_like_one_machine(splits: dict, cluster) -> None:
-    train, validation = splits["train"], splits["validation"]
-    params = EXAMPLE_PARAMS | {"learning_rate": 0.05}
-    raw = FeaturePipeline({f: "all" for f in splits["features"]}, clusters=False, group_stats=False).fit(
-        [(train, train.era_order)]
-    )
-    local = LightGBMMember("local", LGBMModel(params, 120, seed=3, num_threads=1), nd.MAIN_TARGET, era_stride=2)
-    local.fit([train], raw, "test")
-    with dask_trainer(scheduler=cluster.scheduler_address) as trainer:
-        on_cluster = LightGBMMember(
-            "dask", LGBMModel(params, 120, seed=3, num_threads=1), nd.MAIN_TARGET, era_stride=2, trainer=trainer
-        )
-        on_cluster.fit([train], raw, "test")
-        half = splits["features"][::2]
-        subset = LightGBMMember(
-            "dask_half", LGBMModel(params, 5, seed=3), nd.MAIN_TARGET, era_stride=2, features=half, trainer=trainer
-        )
-        subset.fit([train], raw, "test")
-    assert subset.estimator.booster_.feature_name() == half, "the workers read a member's feature subset"
-    booster = on_cluster.estimator.booster_
-    text = booster.model_to_string()
-    assert "[num_machines: 2]" in text and "[tree_learner: data]" in text, "both workers trained"
-    assert booster.num_trees() == 120
+def cheap_choice(train: nd.EraFrame, folds: list, groups: dict[str, str]) -> FeatureChoice:
+    """Fold pipelines with cluster means only: the members' CV without the probes' ablation."""
+    settings = {"missing": "nan", "clusters": True, "group_stats": True, "mixing": False}
+    return FeatureChoice(fold_pipelines(train, folds, groups, settings), settings, {})
 
-    reloaded = lgb.Booster(model_str=text)
-    distributed_pred = booster_predict(reloaded, validation.features)
-    assert np.array_equal(distributed_pred, booster_predict(booster, validation.features))
-    mean_diff, stderr = within_noise(distributed_pred, local.predict(validation.features, validation.eras), validation)
-    # Data-parallel LightGBM sums the same histograms over workers: the two models agree within noise.
-    assert abs(mean_diff) <= max(2 * stderr, 1e-3), (mean_diff, stderr)
+
+def test_cv_on_a_two_worker_dask_cluster_gives_the_same_per_era_corr(tiny_world: Path, cluster) -> None:
+    config = BuildConfig(data_dir=tiny_world, num_boost_round=30, threads=1, cv_folds=2)
+    here = prepare(config)
+    choice = cheap_choice(here.train, here.folds, here.groups)
+    on_one_machine = cross_validate(here, choice, {}, [])
+    with dask_client(scheduler=cluster.scheduler_address) as client, active(DaskRunner(client)) as runner:
+        there = prepare(config, runner)
+        on_the_cluster = cross_validate(there, cheap_choice(there.train, there.folds, there.groups), {}, [])
+        assert runner.take_peak_mb() > 0, "the fits ran on the workers"
+    assert {"lgbm_example", "lgbm_gbdt", "lgbm_aux20", "mlp", "tsmixer_ext"} <= set(on_one_machine.results)
+    for name, result in on_one_machine.results.items():
+        remote = on_the_cluster.results[name]
+        pd.testing.assert_series_equal(remote.per_era, result.per_era, check_exact=True, obj=name)
+        assert np.array_equal(remote.oof, result.oof, equal_nan=True), name
+        assert remote.chosen == result.chosen, name
+    assert np.array_equal(on_the_cluster.weights, on_one_machine.weights)
+
+
+def test_a_worker_reading_other_rows_is_an_error_naming_the_file(splits: dict, tmp_path: Path) -> None:
+    train = splits["train"]
+    ref = ParquetFrame.of(train)
+    assert ref.open().ids.tolist() == train.ids.tolist()
+    other = tmp_path / "train.parquet"
+    pd.read_parquet(train.path).iloc[:-10].to_parquet(other)
+    with pytest.raises(nd.DataError, match="same data directory at the same path on every worker"):
+        replace(ref, path=str(other)).open()
 
 
 def test_torch_distributed_two_processes_score_like_one(splits: dict) -> None:

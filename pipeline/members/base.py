@@ -23,7 +23,6 @@ from pipeline.runtime import MemberState
 
 if TYPE_CHECKING:
     from pipeline.binning import DatasetCache
-    from pipeline.distributed import DaskLGBMTrainer
 
 # Model files of members inside an artifacts directory.
 MEMBERS_DIR = "members"
@@ -75,8 +74,8 @@ class MemberEntry:
 class MemberContext:
     """What every member is made from besides its entry: the training frame (feature names, targets),
     the build's seed and threads, the options that override presets, features.json's sets, the
-    build's embargo (members that hold out eras of their own keep it), a Dask trainer, and the build's
-    cache of binned LightGBM datasets."""
+    build's embargo (members that hold out eras of their own keep it), the build's cache of binned
+    LightGBM datasets and its scale of LightGBM trees (`--tree-scale`)."""
 
     frame: EraFrame
     main_target: str
@@ -87,8 +86,9 @@ class MemberContext:
     feature_sets: Mapping[str, Sequence[str]] = field(default_factory=dict)
     processes: int = 1
     embargo: int | None = None
-    trainer: DaskLGBMTrainer | None = None
     bins: DatasetCache | None = None
+    # LightGBM members train this many times their trees at 1 / tree_scale their learning rate.
+    tree_scale: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,13 @@ class WithBenchmark(lgb.Sequence):
 @dataclass
 class BenchmarkMember(LightGBMMember):
     """A LightGBM member on the target relative to the benchmark model `benchmark_name`, reading its
-    per-era rank as an input when `as_input`. CV and fits train on this machine (no Dask)."""
+    per-era rank as an input when `as_input`. Its fits read the benchmark column, so its CV and fits
+    run whole (not as `LightGBMMember`'s fit plans): here, or in a `--jobs` worker, never on Dask."""
 
     kind: ClassVar[str] = "lightgbm_benchmark"
+    reads_benchmark: ClassVar[bool] = True
+    cv_plan: ClassVar[None] = None
+    fit_plan: ClassVar[None] = None
 
     benchmark_name: str = ""
     proportion: float = 1.0
@@ -102,9 +106,6 @@ class BenchmarkMember(LightGBMMember):
                 "(train_benchmark_models.parquet and validation_benchmark_models.parquet)",
                 entry.name,
             )
-            return None
-        if context.trainer is not None:
-            logger.warning("member %s left out: it reads the benchmark models, which Dask workers do not", entry.name)
             return None
         params = dict(entry.params)
         proportion, as_input = float(params.pop(PROPORTION_KEY, 1.0)), bool(params.pop(INPUT_KEY, True))

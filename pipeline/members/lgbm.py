@@ -1,5 +1,6 @@
 """LightGBM members: a booster over the feature pipeline's output (or the raw features), on one target
-and era stride, optionally over a subset of the raw features, optionally trained on a Dask cluster."""
+and era stride, optionally over a subset of the raw features. Their fits run on the build's runner
+(`pipeline.parallel`: in this process, in worker processes, or on a Dask cluster)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,20 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import lightgbm as lgb
 import numpy as np
 
 from pipeline.binning import DatasetCache
 from pipeline.data import EraFrame
-from pipeline.evaluate import CVResult, cv_lgbm
+from pipeline.evaluate import CVResult, cv_plan
 from pipeline.features import RAW_FEATURES, FeaturePipeline
 from pipeline.members.base import MEMBERS_DIR, EraParts, MemberContext, MemberEntry, RefreshSettings, Stage
-from pipeline.models.lgbm import EXAMPLE_ROUNDS, LGBMModel, TqdmCallback
+from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMModel
+from pipeline.parallel import Fit, FitPlan, Fitted, run_plan
 from pipeline.runtime import LightGBMState
 from pipeline.weighting import EraWeighting
-
-if TYPE_CHECKING:
-    from pipeline.distributed import DaskLGBMTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +39,19 @@ def features_without(
     return subset if 0 < len(subset) < len(features) else None
 
 
+def scaled_trees(rounds: int, params: dict[str, Any], scale: float) -> tuple[int, dict[str, Any]]:
+    """`scale` times the trees at 1 / `scale` times the learning rate: about the same model, its
+    cost in trees scaled (`--tree-scale`, which `--time-budget` sets)."""
+    if scale == 1:
+        return rounds, params
+    learning_rate = params.get("learning_rate", EXAMPLE_PARAMS["learning_rate"])
+    return max(1, round(rounds * scale)), params | {"learning_rate": learning_rate / scale}
+
+
 @dataclass
 class LightGBMMember:
     """A LightGBM member: its estimator, the target column it learns, the eras it trains on and,
-    for a member over a feature subset, the raw features it sees (`features`; None: all).
-    With a `trainer`, `fit` trains on a Dask cluster (CV stays in this process)."""
+    for a member over a feature subset, the raw features it sees (`features`; None: all)."""
 
     kind: ClassVar[str] = "lightgbm"
     learns_aux_targets: ClassVar[bool] = False
@@ -55,7 +62,6 @@ class LightGBMMember:
     era_stride: int
     engineered: bool = True
     features: list[str] | None = None
-    trainer: DaskLGBMTrainer | None = None
     cv_trees: int | None = None
     bins: DatasetCache | None = None
     weighting: EraWeighting = EraWeighting()
@@ -77,16 +83,10 @@ class LightGBMMember:
                 return None
         rounds = entry.rounds or EXAMPLE_ROUNDS
         rounds = min(rounds, context.num_boost_round or rounds)
-        estimator = LGBMModel(dict(entry.params), rounds, seed=seed, num_threads=context.threads)
+        rounds, params = scaled_trees(rounds, dict(entry.params), context.tree_scale)
+        estimator = LGBMModel(params, rounds, seed=seed, num_threads=context.threads)
         stride = context.era_stride or entry.era_stride
-        member = cls(
-            entry.name, estimator, target, stride, not entry.raw, subset, bins=context.bins, search=entry.search
-        )
-        if context.trainer is not None:
-            # Dask workers read raw parquet partitions, so cluster-trained members take raw features
-            # (the CV too, so that it scores what is trained).
-            member.trainer, member.engineered = context.trainer, False
-        return member
+        return cls(entry.name, estimator, target, stride, not entry.raw, subset, bins=context.bins, search=entry.search)
 
     @property
     def uses_pipeline(self) -> bool:
@@ -107,8 +107,12 @@ class LightGBMMember:
         self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]
     ) -> CVResult:
         """Out-of-fold CV that also fixes the member's number of trees to the CV's choice."""
+        return run_plan(self.cv_plan(frame, folds, score_target, pipelines))
+
+    def cv_plan(self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]) -> FitPlan:
+        """`cross_validate` as fits, one per fold, that the build runs with every other member's."""
         pipelines = [self._pipeline(p) for p in pipelines]
-        result = cv_lgbm(
+        plan = cv_plan(
             self.estimator,
             frame,
             self.train_target,
@@ -120,27 +124,41 @@ class LightGBMMember:
             self.bins,
             self.weighting,
         )
-        self.estimator.num_boost_round = self.cv_trees = result.chosen["num_boost_round"]
-        return result
+        scored = plan.finish
+
+        def finish(fitted: list[Fitted]) -> CVResult:
+            result = scored(fitted)
+            self.estimator.num_boost_round = self.cv_trees = result.chosen["num_boost_round"]
+            return result
+
+        plan.finish = finish
+        return plan
 
     def fit(self, splits: list[EraFrame], pipeline: FeaturePipeline, stage: Stage) -> None:
         """Train on the member's era stride of each split, with the settings CV chose, on the
-        features of `pipeline` (fitted on the same eras); on the Dask cluster when one is set
-        (raw features: the workers read parquet themselves)."""
+        features of `pipeline` (fitted on the same eras)."""
+        run_plan(self.fit_plan(splits, pipeline, stage))
+
+    def fit_plan(self, splits: list[EraFrame], pipeline: FeaturePipeline, stage: Stage) -> FitPlan:
+        """`fit` as one fit that the build runs with every other member's."""
         pipeline = self.pipeline_ = self._pipeline(pipeline)
-        if self.trainer is not None:
-            self.estimator.booster_ = self.trainer.fit_member(
-                self.estimator, splits, self.era_stride, pipeline.columns_, self.train_target
-            )
-            return
-        bins = self.bins if self.bins is not None else DatasetCache(seed=self.estimator.seed)
-        parts = [(split, split.era_order) for split in splits]
-        era_weights = self.weighting.for_eras(np.concatenate([split.era_order for split in splits]))
-        dataset = bins.dataset(
-            pipeline, parts, self.era_stride, self.train_target, pipeline.feature_names_, era_weights
+        fit = Fit(
+            f"{self.name} {stage}",
+            pipeline,
+            [(split, split.era_order) for split in splits],
+            self.era_stride,
+            self.train_target,
+            pipeline.feature_names_,
+            self.estimator.lgb_params(),
+            self.estimator.num_boost_round,
+            progress=True,
+            weighting=self.weighting if self.weighting.active else None,
         )
-        callbacks = [TqdmCallback(self.estimator.num_boost_round, f"{self.name} {stage}")]
-        self.estimator.fit_dataset(dataset, callbacks)
+
+        def finish(fitted: list[Fitted]) -> None:
+            self.estimator.booster_ = fitted[0].booster
+
+        return FitPlan([fit], finish, self.bins, self.estimator.seed)
 
     def predict(self, features: np.ndarray, eras: np.ndarray | None) -> np.ndarray:
         return self.estimator.predict(self.pipeline_.matrix(features, eras))
@@ -210,7 +228,7 @@ class LightGBMMember:
     def untrained(self, threads: int, processes: int = 1) -> LightGBMMember:
         trees = self.cv_trees if self.cv_trees is not None else self.estimator.num_boost_round
         estimator = LGBMModel(dict(self.estimator.params), trees, seed=self.estimator.seed, num_threads=threads)
-        return replace(self, estimator=estimator, trainer=None, cv_trees=trees, bins=None)
+        return replace(self, estimator=estimator, cv_trees=trees, bins=None)
 
     def importance(self) -> dict[str, float]:
         gain = self.estimator.booster_.feature_importance("gain")

@@ -128,6 +128,24 @@ def fit_rows(frame: EraFrame, folds: list) -> int:
     return len(frame.select_eras(folds[len(folds) // 2][0]))
 
 
+def trial_member(base: LightGBMMember, trial: Trial, number: int, rows: int) -> LightGBMMember:
+    """Trial `number` as a member: `base` with the trial's settings (`rows`: what leaf shares are of)."""
+    estimator = type(base.estimator)(
+        trial.params(base.estimator.params, rows),
+        base.estimator.num_boost_round,
+        seed=base.estimator.seed + 1000 * number,
+        num_threads=base.estimator.num_threads,
+    )
+    return replace(
+        base,
+        name=f"{base.name}_{number}",
+        estimator=estimator,
+        era_stride=trial.get("era_stride"),
+        weighting=trial.weighting(),
+        search=0,
+    )
+
+
 def run_trial(
     base: LightGBMMember,
     trial: Trial,
@@ -138,19 +156,7 @@ def run_trial(
     pipelines: list[FeaturePipeline],
     rows: int,
 ) -> tuple[LightGBMMember, CVResult]:
-    estimator = type(base.estimator)(
-        trial.params(base.estimator.params, rows),
-        base.estimator.num_boost_round,
-        seed=base.estimator.seed + 1000 * number,
-        num_threads=base.estimator.num_threads,
-    )
-    member = replace(
-        base,
-        name=f"{base.name}_{number}",
-        estimator=estimator,
-        era_stride=trial.get("era_stride"),
-        weighting=trial.weighting(),
-    )
+    member = trial_member(base, trial, number, rows)
     return member, member.cross_validate(frame, folds, score_target, pipelines)
 
 

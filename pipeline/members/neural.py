@@ -101,23 +101,38 @@ class NeuralMember:
             self.estimator.fine_tune(frame, new, self.chain_epochs, lr)
             self.seen_eras_ |= set(new)
 
+    @property
+    def independent_folds(self) -> bool:
+        """Whether the CV's folds may run apart (in parallel): not when each continues the one before."""
+        return not self.chain_epochs
+
     def cross_validate(
         self, frame: EraFrame, folds: list, score_target: str, pipelines: list[FeaturePipeline]
     ) -> CVResult:
-        y = frame.targets[score_target].to_numpy()
-        oof = np.full(len(frame), np.nan)
-        epochs = []
         if hasattr(self, "seen_eras_"):
             del self.seen_eras_
-        for train_eras, val_eras in folds:
-            self._fit_or_continue(frame, np.asarray(train_eras))
-            rows = frame.select_eras(val_eras)
-            oof[rows] = self.estimator.predict(frame.features[rows], frame.eras[rows])
-            epochs.append(int(self.estimator.best_epoch_))
-        if self.chain_epochs:
-            epochs = epochs[:1]
+        return self.cv_result(frame, score_target, [self.cv_fold(frame, fold) for fold in folds])
+
+    def cv_fold(self, frame: EraFrame, fold: tuple) -> tuple[np.ndarray, np.ndarray, int]:
+        """One fold of the CV (with `independent_folds`, the build may run the folds in parallel): fit
+        on its training eras, or continue the previous fold's fit; returns its scored rows, their
+        predictions and the epoch early stopping kept."""
+        train_eras, val_eras = fold
+        self._fit_or_continue(frame, np.asarray(train_eras))
+        rows = frame.select_eras(val_eras)
+        return rows, self.estimator.predict(frame.features[rows], frame.eras[rows]), int(self.estimator.best_epoch_)
+
+    def cv_result(self, frame: EraFrame, score_target: str, folds: list[tuple]) -> CVResult:
+        """The CV's figures from each fold's `cv_fold`."""
+        y = frame.targets[score_target].to_numpy()
+        oof = np.full(len(frame), np.nan)
+        for rows, predictions, _ in folds:
+            oof[rows] = predictions
         scored = ~np.isnan(oof)
         per_era = per_era_corr(oof[scored], y[scored], frame.eras[scored])
+        epochs = [epoch for _, _, epoch in folds]
+        if self.chain_epochs:
+            epochs = epochs[:1]
         chosen = {"best_epochs": epochs} | ({"chained_epochs": self.chain_epochs} if self.chain_epochs else {})
         return CVResult(self.name, per_era, oof, chosen, pd.Series(dtype=np.float64))
 

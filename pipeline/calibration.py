@@ -1,0 +1,377 @@
+"""What work costs on this machine, measured before a build on a sample of its data (`Calibration`),
+for `pipeline.plan`.
+
+Everything is timed in CPU seconds on one thread (what others run on the cores meanwhile does not
+count): binning at two sample sizes (raw and engineered features, and the engineered view's per-era
+figures), `CALIBRATION_TREES` trees of every distinct LightGBM setting at two sizes and their
+prediction with one tree and all of them, the feature pipeline with and without its group mixers,
+and one epoch of each neural member. Costs grow linearly with the rows and columns they touch (a
+tree: a fixed part for its split search plus a part linear in rows x columns for its histograms),
+so a size the data does not have is planned from the same measurements. Per-era least squares (the
+validation figures' FNC and exposure, neutralization) grow faster than that; they are measured once
+at the planned era's own rows x features, on random data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from pipeline.analysis import feature_era_corr, validation_figures
+from pipeline.binning import Rows, labelled
+from pipeline.build import Prepared
+from pipeline.data import EraFrame
+from pipeline.feature_choice import ALL_TRANSFORMS, PIPELINE_CONFIGS
+from pipeline.features import FeaturePipeline
+from pipeline.models.lgbm import LGBMModel
+from pipeline.parallel import peak_rss_mb, reset_peak
+from pipeline.presets import PROBE
+from pipeline.runtime import booster_predict, feature_projection
+from pipeline.searches import gbdt_trials
+from pipeline.targets import aux_targets
+
+# Rows the costs are measured on (and half of them), in about SAMPLE_ERAS evenly spaced eras.
+SAMPLE_ROWS = 40_000
+SAMPLE_ERAS = 48
+CALIBRATION_TREES = 8
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024.0 for line in status if line.startswith("VmRSS:"))
+
+
+def timed(function: Any, *args: Any, **kwargs: Any) -> float:
+    """CPU seconds of a call (all of this process's threads): what the work costs, whatever else
+    shares the machine's cores meanwhile."""
+    start = time.process_time()
+    function(*args, **kwargs)
+    return time.process_time() - start
+
+
+def line(x_small: float, t_small: float, x_large: float, t_large: float) -> tuple[float, float]:
+    """(fixed, rate) of a cost t = fixed + rate * x through two measurements; proportional when the
+    two do not rise (a measurement too small to tell)."""
+    rate = (t_large - t_small) / (x_large - x_small) if x_large > x_small else 0.0
+    if rate <= 0:
+        return 0.0, t_large / max(x_large, 1e-12)
+    return max(0.0, t_large - rate * x_large), rate
+
+
+# ---------------------------------------------------------------------------------------------------
+# The size planned for
+
+
+@dataclass
+class Size:
+    """Rows of each era of each split, the raw feature count and the labelled share of each target:
+    the data's own (`of`), or a hypothetical size (`scaled`)."""
+
+    train: dict[str, int]
+    validation: dict[str, int]
+    features: int
+    known: dict[str, float]
+
+    @classmethod
+    def of(cls, prep: Prepared) -> Size:
+        def rows(frame: EraFrame) -> dict[str, int]:
+            return {str(era): s.stop - s.start for era, s in frame.era_slices().items()}
+
+        known = {str(t): float(prep.train.targets[t].notna().mean()) for t in prep.train.targets.columns}
+        return cls(rows(prep.train), rows(prep.validation), len(prep.features), known)
+
+    def scaled(self, rows: int | None, features: int | None, eras: int | None) -> Size:
+        """`rows` training rows in `eras` training eras (validation eras in the data's proportion,
+        as many rows each) and `features` raw features; what is not given stays the data's."""
+        n_train = eras or len(self.train)
+        per_era = round((rows or sum(self.train.values())) / n_train)
+        n_validation = max(1, round(len(self.validation) * n_train / len(self.train)))
+        names = [f"{k + 1:04d}" for k in range(n_train + n_validation)]
+        train = dict.fromkeys(names[:n_train], per_era)
+        return Size(train, dict.fromkeys(names[n_train:], per_era), features or self.features, self.known)
+
+    def rows(self, eras: Iterable[str], split: str = "train") -> int:
+        table = self.train if split == "train" else self.validation
+        return int(sum(table[str(e)] for e in eras))
+
+    def eras(self, split: str = "train") -> np.ndarray:
+        return np.array(sorted(self.train if split == "train" else self.validation), dtype=object)
+
+    @property
+    def rows_per_era(self) -> float:
+        return sum(self.train.values()) / len(self.train)
+
+
+class View(NamedTuple):
+    """The columns of a LightGBM dataset: raw features, the feature pipeline's, whether with mixers."""
+
+    raw: int
+    extra: int
+    mixers: bool
+
+    @property
+    def width(self) -> int:
+        return self.raw + self.extra
+
+
+@dataclass
+class Costs:
+    """What work costs on this machine on one thread, measured on a sample (`calibrate`): seconds per
+    row x column (binning, trees), per row x tree (prediction), per row (transform, group mixers,
+    neural epochs), per least-squares unit (scoring, neutralization), and the data's shape then."""
+
+    features: int
+    extra: dict[str, int]
+    rows_per_era: float
+    bin_fixed: float = 0.0
+    bin_raw: float = 0.0
+    bin_extra: float = 0.0
+    inputs: float = 0.0
+    mixer_inputs: float = 0.0
+    mixer_transform: float = 0.0
+    era_corr: float = 0.0
+    trees: dict[tuple, tuple[float, float, float, float]] = field(default_factory=dict)
+    transform: float = 0.0
+    pipeline_fixed: float = 0.0
+    mixers: float = 0.0
+    epochs: dict[str, tuple[float, float]] = field(default_factory=dict)
+    eras: dict[tuple, float] = field(default_factory=dict)
+    measure_era: Callable[[str, int, int], float] | None = field(default=None, repr=False)
+    load: float = 0.0
+    base_mb: float = 0.0
+
+    def tree(self, params: dict[str, Any], rows: int, columns: int) -> float:
+        """One-thread seconds of one tree with `params` on rows x columns."""
+        fixed, rate = self.trees[params_key(params)][:2]
+        return fixed * columns / self.columns + rate * rows * columns
+
+    def predict(self, params: dict[str, Any], rows: int, trees: int) -> float:
+        """Scoring `rows` rows with `trees` trees: a part per row (converting it) and one per row x tree."""
+        per_row, per_tree = self.trees[params_key(params)][2:]
+        return rows * (per_row + per_tree * trees)
+
+    def binning(self, rows: int, view: View, frame_rows: int) -> float:
+        """Binning `rows` rows of a view; an engineered one first computes its per-era figures (and
+        group mixers) over every row of the frame (`frame_rows`)."""
+        fixed = self.bin_fixed * view.width / self.columns
+        inputs = (self.inputs + (self.mixer_inputs if view.mixers else 0.0)) * frame_rows if view.extra else 0.0
+        return fixed + rows * (view.raw * self.bin_raw + view.extra * self.bin_extra) + inputs
+
+    def transforming(self, rows: int, view: View) -> float:
+        """Transforming `rows` rows into a view for prediction (nothing for raw features)."""
+        if not view.extra:
+            return 0.0
+        return rows * (self.transform * view.width / self.columns + (self.mixer_transform if view.mixers else 0.0))
+
+    def per_era(self, kind: str, eras: int, rows_per_era: float, columns: int) -> float:
+        """`eras` per-era computations of `kind`: "scoring" (every validation figure of one model, FNC
+        and feature exposure among them) or "projection" (neutralizing a blend), each a least-squares
+        fit on the era's rows x features, measured once at that very shape (`measure_era`)."""
+        key = (kind, max(2, round(rows_per_era)), columns)
+        if key not in self.eras:
+            self.eras[key] = self.measure_era(*key)
+        return eras * self.eras[key]
+
+    @property
+    def columns(self) -> int:
+        return self.features + self.extra[ALL_TRANSFORMS]
+
+
+def params_key(params: dict[str, Any]) -> tuple:
+    """LightGBM settings as far as they change what a tree costs: not the learning rate, nor the rows per
+    leaf, which a search sets as a share of the fit's rows (measured on the sample at the same share)."""
+    ignored = (
+        "seed",
+        "num_threads",
+        "verbosity",
+        "deterministic",
+        "force_col_wise",
+        "learning_rate",
+        "min_data_in_leaf",
+    )
+    return tuple(sorted((k, str(v)) for k, v in params.items() if k not in ignored))
+
+
+def thin(frame: EraFrame, eras: np.ndarray, rows_per_era: int) -> EraFrame:
+    """The first `rows_per_era` rows of each of `eras` (a copy): many eras, few rows."""
+    slices = frame.era_slices()
+    rows = np.concatenate(
+        [np.arange(slices[e].start, min(slices[e].stop, slices[e].start + rows_per_era)) for e in eras]
+    )
+    return EraFrame(
+        frame.path,
+        frame.ids[rows],
+        frame.eras[rows],
+        frame.features[rows],
+        frame.feature_names,
+        frame.targets.iloc[rows],
+    )
+
+
+class Calibration:
+    """`Costs` measured on about `SAMPLE_ROWS` rows of `SAMPLE_ERAS` evenly spaced training eras (the
+    sample kept, so that `add` can measure the settings and members of other options)."""
+
+    def __init__(self, prep: Prepared, load_seconds: float):
+        with threadpool_limits(1):
+            self.measure(prep, load_seconds)
+            self.add(prep)
+
+    def measure(self, prep: Prepared, load_seconds: float) -> None:
+        eras = prep.train.era_order[np.unique(np.linspace(0, len(prep.train.era_order) - 1, SAMPLE_ERAS).astype(int))]
+        per_era = int(min(len(prep.train) / len(prep.train.era_order), max(50, SAMPLE_ROWS // len(eras))))
+        self.sample, self.half = thin(prep.train, eras, per_era), thin(prep.train, eras, per_era // 2)
+        self.target = prep.config.target
+        pipeline = FeaturePipeline(prep.groups, missing="keep", clusters=True, group_stats=True)
+        pipeline_seconds = timed(pipeline.fit, [(self.sample, self.sample.era_order)])
+        costs = Costs(len(prep.features), extra_columns(pipeline), len(prep.train) / len(prep.train.era_order))
+        costs.load, costs.pipeline_fixed = load_seconds, pipeline_seconds
+        matrices_mb = (prep.train.features.nbytes + prep.validation.features.nbytes) / 2**20
+        costs.base_mb = current_rss_mb() - (0 if prep.config.spill_dir else matrices_mb)
+        self.costs = costs
+        self.datasets = calibrate_binning(costs, self.sample, self.half, pipeline)
+        costs.transform = timed(pipeline.matrix, self.sample.features, self.sample.eras) / len(self.sample)
+        mixing = FeaturePipeline(prep.groups, clusters=False, group_stats=False, mixing=True)
+        mixing.targets = [self.target, *aux_targets(prep.train, self.target, "_20")]
+        costs.mixers = timed(mixing.fit, [(self.sample, self.sample.era_order)]) / len(self.sample)
+        costs.mixer_inputs = timed(mixing.inputs, self.sample) / len(self.sample)
+        costs.mixer_transform = timed(mixing.matrix, self.sample.features, self.sample.eras) / len(self.sample)
+        rows = np.arange(len(self.sample))
+        costs.era_corr = timed(feature_era_corr, self.sample, rows, self.target) / (len(rows) * costs.features)
+        costs.measure_era = lambda kind, rows, columns: measure_era(prep, kind, rows, columns)
+
+    def add(self, prep: Prepared) -> Costs:
+        """Measure what `prep`'s members need and is not measured yet: their LightGBM settings (and the
+        probes') and their neural members' epochs."""
+        with threadpool_limits(1):
+            self.measure_members(prep)
+        return self.costs
+
+    def measure_members(self, prep: Prepared) -> None:
+        for params in lightgbm_settings(prep, len(self.sample)):
+            if params_key(params) not in self.costs.trees:
+                self.costs.trees[params_key(params)] = calibrate_trees(
+                    params, self.datasets, self.sample, self.half, self.target
+                )
+        for member in prep.members:
+            if neural(member) and member.name not in self.costs.epochs:
+                self.costs.epochs[member.name] = calibrate_epoch(member, self.sample)
+
+
+def extra_columns(pipeline: FeaturePipeline) -> dict[str, int]:
+    """The feature pipeline's columns beyond the raw features in each configuration the build's choice
+    tries (`PIPELINE_CONFIGS`; group mixers: one column per group, group statistics three)."""
+    clusters = len(pipeline.part_names_["clusters"])
+    groups = len(pipeline.part_names_["group_stats"]) // 3
+    return {
+        label: clusters * settings["clusters"] + groups * (3 * settings["group_stats"] + settings["mixing"])
+        for label, settings in PIPELINE_CONFIGS.items()
+    }
+
+
+def calibrate_binning(costs: Costs, sample: EraFrame, half: EraFrame, pipeline: FeaturePipeline) -> dict:
+    """Binning's fixed part (the bin sample) and its cost per raw value, from two sizes; per
+    engineered value; and the engineered view's per-era figures per frame row. Returns the binned
+    engineered datasets of both sizes for the trees."""
+    binned, seconds = {}, {}
+    for name, frame, view in (
+        ("raw", sample, None),
+        ("raw_half", half, None),
+        ("engineered", sample, pipeline),
+        ("engineered_half", half, pipeline),
+    ):
+        names = frame.feature_names if view is None else view.feature_names_
+        rows = Rows.of(view, [(frame, frame.era_order)], 1, names, 0)
+        start = time.process_time()
+        binned[name] = rows.bin()
+        seconds[name] = time.process_time() - start
+    width, extra = costs.features, len(pipeline.feature_names_) - costs.features
+    fixed, costs.bin_raw = line(len(half) * width, seconds["raw_half"], len(sample) * width, seconds["raw"])
+    costs.bin_fixed = fixed * costs.columns / width
+    costs.inputs = timed(pipeline.inputs, sample) / len(sample)
+    engineered = seconds["engineered"] - seconds["raw"] - costs.inputs * len(sample)
+    costs.bin_extra = max(0.0, engineered) / (len(sample) * max(1, extra))
+    return {"full": (binned["engineered"], sample), "half": (binned["engineered_half"], half), "pipeline": pipeline}
+
+
+def lightgbm_settings(prep: Prepared, rows: int) -> list[dict[str, Any]]:
+    """Every LightGBM setting the build trains: its members', its searches' trials (their rows per leaf
+    as shares of `rows`, the sample's) and the probes'."""
+    trials = [member for found in gbdt_trials(prep, rows).values() for member in found]
+    members = [m for m in prep.members if isinstance(getattr(m, "estimator", None), LGBMModel)] + trials
+    return [m.estimator.lgb_params() for m in members] + [LGBMModel(PROBE["params"]).lgb_params()]
+
+
+def calibrate_trees(params: dict[str, Any], datasets: dict, sample: EraFrame, half: EraFrame, target: str) -> tuple:
+    """(fixed seconds, seconds per row x column) of one tree with `params` on one thread, from
+    `CALIBRATION_TREES` trees at two sample sizes, and prediction's seconds per row and per row x
+    tree (from one tree and all of them)."""
+    params = params | {"num_threads": 1}
+    per_tree = {}
+    for name in ("full", "half"):
+        dataset, frame = datasets[name]
+        dataset = labelled(dataset, frame.targets[target].to_numpy())
+        start = time.process_time()
+        model = LGBMModel()
+        model.booster_ = lgb.train(params, dataset, num_boost_round=CALIBRATION_TREES)
+        per_tree[name] = (time.process_time() - start) / CALIBRATION_TREES
+    columns = datasets["full"][0].num_feature()
+    rows, rows_half = len(sample), len(half)
+    fixed, rate = line(rows_half * columns, per_tree["half"], rows * columns, per_tree["full"])
+    x = datasets["pipeline"].matrix(sample.features, sample.eras)
+    one = timed(booster_predict, model.booster_, x, 1) / len(x)
+    every = timed(booster_predict, model.booster_, x) / len(x)
+    per_row, per_tree = line(1, one, CALIBRATION_TREES, every)
+    return fixed, rate, per_row, per_tree
+
+
+def neural(member: Any) -> bool:
+    """Whether a member trains a network for epochs (MLP, TSMixer-Ext)."""
+    return hasattr(getattr(member, "estimator", None), "max_epochs")
+
+
+def calibrate_epoch(member: Any, sample: EraFrame) -> tuple[float, float]:
+    """(seconds per row of one epoch, peak MB above the process's RSS) of a neural member."""
+    trial = member.untrained(threads=1)
+    trial.estimator.set_params(max_epochs=1)
+    reset_peak()
+    before = current_rss_mb()
+    seconds = timed(trial.fit, [sample], None, "holdout")
+    rows = len(sample) * (1 - 1 / 4) / max(1, trial.era_stride)
+    return seconds / rows, max(0.0, peak_rss_mb() - before)
+
+
+def measure_era(prep: Prepared, kind: str, rows: int, columns: int) -> float:
+    """CPU seconds of one era's scoring (`validation_figures`, with every target of the validation
+    data) or neutralization (`feature_projection`) at `rows` x `columns`, on random data."""
+    rng = np.random.default_rng(0)
+    features = rng.integers(0, 5, size=(rows, columns), dtype=np.int8)
+    scores = rng.normal(size=rows)
+    with threadpool_limits(1):
+        if kind == "projection":
+            return timed(feature_projection, scores, features, np.zeros(rows, dtype=object))
+        targets = pd.DataFrame({t: rng.integers(0, 5, rows) / 4 for t in prep.validation.targets.columns})
+        ids = np.array([f"id{k}" for k in range(rows)], dtype=object)
+        era = EraFrame(prep.validation.path, ids, np.full(rows, "0001", dtype=object), features, [], targets)
+        return timed(validation_figures, scores, era, np.arange(rows), prep.config.target)
+
+
+def calibration_json(costs: Costs) -> dict[str, Any]:
+    skipped = ("trees", "epochs", "eras", "measure_era")
+    fields_ = {f.name: getattr(costs, f.name) for f in dataclasses.fields(costs) if f.name not in skipped}
+    return fields_ | {
+        "trees": {
+            str(dict(key).get("learning_rate")) + f" {dict(key).get('num_leaves')} leaves": list(v)
+            for key, v in costs.trees.items()
+        },
+        "epochs": {name: list(v) for name, v in costs.epochs.items()},
+        "per_era": {f"{kind} {rows} x {columns}": seconds for (kind, rows, columns), seconds in costs.eras.items()},
+    }

@@ -1,0 +1,715 @@
+"""The cost plan of a build, before any training: `python build_model.py plan [the build's options]`.
+
+The plan takes the build's own pieces: `prepare` loads the data and makes the preset's members and
+the CV folds exactly as the build does, and each member's fits follow from its own settings (target,
+era stride, feature subset, trees, epochs) on those folds. What each fit costs on this machine is
+measured on a sample of the data first (`pipeline.calibration`), so `--rows/--features/--eras` plan
+a size the data does not have (Numerai's full data).
+
+Cores: a fit on T threads takes the one-thread time of its trees divided by Amdahl's speedup with
+the parallel share `TREE_PARALLEL` (binning, prediction and the neural members run on one thread);
+with `--jobs J` each stage's fits run as J processes of cores / J threads, longest first, after the
+work the build does in its own process (feature pipelines, blending, scoring). Where the build
+cannot know in advance what it will choose, the plan assumes: the holdout and refit at
+`CHOSEN_SHARE` of the CV's cap on trees, every member refitted, the neural members at their maximum
+epochs, all of the feature pipeline's transforms kept (`Plan.assumptions`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.build import Prepared, prepare, set_up
+from pipeline.calibration import Calibration, Costs, Size, View, calibration_json, neural
+from pipeline.config import BuildConfig
+from pipeline.cv import holdout_eras, walk_forward_folds
+from pipeline.feature_choice import ALL_TRANSFORMS, PIPELINE_CONFIGS, TEMPORAL_ERAS
+from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMModel
+from pipeline.parallel import threads_per_job
+from pipeline.presets import PRESETS, PROBE
+from pipeline.searches import gbdt_trials
+
+logger = logging.getLogger(__name__)
+
+# Share of LightGBM's tree building that runs in parallel over threads (Amdahl's law); see the
+# README ("What a build costs") for the measurement on 2 cores behind it.
+TREE_PARALLEL = 0.85
+# LightGBM's bytes per binned value: 4-bit bins of 5-valued features plus the push buffer that
+# FinishLoad keeps (bench.memory, bench.scale); float features' 8-bit bins with their buffer.
+BYTES_PER_BIN = 1.1
+# The feature pipeline's configurations (`pipeline.feature_choice`), one probe CV each, and the two probe
+# CVs of the stability check (the chosen configuration without group mixers; planned as all transforms
+# without them). tests/test_plan.py checks these against the fits a build makes.
+ABLATION = tuple(PIPELINE_CONFIGS)
+STABILITY = ("cluster means and group statistics",) * 2
+# Share of its cap on trees a LightGBM member's CV is planned to choose (the demo build on the default
+# world chose 0.25 to 0.6 of it: README, "What a build costs").
+CHOSEN_SHARE = 0.5
+# Seconds of work that does not grow with the data: verification's child process, the plots.
+FIXED_SECONDS = {"export": 4.0, "write_build_report": 8.0}
+
+
+def speedup(threads: int, parallel: float = TREE_PARALLEL) -> float:
+    """Amdahl's law: how much faster `threads` threads build trees than one."""
+    return 1.0 / ((1.0 - parallel) + parallel / max(1, threads))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plan's items
+
+
+@dataclass
+class Task:
+    """One fit or task the runner runs: one-thread seconds of its trees (`cpu`, which scale with
+    threads) and of the rest (`serial`), and the memory it holds at its peak."""
+
+    cpu: float
+    serial: float
+    memory_mb: float
+
+    def seconds(self, threads: int) -> float:
+        return self.cpu / speedup(threads) + self.serial
+
+
+@dataclass
+class Item:
+    """One line of the plan: its fits (or tasks) on rows x features with their work (trees, epochs),
+    the runner's tasks, the one-thread seconds it takes in the build's own process (`parent`) and
+    the memory that needs there beyond the interpreter and the int8 matrices."""
+
+    stage: str
+    name: str
+    fits: int
+    rows: int
+    features: int
+    work: str
+    tasks: list[Task] = field(default_factory=list)
+    parent: float = 0.0
+    memory_mb: float = 0.0
+
+    def seconds(self, threads: int) -> float:
+        return self.parent + sum(task.seconds(threads) for task in self.tasks)
+
+
+def chosen_trees(member: Any) -> int:
+    """The trees a LightGBM member's holdout and refit are planned with: `CHOSEN_SHARE` of its cap
+    (they train the CV's choice, unknown before the CV)."""
+    return max(1, round(CHOSEN_SHARE * member.estimator.num_boost_round))
+
+
+def lpt_makespan(durations: Sequence[float], slots: int) -> float:
+    """Wall time of independent tasks on `slots` processes, each next-longest to the least loaded."""
+    loads = [0.0] * max(1, slots)
+    for duration in sorted(durations, reverse=True):
+        loads[loads.index(min(loads))] += duration
+    return max(loads)
+
+
+class Planner:
+    """The items of the build `prep` sets up, at `size`, costed with `costs`."""
+
+    def __init__(self, prep: Prepared, size: Size, costs: Costs):
+        self.prep, self.size, self.costs, self.config = prep, size, costs, prep.config
+        self.width = size.features / costs.features
+        eras = size.eras()
+        self.folds = walk_forward_folds(eras, self.config.cv_folds, prep.embargo, self.config.cv_max_train_eras)
+        self.scored = holdout_eras(eras, size.eras("validation"), prep.embargo)
+        self.groups = len(set(prep.groups.values()))
+        self.binned: set[tuple] = set()
+        # The searched members' trials; after the search the build fits the `search` trials it keeps
+        # (known only then), each planned at the trials' mean cost.
+        self.trials = gbdt_trials(prep, self.size.rows(self.folds[len(self.folds) // 2][0]))
+        self.fitted = [(self.trials[m.name], m.search) if m.name in self.trials else ([m], 1) for m in prep.members]
+
+    def items(self) -> list[Item]:
+        stages = (
+            self.loading,
+            self.search,
+            self.feature_choice,
+            self.search_gbdt,
+            self.stability,
+            self.cv,
+            self.holdout,
+            self.refit,
+        )
+        return [item for stage in stages for item in stage()] + self.output()
+
+    def columns(self, member: Any, extra: str = ALL_TRANSFORMS) -> View:
+        """The columns a LightGBM member (or a probe, member None) reads at this size, with the
+        feature pipeline's `extra` transforms."""
+        raw = self.size.features if member is None or member.features is None else len(member.features) * self.width
+        if member is not None and not member.engineered:
+            return View(round(raw), 0, False)
+        mixers = PIPELINE_CONFIGS[extra]["mixing"]
+        return View(round(raw), round(self.costs.extra[extra] * self.width), mixers)
+
+    def lgbm_task(
+        self, key: tuple, params: dict, rounds: int, parts: list[tuple[str, np.ndarray]], target: str, view: View
+    ) -> tuple[Task, int]:
+        """A LightGBM fit on `parts` (split, strided eras), binning its dataset when no fit of the
+        stage has (bin once); returns the task and its labelled rows."""
+        rows = sum(self.size.rows(eras, split) for split, eras in parts)
+        labelled_rows = round(rows * self.size.known.get(target, 1.0))
+        frame_rows = sum(self.size.rows(self.size.eras(split), split) for split in {split for split, _ in parts})
+        binning = 0.0 if key in self.binned else self.costs.binning(rows, view, frame_rows)
+        self.binned.add(key)
+        cpu = rounds * self.costs.tree(params, labelled_rows, view.width)
+        memory = (rows * view.width * BYTES_PER_BIN + BIN_SAMPLE_ROWS * view.width * 16) / 2**20
+        return Task(cpu, binning, memory), labelled_rows
+
+    def cv_tasks(self, key: tuple, params: dict, rounds: int, stride: int, target: str, view: View) -> list[Task]:
+        """One task per fold: the fit and its staged prediction of the fold's scored eras."""
+        tasks = []
+        for k, (train_eras, val_eras) in enumerate(self.folds):
+            task, _ = self.lgbm_task((*key, k), params, rounds, [("train", train_eras[::stride])], target, view)
+            scored = self.size.rows(val_eras)
+            task.serial += self.costs.predict(params, scored, rounds) + self.costs.transforming(scored, view)
+            task.memory_mb += scored * view.width * 4 / 2**20
+            tasks.append(task)
+        return tasks
+
+    def member_view(self, member: Any) -> tuple:
+        """Which binned dataset a LightGBM member reads (the members that share one bin it once)."""
+        subset = None if member.features is None else tuple(member.features)
+        return ("engineered" if member.engineered else "raw", subset, member.era_stride)
+
+    def pipeline_fit(self, eras: Sequence[str], mixing: bool = True, split_rows: int | None = None) -> float:
+        """One-thread seconds of a feature pipeline fitted on `eras` (with its group mixers or not)."""
+        rows = split_rows if split_rows is not None else self.size.rows(eras)
+        return self.costs.pipeline_fixed * self.width**2 + (self.costs.mixers * rows * self.width if mixing else 0.0)
+
+    def loading(self) -> list[Item]:
+        rows = sum(self.size.train.values()) + sum(self.size.validation.values())
+        data_rows = len(self.prep.train) + len(self.prep.validation)
+        seconds = self.costs.load * rows * self.size.features / (data_rows * self.costs.features)
+        return [
+            Item("prepare", "load train and validation (int8)", 2, rows, self.size.features, "parquet", parent=seconds)
+        ]
+
+    def search(self) -> list[Item]:
+        """--tsmixer-search: trials of TSMixer-Ext's CV on 2 folds of the first fold's training eras."""
+        trials = self.config.tsmixer_search
+        member = next((m for m in self.prep.members if getattr(m, "kind", "") == "tsmixer"), None)
+        if not trials or member is None:
+            return []
+        eras = self.folds[0][0]
+        folds = walk_forward_folds(eras, 2, self.prep.embargo)
+        epochs = member.estimator.max_epochs
+        per_trial = sum(self.neural_seconds(member, train, epochs) for train, _ in folds)
+        seconds = min(trials * per_trial, self.config.tsmixer_search_budget)
+        rows = self.size.rows(eras)
+        return [
+            Item(
+                "search_tsmixer",
+                f"{member.name} search",
+                trials * 2,
+                rows,
+                self.size.features,
+                f"{epochs} epochs",
+                [Task(0, seconds, 0)],
+            )
+        ]
+
+    def neural_seconds(self, member: Any, eras: Sequence[str], epochs: int, split_rows: int | None = None) -> float:
+        """A neural fit of `epochs` on `eras` (or `split_rows` rows), over --torch-processes processes."""
+        rows = split_rows if split_rows is not None else self.size.rows(list(eras)[:: member.era_stride])
+        return self.costs.epochs[member.name][0] * rows * epochs * self.width / self.config.torch_processes
+
+    def probes(self, stage: str, name: str, variants: Sequence[str]) -> Item:
+        """Probe CVs (`PROBE`), one per variant of the feature pipeline, each its own binned view."""
+        rounds = min(PROBE["rounds"], self.config.num_boost_round or PROBE["rounds"])
+        params = LGBMModel(PROBE["params"]).lgb_params()
+        stride = self.config.era_stride or PROBE["era_stride"]
+        tasks = []
+        for k, variant in enumerate(variants):
+            tasks += self.cv_tasks((stage, k), params, rounds, stride, self.config.target, self.columns(None, variant))
+        rows = self.size.rows(self.folds[-1][0][::stride])
+        return Item(stage, name, len(tasks), rows, self.columns(None).width, f"{rounds} trees", tasks)
+
+    def feature_choice(self) -> list[Item]:
+        if not any(member.uses_pipeline for member in self.prep.members):
+            return []
+        seconds = sum(self.pipeline_fit(train) for train, _ in self.folds)
+        rows = self.size.rows(self.folds[-1][0])
+        fitted = Item(
+            "choose_features",
+            "fold feature pipelines (group mixers)",
+            len(self.folds),
+            rows,
+            self.size.features,
+            "fit",
+            parent=seconds,
+        )
+        return [fitted, self.probes("choose_features", "probe CVs of the pipeline's ablation", ABLATION)]
+
+    def search_gbdt(self) -> list[Item]:
+        """The LightGBM search: every trial's CV on the build's folds, at the trial's own settings; the
+        datasets it bins are the CV's too (dropped after the CV)."""
+        self.binned = set()
+        return [self.member_cv(trial, "search_gbdt") for trials in self.trials.values() for trial in trials]
+
+    def cv(self) -> list[Item]:
+        """The CV of every member the search did not find (the search's CV is its members' own)."""
+        items = [self.member_cv(member) for member in self.prep.members if member.name not in self.trials]
+        oof_eras = len({era for _, val in self.folds for era in val})
+        blend = Item(
+            "cross_validate",
+            "blend weights and neutralization",
+            1,
+            0,
+            self.size.features,
+            "least squares",
+            parent=2 * self.costs.per_era("projection", oof_eras, self.size.rows_per_era, self.size.features),
+        )
+        return [*items, blend]
+
+    def neural_cv_tasks(self, member: Any) -> list[Task]:
+        """A neural member's CV: a fit per fold, or chained (`chain_epochs`): the first fold's fit, then
+        one task fine-tuning on each later fold's new eras."""
+        epochs, memory = member.estimator.max_epochs, self.costs.epochs[member.name][1]
+        if not getattr(member, "chain_epochs", 0):
+            return [Task(0.0, self.neural_seconds(member, train, epochs), memory) for train, _ in self.folds]
+        seconds = self.neural_seconds(member, self.folds[0][0], epochs)
+        for (before, _), (train, _) in zip(self.folds, self.folds[1:], strict=False):
+            seconds += self.neural_seconds(
+                member, [era for era in train if era not in set(before)], member.chain_epochs
+            )
+        return [Task(0.0, seconds, memory)]
+
+    def member_cv(self, member: Any, stage: str = "cross_validate") -> Item:
+        rows = self.size.rows(self.folds[-1][0][:: member.era_stride])
+        if neural(member):
+            tasks = self.neural_cv_tasks(member)
+            work = f"{member.estimator.max_epochs} epochs"
+            return Item(stage, f"{member.name} CV", len(self.folds), rows, self.size.features, work, tasks)
+        if not isinstance(getattr(member, "estimator", None), LGBMModel):
+            return Item(
+                stage,
+                f"{member.name} CV (a kind of your own: not costed)",
+                len(self.folds),
+                rows,
+                self.size.features,
+                "?",
+            )
+        columns = self.columns(member)
+        estimator = member.estimator
+        tasks = self.cv_tasks(
+            ("cv", self.member_view(member)),
+            estimator.lgb_params(),
+            estimator.num_boost_round,
+            member.era_stride,
+            member.train_target,
+            columns,
+        )
+        return Item(
+            stage,
+            f"{member.name} CV",
+            len(tasks),
+            rows,
+            columns.width,
+            f"{estimator.num_boost_round} trees",
+            tasks,
+        )
+
+    def stability(self) -> list[Item]:
+        fitted = Item(
+            "check_stability",
+            "fold feature pipelines (no mixers) and feature stability",
+            len(STABILITY) * len(self.folds),
+            self.size.rows(self.folds[-1][0]),
+            self.size.features,
+            "fit",
+            parent=self.stability_seconds(),
+        )
+        return [fitted, self.probes("check_stability", "probe CVs with and without unstable features", STABILITY)]
+
+    def stability_seconds(self) -> float:
+        """The features' per-era CORR over at most `TEMPORAL_ERAS` training eras, and fold pipelines
+        (no mixers) for the probes with and without the flagged features."""
+        eras = min(TEMPORAL_ERAS, len(self.size.train))
+        era_corr = self.costs.era_corr * eras * self.size.rows_per_era * self.size.features
+        return era_corr + len(STABILITY) * sum(self.pipeline_fit(train, mixing=False) for train, _ in self.folds)
+
+    def member_fits(self, stage: str, parts: list[tuple[str, np.ndarray]], seen: Sequence[str]) -> list[Item]:
+        """Each member trained on every era of `parts` (the holdout's or the refit's); a chained neural
+        member fine-tunes on the eras it has not `seen`; a searched member's kept trials at the trials'
+        mean cost."""
+        self.binned = set()
+        items = []
+        for group, kept in self.fitted:
+            if len(group) > 1:
+                items += self.kept_fits(stage, parts, group, kept)
+                continue
+            member = group[0]
+            if neural(member):
+                epochs, seen_eras = member.estimator.max_epochs, set()
+                if getattr(member, "chain_epochs", 0):
+                    epochs, seen_eras = member.chain_epochs, set(seen)
+                new = [(split, [era for era in eras if era not in seen_eras]) for split, eras in parts]
+                rows = sum(self.size.rows(eras[:: member.era_stride], split) for split, eras in new)
+                seconds = self.neural_seconds(member, [], epochs, split_rows=rows)
+                task = Task(0.0, seconds, self.costs.epochs[member.name][1])
+                items.append(
+                    Item(stage, f"{member.name} {stage}", 1, rows, self.size.features, f"{epochs} epochs", [task])
+                )
+            elif isinstance(getattr(member, "estimator", None), LGBMModel):
+                task, rows = self.lgbm_fit(stage, member, parts)
+                work = f"{chosen_trees(member)} trees"
+                items.append(Item(stage, f"{member.name} {stage}", 1, rows, self.columns(member).width, work, [task]))
+        return items
+
+    def lgbm_fit(self, stage: str, member: Any, parts: list[tuple[str, np.ndarray]]) -> tuple[Task, int]:
+        """A LightGBM member's fit on every era of `parts` at its planned trees."""
+        strided = [(split, eras[:: member.era_stride]) for split, eras in parts]
+        key = (stage, self.member_view(member))
+        params, view = member.estimator.lgb_params(), self.columns(member)
+        return self.lgbm_task(key, params, chosen_trees(member), strided, member.train_target, view)
+
+    def kept_fits(self, stage: str, parts: list[tuple[str, np.ndarray]], trials: list[Any], kept: int) -> list[Item]:
+        """The `kept` members a search keeps of `trials`, each at the trials' mean cost."""
+        fits = [self.lgbm_fit(stage, trial, parts) for trial in trials]
+        cpu, serial = (float(np.mean([getattr(task, name) for task, _ in fits])) for name in ("cpu", "serial"))
+        memory, rows = max(task.memory_mb for task, _ in fits), round(np.mean([rows for _, rows in fits]))
+        name, width = trials[0].name.rsplit("_", 1)[0], self.columns(trials[0]).width
+        return [
+            Item(
+                stage,
+                f"{name}_{k} {stage} (a trial's mean)",
+                1,
+                rows,
+                width,
+                "trials' trees",
+                [Task(cpu, serial, memory)],
+            )
+            for k in range(1, kept + 1)
+        ]
+
+    def holdout(self) -> list[Item]:
+        eras = self.size.eras()
+        pipeline = Item(
+            "score_holdout",
+            "feature pipeline on train eras",
+            1,
+            self.size.rows(eras),
+            self.size.features,
+            "fit",
+            parent=self.pipeline_fit(eras),
+        )
+        fits = self.member_fits("score_holdout", [("train", eras)], self.folds[-1][0])
+        return [pipeline, *fits, self.scoring()]
+
+    def predict_seconds(self, rows: int) -> float:
+        """Every member's scores of `rows` validation rows (LightGBM at its cap on trees)."""
+        seconds = 0.0
+        for group, kept in self.fitted:
+            for member in group:
+                share = kept / len(group)
+                if isinstance(getattr(member, "estimator", None), LGBMModel):
+                    estimator = member.estimator
+                    seconds += share * self.costs.predict(estimator.lgb_params(), rows, chosen_trees(member))
+                    seconds += share * self.costs.transforming(rows, self.columns(member))
+                elif neural(member):
+                    seconds += self.costs.epochs[member.name][0] * rows * self.width / 3
+        return seconds
+
+    @property
+    def members(self) -> int:
+        """The members the build scores after its searches."""
+        return sum(kept for _, kept in self.fitted)
+
+    def scoring(self) -> Item:
+        """The validation figures of every member and the blend, and the permutation importance by
+        group (the ensemble, neutralized, once per group and once as it is)."""
+        rows = self.size.rows(self.scored, "validation")
+        per_era = rows / max(1, len(self.scored))
+        figures = (self.members + 1) * self.costs.per_era("scoring", len(self.scored), per_era, self.size.features)
+        projection = self.costs.per_era("projection", len(self.scored), per_era, self.size.features)
+        permutation = (self.groups + 1) * (self.predict_seconds(rows) + projection)
+        seconds = self.predict_seconds(rows) + figures + permutation
+        work = f"{self.members + 1} models, {self.groups} groups"
+        return Item(
+            "score_holdout",
+            "validation scores and permutation importance",
+            1,
+            rows,
+            self.size.features,
+            work,
+            parent=seconds,
+        )
+
+    def refit(self) -> list[Item]:
+        if not self.config.refit:
+            return []
+        parts = [("train", self.size.eras()), ("validation", self.size.eras("validation"))]
+        rows = sum(self.size.rows(eras, split) for split, eras in parts)
+        pipeline = Item(
+            "refit",
+            "feature pipeline on train and validation eras",
+            1,
+            rows,
+            self.size.features,
+            "fit",
+            parent=self.pipeline_fit([], split_rows=rows),
+        )
+        return [pipeline, *self.member_fits("refit", parts, self.size.eras())]
+
+    def output(self) -> list[Item]:
+        live = round(self.size.rows_per_era)
+        verify = FIXED_SECONDS["export"] + self.predict_seconds(live)
+        return [
+            Item(
+                "export",
+                "write and verify the pickle (a live era)",
+                1,
+                live,
+                self.size.features,
+                "predict",
+                parent=verify,
+            ),
+            Item(
+                "write_build_report",
+                "report.json, plots, report.html",
+                1,
+                0,
+                0,
+                "plots",
+                parent=FIXED_SECONDS["write_build_report"],
+            ),
+        ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass
+class Plan:
+    """A build's items on a machine of `cores` cores with `jobs` processes (see the module docstring)."""
+
+    items: list[Item]
+    costs: Costs
+    size: Size
+    cores: int
+    jobs: int
+    threads: int
+    in_memory: bool
+    assumptions: list[str]
+
+    @property
+    def threads_per_fit(self) -> int:
+        return self.threads if self.jobs == 1 else threads_per_job(self.threads, self.jobs)
+
+    def stage_items(self, stage: str) -> list[Item]:
+        return [item for item in self.items if item.stage == stage]
+
+    def stage_seconds(self, stage: str) -> float:
+        items = self.stage_items(stage)
+        durations = [task.seconds(self.threads_per_fit) for item in items for task in item.tasks]
+        run = sum(durations) if self.jobs == 1 else lpt_makespan(durations, self.jobs)
+        return sum(item.parent for item in items) + run
+
+    def stage_memory(self, stage: str) -> tuple[float, float]:
+        """(this process's peak MB, one worker's peak MB or 0) in `stage`."""
+        items = self.stage_items(stage)
+        size = self.size
+        matrices = (sum(size.train.values()) + sum(size.validation.values())) * size.features / 2**20
+        tasks = max((task.memory_mb for item in items for task in item.tasks), default=0.0)
+        parent_items = max((item.memory_mb for item in items), default=0.0)
+        parent = self.costs.base_mb + (matrices if self.in_memory else 0.0) + parent_items
+        if self.jobs == 1:
+            return parent + tasks, 0.0
+        return parent, (self.costs.base_mb + tasks) if tasks else 0.0
+
+    @property
+    def stages(self) -> list[str]:
+        return list(dict.fromkeys(item.stage for item in self.items))
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.stage_seconds(stage) for stage in self.stages)
+
+    @property
+    def peak_rss_mb(self) -> float:
+        """The machine's peak: this process and, with --jobs, every worker at its peak."""
+        return max(parent + self.jobs * worker for parent, worker in map(self.stage_memory, self.stages))
+
+    def to_json(self) -> dict[str, Any]:
+        stages = {}
+        for stage in self.stages:
+            parent, worker = self.stage_memory(stage)
+            items = [
+                {
+                    "name": item.name,
+                    "fits": item.fits,
+                    "rows": item.rows,
+                    "features": item.features,
+                    "work": item.work,
+                    "seconds_one_thread": round(item.seconds(1), 2),
+                }
+                for item in self.stage_items(stage)
+            ]
+            stages[stage] = {"seconds": round(self.stage_seconds(stage), 2), "peak_rss_mb": round(parent, 1)}
+            stages[stage] |= {"worker_peak_rss_mb": round(worker, 1)} if worker else {}
+            stages[stage]["items"] = items
+        return {
+            "total_seconds": round(self.total_seconds, 1),
+            "total_hours": round(self.total_seconds / 3600, 2),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "machine": {"cores": self.cores, "jobs": self.jobs, "threads_per_fit": self.threads_per_fit},
+            "size": {
+                "train_rows": sum(self.size.train.values()),
+                "train_eras": len(self.size.train),
+                "validation_rows": sum(self.size.validation.values()),
+                "validation_eras": len(self.size.validation),
+                "features": self.size.features,
+            },
+            "stages": stages,
+            "assumptions": self.assumptions,
+            "calibration": calibration_json(self.costs) | {"tree_parallel": TREE_PARALLEL},
+        }
+
+    def table(self) -> str:
+        """The plan as printed: one line per item, a total per stage, the total."""
+        lines = [
+            f"plan: {self.size.features} features, {sum(self.size.train.values()):,} training rows in "
+            f"{len(self.size.train)} eras, {sum(self.size.validation.values()):,} validation rows; {self.cores} cores, "
+            f"--jobs {self.jobs}, {self.threads_per_fit} threads per fit",
+            f"{'stage / item':<58} {'fits':>5} {'rows':>10} {'feat':>5} {'work':>12} {'seconds':>9} {'peak MB':>8}",
+        ]
+        for stage in self.stages:
+            parent, worker = self.stage_memory(stage)
+            memory = f"{parent:>8.0f}" + (f" + {self.jobs} x {worker:.0f}" if worker else "")
+            lines.append(f"{stage:<58} {'':>5} {'':>10} {'':>5} {'':>12} {self.stage_seconds(stage):>9.0f} {memory}")
+            for item in self.stage_items(stage):
+                lines.append(
+                    f"  {item.name[:56]:<56} {item.fits:>5} {item.rows:>10,} {item.features:>5} {item.work[:12]:>12} "
+                    f"{item.seconds(self.threads_per_fit):>9.0f}"
+                )
+        lines.append(
+            f"{'total':<58} {'':>5} {'':>10} {'':>5} {'':>12} {self.total_seconds:>9.0f} {self.peak_rss_mb:>8.0f}"
+            f"   ({self.total_seconds / 3600:.2f} h)"
+        )
+        lines += [f"assuming {text}" for text in self.assumptions]
+        return "\n".join(lines)
+
+
+ASSUMPTIONS = [
+    f"the holdout and refit train {CHOSEN_SHARE:.0%} of each LightGBM member's cap on trees (the CV's choice, at "
+    "most the cap: then they cost up to twice as much)",
+    "--torch-processes N divides a neural fit's time by N (data-parallel; measured on this machine for N = 1 only)",
+    "every member is refitted (the blend leaves out those it gives no weight)",
+    "neural members train their maximum epochs (they stop early when their early-stopping eras stop improving)",
+    "the feature pipeline keeps every transform its ablation tries",
+]
+
+
+def make_plan(prep: Prepared, costs: Costs, size: Size, cores: int) -> Plan:
+    """The plan of the build `prep` sets up, at `size`, on `cores` cores."""
+    config = prep.config
+    threads = config.threads or cores
+    in_memory = config.spill_dir is None and config.jobs == 1
+    return Plan(Planner(prep, size, costs).items(), costs, size, cores, config.jobs, threads, in_memory, ASSUMPTIONS)
+
+
+@dataclass(frozen=True)
+class PlanFor:
+    """What to plan for: a hypothetical size (training rows and eras, raw features; None: the
+    data's) and a machine of `cores` cores (None: this one)."""
+
+    rows: int | None = None
+    features: int | None = None
+    eras: int | None = None
+    cores: int | None = None
+
+
+def calibrated(config: BuildConfig, target: PlanFor) -> tuple[Prepared, Calibration, Size, int]:
+    """The build's `prepare`, the costs measured on its data, the size and cores to plan for."""
+    config.validate()
+    start = time.process_time()
+    prep = prepare(config)
+    calibration = Calibration(prep, time.process_time() - start)
+    size = Size.of(prep).scaled(target.rows, target.features, target.eras)
+    return prep, calibration, size, target.cores or os.cpu_count() or 1
+
+
+def plan_build(config: BuildConfig, target: PlanFor = PlanFor()) -> Plan:
+    """Load the data as the build would, calibrate on a sample of it, and plan the build."""
+    prep, calibration, size, cores = calibrated(config, target)
+    return make_plan(prep, calibration.costs, size, cores)
+
+
+# Presets from the most to the least costly: --time-budget tries the cheaper ones last.
+PRESET_ORDER = ("large", "standard", "demo", "example")
+TREE_SCALES = (1.0, 0.5, 0.25)
+ERA_STRIDES = (None, 2, 4)
+
+
+def budget_candidates(config: BuildConfig) -> Iterator[tuple[BuildConfig, list[str]]]:
+    """The build's settings from the largest down, each with the changes it makes: fewer trees at a
+    larger learning rate first, then a longer era stride, then fewer CV folds, then a cheaper preset."""
+    known = config.preset in PRESET_ORDER
+    cheaper = [p for p in PRESET_ORDER[PRESET_ORDER.index(config.preset) + 1 :] if p in PRESETS] if known else []
+    presets = [config.preset, *cheaper]
+    for preset in presets:
+        for folds in range(config.cv_folds, min(config.cv_folds, 2) - 1, -1):
+            for stride in ERA_STRIDES if config.era_stride is None else (config.era_stride,):
+                for scale in TREE_SCALES:
+                    candidate = dataclasses.replace(
+                        config, preset=preset, cv_folds=folds, era_stride=stride, tree_scale=config.tree_scale * scale
+                    )
+                    changes = [
+                        f"{option} {new}"
+                        for option, old, new in (
+                            ("--preset", config.preset, preset),
+                            ("--cv-folds", config.cv_folds, folds),
+                            ("--era-stride", config.era_stride, stride),
+                            ("--tree-scale", config.tree_scale, candidate.tree_scale),
+                        )
+                        if old != new
+                    ]
+                    yield candidate, changes
+
+
+def fit_budget(config: BuildConfig, target: PlanFor = PlanFor()) -> tuple[BuildConfig, list[str], Plan]:
+    """--time-budget: the first of `budget_candidates` whose plan fits in `config.time_budget` hours,
+    the changes it makes (logged) and its plan; an error naming the smallest plan when none fits."""
+    budget = config.time_budget * 3600
+    prep, calibration, size, cores = calibrated(config, target)
+    asked = None
+    for candidate, changes in budget_candidates(config):
+        setup = (
+            prep
+            if not changes
+            else set_up(
+                candidate,
+                prep.data_dir,
+                prep.features,
+                prep.train,
+                prep.validation,
+                prep.missing_feature_eras,
+                prep.bins,
+            )
+        )
+        plan = make_plan(setup, calibration.add(setup), size, cores)
+        asked = asked or plan
+        if plan.total_seconds <= budget:
+            logger.info(
+                "--time-budget %.2f h: the build as asked plans %.2f h; %s (plan %.2f h)",
+                config.time_budget,
+                asked.total_seconds / 3600,
+                "taking " + ", ".join(changes) if changes else "nothing changed",
+                plan.total_seconds / 3600,
+            )
+            return candidate, changes, plan
+    raise ValueError(
+        f"--time-budget {config.time_budget:g} h: even the smallest settings tried ({', '.join(changes)}) plan "
+        f"{plan.total_seconds / 3600:.2f} h on {cores} cores; give a larger budget, more cores (--jobs) or less data"
+    )

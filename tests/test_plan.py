@@ -1,0 +1,129 @@
+"""The cost plan: from the build's own members and folds, the fits the build makes, a hypothetical size
+and machine, --json, and --time-budget choosing smaller settings."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline import build as build_module
+from pipeline import plan as plan_module
+from pipeline.build import BuildConfig, build, prepare
+from pipeline.calibration import Calibration, Size
+from pipeline.cli import main
+from pipeline.members.lgbm import scaled_trees
+from pipeline.parallel import InProcess, Timings
+from pipeline.plan import PlanFor, fit_budget, lpt_makespan, make_plan, speedup
+
+OPTIONS = {"num_boost_round": 10, "threads": 1, "cv_folds": 2}
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_world: Path) -> tuple:
+    prep = prepare(BuildConfig(data_dir=tiny_world, **OPTIONS))
+    return prep, Calibration(prep, 1.0)
+
+
+def lightgbm_fits(plan) -> Counter:
+    """The plan's LightGBM fits per stage that the runner runs one by one (the benchmark member's fits
+    read the benchmark column and run whole)."""
+    return Counter(
+        {
+            stage: sum(
+                len(item.tasks)
+                for item in plan.stage_items(stage)
+                if item.work.endswith("trees") and not item.name.startswith("lgbm_benchmark")
+            )
+            for stage in plan.stages
+        }
+    )
+
+
+def test_the_plan_counts_the_fits_the_build_makes(tiny_world: Path, tmp_path: Path, monkeypatch, calibrated) -> None:
+    prep, calibration = calibrated
+    planned = lightgbm_fits(make_plan(prep, calibration.costs, Size.of(prep), 2))
+    made, stage = Counter(), {"now": None}
+    staged = Timings.stage
+
+    @contextlib.contextmanager
+    def recording_stage(self, name):
+        stage["now"] = name
+        with staged(self, name):
+            yield
+
+    class Recording(InProcess):
+        def submit_fit(self, fit, cache):
+            made[stage["now"]] += 1
+            return super().submit_fit(fit, cache)
+
+    monkeypatch.setattr(Timings, "stage", recording_stage)
+    monkeypatch.setattr(build_module, "fit_runner", lambda config: contextlib.nullcontext(Recording()))
+    build(BuildConfig(data_dir=tiny_world, out=tmp_path / "model.pkl", **OPTIONS))
+    assert made["choose_features"] > 0 and made["check_stability"] > 0, "probes of the feature pipeline"
+    assert made["search_gbdt"] > 0, "the demo's LightGBM search"
+    for name in ("search_gbdt", "choose_features", "cross_validate", "check_stability", "score_holdout"):
+        assert planned[name] == made[name], name
+    assert 0 < made["refit"] <= planned["refit"], "the plan refits every member, the build those it ships"
+
+
+def test_the_plan_prints_one_json_object(tiny_world: Path, capsys) -> None:
+    options = ["--data-dir", str(tiny_world), "--trees", "10", "--threads", "1", "--cv-folds", "2"]
+    assert main(["plan", *options, "--json", "--rows", "20000", "--features", "60", "--eras", "50"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["total_seconds"] > 0 and plan["peak_rss_mb"] > 0
+    assert {"prepare", "choose_features", "cross_validate", "score_holdout", "refit", "export"} <= set(plan["stages"])
+    size = plan["size"]
+    assert (size["train_rows"], size["train_eras"], size["features"]) == (20000, 50, 60)
+    assert size["validation_rows"] == size["validation_eras"] * 400 and size["validation_eras"] > 12
+    cv = {item["name"]: item for item in plan["stages"]["cross_validate"]["items"]}
+    assert cv["lgbm_example CV"]["fits"] == 2 and cv["lgbm_example CV"]["work"] == "10 trees"
+    assert abs(plan["total_seconds"] - sum(s["seconds"] for s in plan["stages"].values())) < 1
+    assert main(["plan", "--data-dir", str(tiny_world), "--rows", "0"]) == 1
+
+
+def test_more_rows_cost_more_and_more_cores_less(calibrated) -> None:
+    prep, calibration = calibrated
+    size = Size.of(prep)
+    small, large = (make_plan(prep, calibration.costs, size.scaled(r, None, 40), 2) for r in (40_000, 400_000))
+    assert 5 < large.stage_seconds("cross_validate") / small.stage_seconds("cross_validate") < 11
+    assert large.peak_rss_mb > small.peak_rss_mb
+    wide = make_plan(prep, calibration.costs, size.scaled(400_000, 2748, 40), 2)
+    assert wide.total_seconds > 10 * large.total_seconds
+    many = make_plan(replace(prep, config=replace(prep.config, jobs=8, threads=0)), calibration.costs, wide.size, 16)
+    assert many.threads_per_fit == 2 and many.total_seconds < wide.total_seconds
+    assert many.stage_seconds("search_gbdt") < wide.stage_seconds("search_gbdt") / 2, "fits in parallel"
+
+
+def test_speedup_and_schedule() -> None:
+    assert speedup(1) == 1 and 1 < speedup(2) < 2 and speedup(16) < 1 / (1 - 0.85)
+    assert lpt_makespan([4, 3, 3, 2], 2) == 6 and lpt_makespan([3, 3, 2, 2, 2], 2) == 7, "longest first"
+    assert lpt_makespan([5, 1], 4) == 5 and lpt_makespan([], 2) == 0
+
+
+def test_a_time_budget_takes_smaller_settings(tiny_world: Path, calibrated, caplog, monkeypatch) -> None:
+    prep, calibration = calibrated
+    config = BuildConfig(data_dir=tiny_world, **OPTIONS)
+    planned = make_plan(prep, calibration.costs, Size.of(prep), 2).total_seconds
+    # The costs measured once: each candidate is planned from the same measurements.
+    monkeypatch.setattr(plan_module, "calibrated", lambda config, target: (prep, calibration, Size.of(prep), 2))
+    with caplog.at_level(logging.INFO):
+        chosen, changes, plan = fit_budget(replace(config, time_budget=planned * 0.6 / 3600), PlanFor(cores=2))
+    assert changes and plan.total_seconds <= planned * 0.6
+    assert "--time-budget" in caplog.text and changes[0] in caplog.text
+    assert chosen.tree_scale < 1 or chosen.era_stride or chosen.cv_folds < config.cv_folds or chosen.preset != "demo"
+    with pytest.raises(ValueError, match="--time-budget 1e-06 h: even the smallest settings"):
+        fit_budget(replace(config, time_budget=1e-6), PlanFor(cores=2))
+
+
+def test_a_tree_scale_trades_trees_for_learning_rate() -> None:
+    assert scaled_trees(2000, {"learning_rate": 0.01, "max_depth": 5}, 0.5) == (
+        1000,
+        {"learning_rate": 0.02, "max_depth": 5},
+    )
+    assert scaled_trees(40, {}, 0.25) == (10, {"learning_rate": 0.04}), "the example's learning rate by default"
