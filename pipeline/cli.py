@@ -10,12 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import data as nd
+from pipeline.budget import fit_budget
 from pipeline.build import build, cache_root, format_result
 from pipeline.config import BuildConfig
 from pipeline.cv import EMBARGO_20D
 from pipeline.images import DEFAULT_IMAGE, IMAGES, ImageError, image_environment, record_run, sidecar_path
 from pipeline.objective import CORR_MULTIPLIER, MMC_MULTIPLIER, OBJECTIVES
-from pipeline.plan import PlanFor, fit_budget, plan_build
+from pipeline.plan import PlanFor, plan_build
 from pipeline.presets import PRESETS
 from pipeline.refresh import format_refresh, refresh
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, add_numerai_options, upload_command

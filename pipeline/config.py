@@ -45,7 +45,7 @@ class BuildConfig:
     threads: int = 0
     # Fits run as this many processes on this machine, --threads divided among them (pipeline.parallel).
     jobs: int = 1
-    # Hours the build may take: the largest settings whose plan fits (pipeline.plan.fit_budget).
+    # Hours the build may take: the largest settings whose plan fits (pipeline.budget.fit_budget).
     time_budget: float | None = None
     dask_scheduler: str | None = None
     dask_local: int | None = None

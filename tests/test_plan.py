@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import budget as budget_module
 from pipeline import build as build_module
-from pipeline import plan as plan_module
+from pipeline.budget import fit_budget
 from pipeline.build import BuildConfig, build, prepare
 from pipeline.calibration import Calibration, Size
 from pipeline.cli import main
 from pipeline.members.lgbm import scaled_trees
 from pipeline.parallel import InProcess, Timings
-from pipeline.plan import PlanFor, fit_budget, lpt_makespan, make_plan, speedup
+from pipeline.plan import PlanFor, lpt_makespan, make_plan, speedup
 
 OPTIONS = {"num_boost_round": 10, "threads": 1, "cv_folds": 2}
 
@@ -111,7 +112,7 @@ def test_a_time_budget_takes_smaller_settings(tiny_world: Path, calibrated, capl
     config = BuildConfig(data_dir=tiny_world, **OPTIONS)
     planned = make_plan(prep, calibration.costs, Size.of(prep), 2).total_seconds
     # The costs measured once: each candidate is planned from the same measurements.
-    monkeypatch.setattr(plan_module, "calibrated", lambda config, target: (prep, calibration, Size.of(prep), 2))
+    monkeypatch.setattr(budget_module, "calibrated", lambda config, target: (prep, calibration, Size.of(prep), 2))
     with caplog.at_level(logging.INFO):
         chosen, changes, plan = fit_budget(replace(config, time_budget=planned * 0.6 / 3600), PlanFor(cores=2))
     assert changes and plan.total_seconds <= planned * 0.6
