@@ -98,22 +98,6 @@ class BuildConfig:
                 self.neutralization is None or 0 <= self.neutralization <= 1,
                 f"--neutralization must be within 0..1, got {self.neutralization}",
             ),
-            (self.threads >= 0, f"--threads must be 0 (all cores) or more, got {self.threads}"),
-            (self.jobs >= 1, f"--jobs must be at least 1 process, got {self.jobs}"),
-            (
-                self.time_budget is None or self.time_budget > 0,
-                f"--time-budget must be a positive number of hours, got {self.time_budget}",
-            ),
-            (
-                self.jobs == 1 or not (self.dask_scheduler or self.dask_local),
-                "--jobs runs fits as processes on this machine and --dask-scheduler / --dask-local on a cluster's "
-                "workers: give one",
-            ),
-            (self.torch_processes >= 1, f"--torch-processes must be at least 1, got {self.torch_processes}"),
-            (
-                self.spill_dir is None or Path(self.spill_dir).is_dir(),
-                f"--spill-dir {self.spill_dir} is not a directory; expected one with room for the int8 feature matrix",
-            ),
             (
                 self.tsmixer_search >= 0,
                 f"--tsmixer-search must be a number of trials, at least 0 (0: no search), got {self.tsmixer_search}",
@@ -131,20 +115,12 @@ class BuildConfig:
                 f"--gbdt-search-budget must be 0 or more seconds, got {self.gbdt_search_budget}",
             ),
             (
-                not (self.dask_scheduler and self.dask_local),
-                "--dask-scheduler and --dask-local are exclusive: give one",
-            ),
-            (
-                self.dask_local is None or self.dask_local >= 1,
-                f"--dask-local must be at least 1, got {self.dask_local}",
-            ),
-            (
                 self.data_dir is None or Path(self.data_dir).is_dir(),
                 f"--data-dir {self.data_dir} is not a directory; expected Numerai's v5 layout "
                 "(features.json, train.parquet, validation.parquet)",
             ),
         ]
-        problems = [message for ok, message in checks if not ok] + self.scoring().problems()
+        problems = [message for ok, message in checks if not ok] + self.resource_problems() + self.scoring().problems()
         with_tsmixer = sorted(
             name for name, entries in PRESETS.items() if any(e.kind == TSMIXER_MEMBER.kind for e in entries)
         )
@@ -156,6 +132,37 @@ class BuildConfig:
         if self.init_model is not None:
             problems += self.refresh_problems()
         return problems
+
+    def resource_problems(self) -> list[str]:
+        """The options of where and how wide the build runs (threads, processes, Dask, spill) that
+        cannot work."""
+        checks = [
+            (self.threads >= 0, f"--threads must be 0 (all cores) or more, got {self.threads}"),
+            (self.jobs >= 1, f"--jobs must be at least 1 process, got {self.jobs}"),
+            (
+                self.time_budget is None or self.time_budget > 0,
+                f"--time-budget must be a positive number of hours, got {self.time_budget}",
+            ),
+            (
+                self.jobs == 1 or not (self.dask_scheduler or self.dask_local),
+                "--jobs runs fits as processes on this machine and --dask-scheduler / --dask-local on a cluster's "
+                "workers: give one",
+            ),
+            (self.torch_processes >= 1, f"--torch-processes must be at least 1, got {self.torch_processes}"),
+            (
+                self.spill_dir is None or Path(self.spill_dir).is_dir(),
+                f"--spill-dir {self.spill_dir} is not a directory; expected one with room for the int8 feature matrix",
+            ),
+            (
+                not (self.dask_scheduler and self.dask_local),
+                "--dask-scheduler and --dask-local are exclusive: give one",
+            ),
+            (
+                self.dask_local is None or self.dask_local >= 1,
+                f"--dask-local must be at least 1, got {self.dask_local}",
+            ),
+        ]
+        return [message for ok, message in checks if not ok]
 
     def scoring(self) -> Objective:
         """The objective the build chooses on (--objective and the payout multipliers)."""
