@@ -1,7 +1,7 @@
 """Memory and time per stage as the data grows towards Numerai's full size (2,748 features x 2.75M rows).
 
     python -m bench.scale [--eras 20 60 120] [--rows 4800] [--features 2748] [--trees 50] [--modes memory disk]
-    python -m bench.scale --build [--build-rows 100 300 800] [--build-eras 80] [--trees 50] [--threads 1]
+    python -m bench.scale --build [--build-rows 100 300 800] [--build-eras 100] [--trees 50] [--threads 1]
 
 `--build`: complete builds of the default preset (and of `standard` at the smallest size) on
 Numerai-width worlds of `--build-eras` eras x each `--build-rows` rows per era, each in a fresh
@@ -165,7 +165,7 @@ def builds(args: argparse.Namespace) -> None:
             spec = dataclasses.replace(
                 DEFAULT_WORLD,
                 n_eras=args.build_eras,
-                n_validation_eras=max(12, args.build_eras // 5),
+                n_validation_eras=max(24, args.build_eras // 4),  # standard's 60-day target: embargo 16
                 rows_per_era=rows,
                 live_rows=rows,
                 n_features=args.features,
@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=("memory", "disk"), default=["memory", "disk"])
     parser.add_argument("--build", action="store_true", help="complete builds against their plans (see above)")
     parser.add_argument("--build-rows", type=int, nargs="+", default=[100, 300, 800], help="rows per era of each world")
-    parser.add_argument("--build-eras", type=int, default=80, help="eras of each build's world (train + validation)")
+    parser.add_argument("--build-eras", type=int, default=100, help="eras of each build's world (train + validation)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if args.build:
