@@ -152,7 +152,7 @@ class LightGBMMember:
             self.estimator.lgb_params(),
             self.estimator.num_boost_round,
             progress=True,
-            weighting=self.weighting if self.weighting.active else None,
+            weighting=self.weighting,
         )
 
         def finish(fitted: list[Fitted]) -> None:
