@@ -1,8 +1,9 @@
 """Per-era scores with Numerai's own functions, and the summaries Numerai reports over eras.
 
-Every score here is computed by numerai-tools (BMC in the blend's searches by the same arithmetic in
-numpy, tested equal); this module only groups rows by era, aligns them, and summarizes the per-era
-series.
+Every score reported is computed by numerai-tools; the searches (CV curves over tree counts, blend
+weights, neutralization grids) score thousands of candidates by the same arithmetic in numpy, tested
+equal (`era_corr`, `era_contribution`). This module only groups rows by era, aligns them, and
+summarizes the per-era series.
 """
 
 from __future__ import annotations
@@ -46,15 +47,6 @@ def per_era(
 
 def per_era_corr(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray) -> pd.Series:
     """Numerai CORR (numerai_corr) of predictions against a target in each era."""
-    return per_era_corr_columns(np.asarray(predictions)[:, None], targets, eras)[0].rename("corr")
-
-
-def per_era_corr_columns(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray) -> pd.DataFrame:
-    """numerai_corr of every column of `predictions` (rows x candidates) in each era (eras x candidates).
-
-    One numerai_corr call per era scores all candidates at once: CV curves over tree counts and
-    blend-weight searches cost no more calls than a single model.
-    """
     predictions = np.asarray(predictions, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
     eras = np.asarray(eras)
@@ -64,9 +56,50 @@ def per_era_corr_columns(predictions: np.ndarray, targets: np.ndarray, eras: np.
         rows = np.flatnonzero((eras == era) & labelled)
         index = pd.RangeIndex(len(rows))
         scores[era] = numerai_corr(
-            pd.DataFrame(predictions[rows], index=index), pd.Series(targets[rows], index=index, name="target")
-        )
-    return pd.DataFrame(scores).T.rename_axis("era")
+            pd.DataFrame({"prediction": predictions[rows]}, index=index),
+            pd.Series(targets[rows], index=index, name="target"),
+        ).iloc[0]
+    return pd.Series(scores, dtype=np.float64).rename_axis("era").rename("corr")
+
+
+def per_era_corr_columns(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray) -> pd.DataFrame:
+    """numerai_corr of every column of `predictions` (rows x candidates) in each era (eras x candidates),
+    for the searches: `era_corr` per era (numerai_corr's arithmetic in numpy, tested equal), all
+    candidates at once. An era where a candidate has NaN predictions goes through numerai_corr itself,
+    which scores the rows every column has."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    eras = np.asarray(eras)
+    labelled = ~np.isnan(targets)
+    scores = {}
+    for era in np.unique(eras[labelled]):
+        rows = np.flatnonzero((eras == era) & labelled)
+        if np.isnan(predictions[rows]).any():
+            index = pd.RangeIndex(len(rows))
+            frame = pd.DataFrame(predictions[rows], index=index)
+            scores[era] = numerai_corr(frame, pd.Series(targets[rows], index=index, name="target")).to_numpy()
+        else:
+            scores[era] = era_corr(predictions[rows], targets[rows])
+    if not scores:
+        return pd.DataFrame(columns=range(predictions.shape[1]), dtype=np.float64).rename_axis("era")
+    return pd.DataFrame.from_dict(scores, orient="index").rename_axis("era")
+
+
+def signed_power(x: np.ndarray, p: float = 1.5) -> np.ndarray:
+    """numerai_tools.scoring.power: the sign kept."""
+    return np.sign(x) * np.abs(x) ** p
+
+
+def era_corr(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """numerai_corr of one era's predictions (rows x candidates), in numpy: tie-kept ranks, gaussianized
+    and raised to the 1.5 power, Pearson-correlated with the centred target raised to the 1.5 power
+    (NaN for a constant column, as numerai_corr gives)."""
+    p = signed_power(gaussian_ranks(predictions))
+    t = signed_power(targets - targets.mean())
+    p = p - p.mean(axis=0)
+    t = t - t.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (t @ p) / (np.sqrt((p * p).sum(axis=0)) * np.sqrt(t @ t))
 
 
 def gaussian_ranks(x: np.ndarray) -> np.ndarray:

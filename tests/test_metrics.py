@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 from numerai_tools.scoring import numerai_corr
 
-from pipeline.metrics import max_drawdown, paired_difference, per_era_bmc, per_era_bmc_columns, per_era_corr, summarize
+from pipeline.metrics import (
+    max_drawdown,
+    paired_difference,
+    per_era_bmc,
+    per_era_bmc_columns,
+    per_era_corr,
+    per_era_corr_columns,
+    summarize,
+)
 
 
 def test_per_era_corr_equals_numerai_tools_on_each_era() -> None:
@@ -21,6 +29,26 @@ def test_per_era_corr_equals_numerai_tools_on_each_era() -> None:
         frame = pd.DataFrame({"p": prediction[rows]}, index=np.flatnonzero(rows))
         expected = numerai_corr(frame, pd.Series(target[rows], index=frame.index, name="target")).iloc[0]
         assert scores[era] == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_searches_corr_of_many_columns_is_numerai_corr() -> None:
+    """The numpy arithmetic the searches use equals numerai_tools on ties, integer and continuous
+    predictions, a constant column, NaN targets and NaN predictions."""
+    rng = np.random.default_rng(3)
+    eras = np.repeat(["0001", "0002", "0003", "0004"], [150, 200, 7, 300])
+    target = rng.choice([0, 0.25, 0.5, 0.75, 1], size=len(eras))
+    target[[3, 170]] = np.nan
+    columns = [target + rng.normal(0, 1, len(eras)), rng.integers(0, 5, len(eras)), np.ones(len(eras))]
+    predictions = np.column_stack([*columns, rng.normal(0, 1, len(eras))])
+    predictions[400, 3] = np.nan
+    scores = per_era_corr_columns(predictions, target, eras)
+    assert list(scores.index) == ["0001", "0002", "0003", "0004"] and scores.shape == (4, 4)
+    for era in scores.index:
+        rows = (eras == era) & ~np.isnan(target)
+        frame = pd.DataFrame(predictions[rows], index=np.flatnonzero(rows))
+        expected = numerai_corr(frame, pd.Series(target[rows], index=frame.index, name="target")).to_numpy()
+        np.testing.assert_allclose(scores.loc[era].to_numpy(), expected, rtol=0, atol=1e-12)
+    assert scores[2].isna().all()
 
 
 def test_summary_figures() -> None:
