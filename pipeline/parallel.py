@@ -51,7 +51,7 @@ from pipeline.binning import DatasetCache, Parts, Rows, labelled, load_binary, l
 from pipeline.data import EraFrame
 from pipeline.features import FeaturePipeline
 from pipeline.models.lgbm import LGBMModel, TqdmCallback
-from pipeline.weighting import EraWeighting
+from pipeline.weighting import EraBoost, EraWeighting
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,12 @@ class Fit:
             return None
         return self.weighting.for_eras(np.concatenate([np.asarray(eras, dtype=object) for _, eras in self.parts]))
 
+    def row_eras(self) -> np.ndarray:
+        """The era of each row the fit trains on (its labelled rows, in its dataset's order)."""
+        rows = Rows.of(self.pipeline, self.parts, self.era_stride, self.feature_names, 0)
+        known = ~np.isnan(rows.labels(self.target))
+        return np.concatenate([frame.eras[part] for frame, part in rows.parts])[known]
+
 
 @dataclass
 class Fitted:
@@ -115,6 +121,8 @@ def train_fit(fit: Fit, dataset: lgb.Dataset, threads: int | None = None) -> tup
     """Train `fit` on its labelled dataset (with `threads`, when given, instead of its own), then score
     its prediction rows. Every runner trains through this function."""
     params = fit.params if threads is None else fit.params | {"num_threads": threads}
+    if fit.weighting is not None and fit.weighting.boost is not None:
+        params = params | {"objective": EraBoost(fit.weighting.boost, fit.row_eras(), fit.rounds)}
     callbacks = [TqdmCallback(fit.rounds, fit.name)] if fit.progress and threads is None else None
     model = LGBMModel()
     model.booster_ = lgb.train(params, dataset, num_boost_round=fit.rounds, callbacks=callbacks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +17,7 @@ from pipeline.feature_choice import simplest_within_noise
 from pipeline.features import FeaturePipeline
 from pipeline.members import LightGBMMember, MemberContext, MemberEntry, MLPMember, lgbm_search
 from pipeline.presets import DEMO_DEEP
-from pipeline.weighting import EraWeighting
+from pipeline.weighting import EraBoost, EraWeighting
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,31 @@ def test_era_weights_decay_with_age_and_a_window_keeps_the_newest() -> None:
     assert EraWeighting().for_eras(eras) is None, "no weighting, no weights"
     with pytest.raises(ValueError, match="window must be a share of the fit's eras in \\(0, 1\\], got 2"):
         EraWeighting(window=2)
+
+
+def test_era_boosting_weighs_the_eras_a_fit_gets_wrong() -> None:
+    """In a world where every fourth era's signal has the other sign, the objective's weights come to
+    favour exactly those eras, with a mean weight of 1 (times the rows' own fixed weights)."""
+    rng = np.random.default_rng(0)
+    eras = np.repeat(np.arange(20), 300)
+    x = rng.normal(size=(len(eras), 5))
+    flipped = eras % 4 == 0
+    y = (0.5 + 0.1 * x[:, 0] * np.where(flipped, -1, 1) + rng.normal(0, 0.2, len(eras))).astype(np.float32)
+    dataset = lgb.Dataset(x, label=y).construct()
+    boost = EraBoost(2.0, eras, rounds=100)
+    params = {"learning_rate": 0.05, "verbosity": -1, "deterministic": True, "num_threads": 1, "seed": 0}
+    booster = lgb.Booster(params | {"objective": "none"}, dataset)
+    for _ in range(100):
+        booster.update(fobj=boost)
+    assert boost.calls == 100
+    boosted = np.flatnonzero(boost.era_weight > 1)
+    assert set(np.flatnonzero(np.bincount(eras[flipped]))) <= set(boosted.tolist())
+    assert np.average(boost.era_weight, weights=np.bincount(eras)) == pytest.approx(1.0)
+    _, hessians = boost(booster.predict(x), dataset)
+    np.testing.assert_allclose(hessians, boost.era_weight[eras])
+    with pytest.raises(ValueError, match="boost must be a weight above 1"):
+        EraWeighting(boost=1.0)
+    assert EraWeighting(boost=2.0).for_eras(["0001"]) is None, "era boosting has no fixed weights"
 
 
 def test_weighted_fits_share_the_bins_but_not_the_weights(train: nd.EraFrame) -> None:
@@ -64,6 +90,8 @@ def test_the_search_tries_the_recipes_first_and_keeps_the_best_trials(train: nd.
     assert (first.loc[0, "max_depth"], first.loc[0, "feature_fraction"]) == (6, 0.3), "the entry's own settings"
     assert (first.loc[1, "max_depth"], first.loc[1, "era_stride"]) == (5, 4), "Numerai's example"
     assert (first.loc[2, "max_depth"], first.loc[2, "num_leaves"]) == (10, 1024), "Numerai's deep recipe"
+    assert first.loc[3, "boost"] == 2.0 and first.loc[3, "max_depth"] == 6, "the entry's own, era-boosted"
+    assert first.loc[[0, 1, 2], "boost"].isna().all()
     assert [member.name for member, _ in kept] == ["gbdt_1", "gbdt_2"]
     best = table[table["kept"]]["cv_corr_mean"].tolist()
     assert best == sorted(table["cv_corr_mean"], reverse=True)[:2], "the two best CV means are kept"
@@ -75,7 +103,9 @@ def test_the_search_tries_the_recipes_first_and_keeps_the_best_trials(train: nd.
 
 
 def test_a_trial_maps_onto_lightgbm_parameters() -> None:
-    trial = lgbm_search.Trial.of(lgbm_search.NUMERAI_DEEP | {"era_stride": 1, "half_life": 0.5, "window": None})
+    trial = lgbm_search.Trial.of(
+        lgbm_search.NUMERAI_DEEP | {"era_stride": 1, "half_life": 0.5} | {"window": None, "boost": None}
+    )
     params = trial.params(DEMO_DEEP, rows=250_000)
     assert (params["max_depth"], params["num_leaves"], params["min_data_in_leaf"]) == (10, 1024, 1000)
     assert params["learning_rate"] == DEMO_DEEP["learning_rate"], "the entry's learning rate stays"

@@ -14,13 +14,14 @@ import pandas as pd
 import pytest
 
 from pipeline import data as nd
-from pipeline.build import BuildConfig, FeatureChoice, build, cross_validate, prepare
+from pipeline.build import BuildConfig, FeatureChoice, Prepared, build, cross_validate, prepare
 from pipeline.cli import main
 from pipeline.distributed import ClusterError, DaskRunner, ParquetFrame, dask_client, free_port
 from pipeline.feature_choice import fold_pipelines
 from pipeline.metrics import paired_difference, per_era_corr
 from pipeline.models.tsmixer import TSMixerExt
 from pipeline.parallel import active
+from pipeline.weighting import EraWeighting
 
 TSMIXER_SMALL = {
     "d": 8,
@@ -66,13 +67,20 @@ def cheap_choice(train: nd.EraFrame, folds: list, groups: dict[str, str]) -> Fea
     return FeatureChoice(fold_pipelines(train, folds, groups, settings), settings, {})
 
 
+def boost_aux(prep: Prepared) -> None:
+    """Era boosting on the auxiliary member: its objective needs each row's era, in a worker too."""
+    next(member for member in prep.members if member.name == "lgbm_aux20").weighting = EraWeighting(boost=2.0)
+
+
 def test_cv_on_a_two_worker_dask_cluster_gives_the_same_per_era_corr(tiny_world: Path, cluster) -> None:
     config = BuildConfig(data_dir=tiny_world, num_boost_round=30, threads=1, cv_folds=2)
     here = prepare(config)
+    boost_aux(here)
     choice = cheap_choice(here.train, here.folds, here.groups)
     on_one_machine = cross_validate(here, choice, {}, [])
     with dask_client(scheduler=cluster.scheduler_address) as client, active(DaskRunner(client)) as runner:
         there = prepare(config, runner)
+        boost_aux(there)
         on_the_cluster = cross_validate(there, cheap_choice(there.train, there.folds, there.groups), {}, [])
         assert runner.take_peak_mb() > 0, "the fits ran on the workers"
     assert {"lgbm_example", "lgbm_gbdt", "lgbm_aux20", "mlp", "tsmixer_ext"} <= set(on_one_machine.results)

@@ -39,13 +39,15 @@ SETTINGS = {"missing": "nan", "clusters": True, "group_stats": True, "mixing": F
 
 
 def stage_results(tiny_world: Path, jobs: int) -> tuple[dict, dict, dict]:
-    """The demo preset's CV (LightGBM members, one of them weighted by recency, the benchmark member and
+    """The demo preset's CV (LightGBM members, one weighted by recency, one era-boosted, the benchmark member and
     the chained neural members) and holdout predictions."""
     config = BuildConfig(data_dir=tiny_world, num_boost_round=30, threads=2, cv_folds=2, jobs=jobs)
     with local_runner(config.jobs, config.threads, None) as runner, active(runner):
         prep = prepare(config, runner)
         weighted = next(member for member in prep.members if member.name == "lgbm_gbdt")
         weighted.weighting = EraWeighting(half_life=0.3)
+        boosted = next(member for member in prep.members if member.name == "lgbm_aux20")
+        boosted.weighting = EraWeighting(boost=2.0)
         choice = FeatureChoice(fold_pipelines(prep.train, prep.folds, prep.groups, SETTINGS), SETTINGS, {})
         cv = cross_validate(prep, choice, {}, [])
         fit_members(prep.members, [prep.train], choice.fold_pipelines[-1], "holdout")

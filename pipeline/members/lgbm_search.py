@@ -4,7 +4,8 @@ No one setting wins on every data set: on some worlds the example model's shallo
 the columns per tree beat deeper trees, on Numerai's real data far deeper trees do. A searched preset
 entry (`MemberEntry.search` > 0) therefore tries hand-picked candidates first — the entry's own
 settings, Numerai's example model and Numerai's deep recipe (depth 10, 1,024 leaves, 10 % columns,
-10,000 rows per leaf on 2.7M rows), both at the entry's learning rate and trees — then random draws
+10,000 rows per leaf on 2.7M rows), both at the entry's learning rate and trees, and the entry's own
+with era boosting — then random draws
 from `SPACE`, until `budget_s` seconds or `n_trials` trials, each scored by the member's own CV on the
 build's folds (trees chosen at checkpoints, as for every member). The best `search` distinct trials
 become members; their CV figures are the search's own, so they cost no second CV.
@@ -35,7 +36,8 @@ from pipeline.weighting import EraWeighting
 logger = logging.getLogger(__name__)
 
 # Settings a trial draws from: tree shape (max_depth, num_leaves), columns per tree, rows per leaf as a
-# share of the fit's rows, L2, row bagging, the era stride, and how the training eras are weighed.
+# share of the fit's rows, L2, row bagging, the era stride, and how the training eras are weighed
+# (recency half-life, rolling window, era boosting: `pipeline.weighting`).
 SPACE: dict[str, list[Any]] = {
     "shape": [(4, 15), (5, 31), (6, 64), (8, 255), (10, 1024)],
     "feature_fraction": [0.05, 0.1, 0.2, 0.3, 0.5],
@@ -45,11 +47,15 @@ SPACE: dict[str, list[Any]] = {
     "era_stride": [1, 2, 4],
     "half_life": [None, 0.5, 0.25],
     "window": [None, 0.5],
+    "boost": [None, 2.0],
 }
 # Numerai's deep recipe (example-scripts, late 2026): min_data_in_leaf 10,000 on ~2.7M training rows.
 NUMERAI_DEEP = {"shape": (10, 1024), "feature_fraction": 0.1, "leaf_share": 0.004, "lambda_l2": 0.0, "bagging": False}
 NUMERAI_EXAMPLE = {"shape": (5, 31), "feature_fraction": 0.1, "leaf_share": 0.0001, "lambda_l2": 0.0, "bagging": False}
-NO_WEIGHTING = {"half_life": None, "window": None}
+NO_WEIGHTING = {"half_life": None, "window": None, "boost": None}
+# Era boosting (Numerai's remedy for eras a model fits badly): the entry's own settings with the worst
+# half of the eras weighing twice the others (`pipeline.weighting.EraBoost`).
+ERA_BOOSTING = {"boost": 2.0}
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ class Trial:
         return params
 
     def weighting(self) -> EraWeighting:
-        return EraWeighting(self.get("half_life"), self.get("window"))
+        return EraWeighting(self.get("half_life"), self.get("window"), self.get("boost"))
 
     def row(self) -> dict[str, Any]:
         depth, leaves = self.get("shape")
@@ -105,11 +111,14 @@ def entry_settings(params: Mapping[str, Any], era_stride: int, rows: int) -> dic
 
 
 def candidates(base: LightGBMMember, rows: int, seed: int, n_trials: int) -> list[Trial]:
-    """The entry's own settings, Numerai's example and deep recipes, then random draws of `SPACE`."""
+    """The entry's own settings, Numerai's example and deep recipes, the entry's own with era boosting,
+    then random draws of `SPACE`."""
+    own = entry_settings(base.estimator.params, base.era_stride, rows)
     first = [
-        entry_settings(base.estimator.params, base.era_stride, rows),
+        own,
         NUMERAI_EXAMPLE | {"era_stride": 4} | NO_WEIGHTING,
         NUMERAI_DEEP | {"era_stride": 1} | NO_WEIGHTING,
+        own | ERA_BOOSTING,
     ]
     trials = list(dict.fromkeys(Trial.of(s) for s in first))
     grid = [dict(zip(SPACE, values, strict=True)) for values in itertools.product(*SPACE.values())]
