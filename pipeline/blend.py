@@ -9,7 +9,8 @@ How the weights are found is itself chosen on the CV (`choose_blend`): greedy en
 that shrunk toward the best single member or toward equal weights, the best member alone, or equal
 weights, each after leaving out the members the CV puts below the reference (Numerai's example
 model) by more than one standard error. Each rule is scored by the cross-fold CV (weights fitted on
-the other folds), so a blend that only fits noise loses to the best member alone.
+the other folds); the best member alone stays unless a blend beats it there by more than one
+standard error, so a blend that only fits noise never ships.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ BLEND_RULES = (
     "equal",
 )
 BlendRule = str
+BEST_MEMBER: BlendRule = "best member"
 
 
 def eligible_members(per_era: pd.DataFrame, reference: int | None) -> np.ndarray:
@@ -123,9 +125,11 @@ def fit_blend(
 def choose_blend(
     oof: np.ndarray, target: Target, eras: np.ndarray, fold_eras: Sequence[np.ndarray], reference: int | None
 ) -> tuple[BlendRule, pd.DataFrame, list[np.ndarray]]:
-    """The blend rule with the best cross-fold CV mean CORR (ties to the simpler), every rule's cross-fold
-    figures (each fold scored with every rule's weights fitted on the other folds), and the chosen rule's
-    weights of each fold."""
+    """The blend rule with the best cross-fold CV mean CORR (ties to the simpler), unless it beats the best
+    member alone by no more than one standard error of their paired per-era difference: then the best
+    member (a blend must earn its weights beyond noise, as a feature pipeline must, `feature_choice`).
+    Returns the rule, every rule's cross-fold figures (each fold scored with every rule's weights fitted
+    on the other folds) with `vs_best_member` and its `se`, and the chosen rule's weights of each fold."""
     per_era, fold_rules = [], []
     for held_out in fold_eras:
         inside = np.isin(eras, held_out)
@@ -136,10 +140,16 @@ def choose_blend(
         fold_rules.append(rules)
         blends = np.column_stack([blend_ranks(oof[inside], weights, eras[inside]) for weights in rules.values()])
         per_era.append(score_columns(blends, target[inside], eras[inside]))
-    scores = pd.concat(per_era).sort_index()
-    table = pd.DataFrame({rule: summarize(scores[k]) for k, rule in enumerate(BLEND_RULES)}).T.rename_axis("rule")
+    scores = pd.concat(per_era).sort_index().set_axis(list(BLEND_RULES), axis=1)
+    table = pd.DataFrame({rule: summarize(scores[rule]) for rule in BLEND_RULES}).T.rename_axis("rule")
+    versus = [paired_difference(scores[rule], scores[BEST_MEMBER]) for rule in BLEND_RULES]
+    table["vs_best_member"], table["se"] = [mean for mean, _ in versus], [se for _, se in versus]
     means = table["mean"].to_numpy()
     chosen = BLEND_RULES[len(means) - 1 - int(np.argmax(means[::-1]))]
+    # A CV of one fold fitted no rule (each is the rank average): nothing to prefer the best member on.
+    fitted = len(fold_eras) > 1
+    if fitted and not table.loc[chosen, "vs_best_member"] > table.loc[chosen, "se"]:
+        chosen = BEST_MEMBER
     return chosen, table, [rules[chosen] for rules in fold_rules]
 
 

@@ -56,7 +56,7 @@ def test_the_blend_follows_the_objective() -> None:
     assert by_corr[0] > by_corr[1] and by_bmc[1] > by_bmc[0], (by_corr, by_bmc)
     scored = ScoredTarget(target, benchmark, Objective("payout"))
     rule, table, fold_weights = choose_blend(oof, scored, eras, folds, reference=0)
-    assert table.loc[rule, "mean"] == table["mean"].max() and table["eras"].max() == N_ERAS - 2
+    assert rule in (table["mean"].idxmax(), "best member") and table["eras"].max() == N_ERAS - 2
     per_era, weights = cross_fold_blend(oof, scored, eras, folds, rule=rule, reference=0)
     assert len(per_era) == N_ERAS - 2 and len(weights) == 2
     for chosen, refitted in zip(fold_weights, weights, strict=True):
