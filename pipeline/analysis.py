@@ -10,14 +10,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from numerai_tools.scoring import numerai_corr
 from tqdm.auto import tqdm
 
 from pipeline.data import EraFrame
 from pipeline.metrics import (
+    era_corr,
     per_era_benchmark_corr,
     per_era_bmc,
     per_era_corr,
+    per_era_corr_columns,
     per_era_feature_exposure,
     per_era_fnc,
     summarize,
@@ -43,7 +44,9 @@ def validation_figures(
     target: str,
     benchmarks: pd.DataFrame | None = None,
 ) -> dict:
-    """Every figure of one model on held-out rows: CORR on each target, FNC, exposure, BMC, calibration."""
+    """Every figure of one model on held-out rows: CORR on each target, FNC, exposure, BMC, calibration.
+    CORR on the main target is numerai_corr itself; on each auxiliary target (dozens on Numerai's data)
+    the same arithmetic in numpy (`per_era_corr_columns`, tested equal)."""
     eras = frame.eras[rows]
     features = frame.features[rows]
     main = frame.targets[target].to_numpy()[rows]
@@ -52,7 +55,7 @@ def validation_figures(
         "validation": summarize(per_era),
         "validation_per_era": per_era,
         "aux": {
-            aux: summarize(per_era_corr(predictions, frame.targets[aux].to_numpy()[rows], eras))
+            aux: summarize(per_era_corr_columns(predictions[:, None], frame.targets[aux].to_numpy()[rows], eras)[0])
             for aux in frame.targets.columns
             if aux != target and frame.targets[aux].iloc[rows].notna().any()
         },
@@ -94,13 +97,18 @@ def permutation_by_group(
 ) -> dict[str, float]:
     """Drop in mean validation CORR when a group's features are shuffled together within each era.
 
-    Works for any model given as `predict(int8 features) -> scores`, the neural net included.
+    Works for any model given as `predict(int8 features) -> scores`, the neural net included. Scored
+    by numerai_corr's arithmetic in numpy (`per_era_corr_columns`, tested equal).
     """
     rng = np.random.default_rng(seed)
     features = frame.features[rows]
     eras = frame.eras[rows]
     y = frame.targets[target].to_numpy()[rows]
-    base = per_era_corr(predict(features), y, eras).mean()
+
+    def mean_corr(x: np.ndarray) -> float:
+        return float(per_era_corr_columns(predict(x)[:, None], y, eras)[0].mean())
+
+    base = mean_corr(features)
     era_rows = [np.flatnonzero(eras == era) for era in np.unique(eras)]
     drops = {}
     names = np.asarray(frame.feature_names)
@@ -109,21 +117,20 @@ def permutation_by_group(
         shuffled = features.copy()
         for idx in era_rows:
             shuffled[np.ix_(idx, cols)] = features[np.ix_(rng.permutation(idx), cols)]
-        drops[group] = float(base - per_era_corr(predict(shuffled), y, eras).mean())
+        drops[group] = base - mean_corr(shuffled)
     return dict(sorted(drops.items(), key=lambda kv: -kv[1]))
 
 
 def feature_era_corr(frame: EraFrame, rows: np.ndarray, target: str) -> pd.DataFrame:
-    """numerai_corr of every feature with the target in each era (eras x features)."""
+    """numerai_corr of every feature with the target in each era (eras x features; NaN where a feature
+    is constant in an era), by its arithmetic in numpy (`era_corr`, tested equal)."""
     y = frame.targets[target].to_numpy()
     table = {}
     for era in tqdm(np.unique(frame.eras[rows]), desc="feature CORR by era", leave=False):
         idx = frame.select_eras([era])
         idx = idx[~np.isnan(y[idx])]
-        block = pd.DataFrame(frame.features[idx], columns=frame.feature_names, index=pd.RangeIndex(len(idx)))
-        block = block.loc[:, block.nunique() > 1].astype(np.float64)
-        table[era] = numerai_corr(block, pd.Series(y[idx], index=block.index, name="target"))
-    return pd.DataFrame(table).T.reindex(columns=frame.feature_names)
+        table[era] = era_corr(frame.features[idx].astype(np.float64), y[idx])
+    return pd.DataFrame.from_dict(table, orient="index", columns=frame.feature_names)
 
 
 def feature_stability(era_corr: pd.DataFrame, window: int = ROLLING_WINDOW, flag_share: float = 0.1) -> pd.DataFrame:

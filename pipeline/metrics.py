@@ -95,6 +95,7 @@ def era_corr(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
     and raised to the 1.5 power, Pearson-correlated with the centred target raised to the 1.5 power
     (NaN for a constant column, as numerai_corr gives)."""
     p = signed_power(gaussian_ranks(predictions))
+    targets = np.asarray(targets, dtype=np.float64)
     t = signed_power(targets - targets.mean())
     p = p - p.mean(axis=0)
     t = t - t.mean()

@@ -124,3 +124,23 @@ def test_bmc_of_many_columns_is_numerai_tools_correlation_contribution() -> None
         np.testing.assert_allclose(fast[k].to_numpy(), reference.to_numpy(), rtol=1e-10, atol=1e-14)
     assert list(fast.index) == ["0001", "0002", "0003"]
     assert per_era_bmc_columns(predictions, targets, np.full(len(eras), np.nan), eras).shape == (0, 3)
+
+
+def test_feature_era_corr_is_numerai_corr_of_each_feature(tiny_world) -> None:
+    from pipeline import data as nd
+    from pipeline.analysis import feature_era_corr
+
+    features = nd.resolve_features(tiny_world, "all")
+    frame = nd.load_split(tiny_world / "train.parquet", features, ["target"], data_type="train")
+    first = frame.era_order[0]
+    frame.features[frame.select_eras([first]), 0] = 2  # a feature constant in one era
+    eras = frame.era_order[:3]
+    table = feature_era_corr(frame, frame.select_eras(eras), "target")
+    assert list(table.index) == list(eras) and list(table.columns) == frame.feature_names
+    assert np.isnan(table.loc[first].iloc[0]) and table.iloc[1:, 0].notna().all()
+    for era in eras:
+        rows = frame.select_eras([era])
+        y = frame.targets["target"].to_numpy(dtype=np.float64)[rows]
+        block = pd.DataFrame(frame.features[rows][:, 1:].astype(np.float64))
+        expected = numerai_corr(block, pd.Series(y, name="target")).to_numpy()
+        np.testing.assert_allclose(table.loc[era].to_numpy()[1:], expected, rtol=0, atol=1e-12)
