@@ -31,6 +31,7 @@ from pipeline import data as nd
 from pipeline import synthetic
 from pipeline.analysis import (
     ROLLING_WINDOW,
+    era_sample,
     fold_table,
     gain_importance,
     permutation_by_group,
@@ -403,10 +404,12 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
     # Members the blend gives no weight are left out of the pickle (and of its refit).
     shipped = [(m, float(w)) for m, w in zip(prep.members, cv.weights, strict=True) if w > 0]
 
+    sample = era_sample(rows, validation.eras, seed=config.seed)
+
     def ensemble_on(features: np.ndarray) -> np.ndarray:
-        stacked = np.column_stack([predict_rows(member, validation, rows, features) for member, _ in shipped])
+        stacked = np.column_stack([predict_rows(member, validation, sample, features) for member, _ in shipped])
         shipped_weights = np.array([w for _, w in shipped])
-        return ensemble_scores(stacked, shipped_weights, features, eras, cv.neutralization, columns)
+        return ensemble_scores(stacked, shipped_weights, features, validation.eras[sample], cv.neutralization, columns)
 
     columns = feature_columns(prep.features, cv.neutralizer_names)
     ensemble = ensemble_scores(np.column_stack(scores), cv.weights, x, eras, cv.neutralization, columns)
@@ -432,8 +435,9 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
     gains = next((gain for member in prep.members if (gain := member.importance()) is not None), None)
     importance = {} if gains is None else gain_importance(gains, prep.groups)
     importance["permutation_by_group"] = permutation_by_group(
-        ensemble_on, validation, rows, config.target, prep.groups, seed=config.seed
+        ensemble_on, validation, sample, config.target, prep.groups, seed=config.seed
     )
+    importance["permutation_rows"] = len(sample)
     return Holdout(models, pipeline, shipped, importance)
 
 

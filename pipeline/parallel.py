@@ -122,7 +122,7 @@ def train_fit(fit: Fit, dataset: lgb.Dataset, threads: int | None = None) -> tup
     its prediction rows. Every runner trains through this function."""
     params = fit.params if threads is None else fit.params | {"num_threads": threads}
     if fit.weighting is not None and fit.weighting.boost is not None:
-        params = params | {"objective": EraBoost(fit.weighting.boost, fit.row_eras(), fit.rounds)}
+        params = params | {"objective": EraBoost(fit.weighting.boost, fit.row_eras(), fit.weighting.boost_every)}
     callbacks = [TqdmCallback(fit.rounds, fit.name)] if fit.progress and threads is None else None
     model = LGBMModel()
     model.booster_ = lgb.train(params, dataset, num_boost_round=fit.rounds, callbacks=callbacks)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.analysis import PERMUTATION_ROWS
 from pipeline.build import Prepared, prepare
 from pipeline.calibration import Calibration, Costs, Size, View, calibration_json, neural
 from pipeline.config import BuildConfig
@@ -430,8 +431,11 @@ class Planner:
         rows = self.size.rows(self.scored, "validation")
         per_era = rows / max(1, len(self.scored))
         figures = (self.members + 1) * self.costs.per_era("scoring", len(self.scored), per_era, self.size.features)
-        projection = self.costs.per_era("projection", len(self.scored), per_era, self.size.features)
-        permutation = (self.groups + 1) * (self.predict_seconds(rows) + projection)
+        # The permutation importance scores a sample of the rows (`analysis.era_sample`).
+        sampled = min(rows, max(PERMUTATION_ROWS, 100 * len(self.scored)))
+        sampled_per_era = sampled / max(1, len(self.scored))
+        projection = self.costs.per_era("projection", len(self.scored), sampled_per_era, self.size.features)
+        permutation = (self.groups + 1) * (self.predict_seconds(sampled) + projection)
         seconds = self.predict_seconds(rows) + figures + permutation
         work = f"{self.members + 1} models, {self.groups} groups"
         return Item(

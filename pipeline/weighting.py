@@ -21,11 +21,14 @@ import numpy as np
 class EraWeighting:
     """`half_life`: an era `half_life` x (the fit's eras) older than the newest weighs half as much;
     `window`: only the newest `window` x (the fit's eras) eras weigh (the others 0); `boost`: era
-    boosting, the worst half of the eras weighing `boost` times the others (`EraBoost`). None: off."""
+    boosting, the worst half of the eras weighing `boost` times the others, chosen again every
+    `boost_every` trees (`EraBoost`; counted in trees, so that a CV fit and a refit with fewer trees
+    reweigh at the same trees). None: off."""
 
     half_life: float | None = None
     window: float | None = None
     boost: float | None = None
+    boost_every: int = 50
 
     def __post_init__(self) -> None:
         for name in ("half_life", "window"):
@@ -34,6 +37,8 @@ class EraWeighting:
                 raise ValueError(f"{name} must be a share of the fit's eras in (0, 1], got {value}")
         if self.boost is not None and not self.boost > 1:
             raise ValueError(f"boost must be a weight above 1 for the worst eras, got {self.boost}")
+        if self.boost_every < 1:
+            raise ValueError(f"boost_every must be a number of trees of at least 1, got {self.boost_every}")
 
     @property
     def active(self) -> bool:
@@ -64,23 +69,24 @@ class EraWeighting:
         return weigh
 
     def describe(self) -> dict[str, float | None]:
-        return {"half_life": self.half_life, "window": self.window, "boost": self.boost}
+        boost = {"boost": self.boost, "boost_every": self.boost_every} if self.boost is not None else {}
+        return {"half_life": self.half_life, "window": self.window} | boost
 
 
 class EraBoost:
-    """Era boosting as a LightGBM objective: squared error in which, at `updates` evenly spaced trees of
-    the fit's `rounds`, the eras where the model's in-sample CORR (Pearson, per era) is below the
-    median come to weigh `boost` times the others (weights rescaled to a mean of 1, times the rows' own
+    """Era boosting as a LightGBM objective: squared error in which, every `every` trees, the eras where
+    the model's in-sample CORR (Pearson, per era) is below the median come to weigh `boost` times the
+    others (weights rescaled to a mean of 1, times the rows' own
     fixed weights). Numerai's era boosting adds trees fitted on the worst eras only; as weights inside
     one training run it trains on the build's shared bins, in every runner, at the cost of a few numpy
     passes over the rows. The target is centred on its mean, since a custom objective starts every
     row at 0; the per-era ranks the pickle scores are unchanged by that shift."""
 
-    def __init__(self, boost: float, row_eras: np.ndarray, rounds: int, updates: int = 4):
+    def __init__(self, boost: float, row_eras: np.ndarray, every: int):
         self.boost = boost
         self.codes = np.unique(np.asarray(row_eras), return_inverse=True)[1]
         self.counts = np.bincount(self.codes).astype(np.float64)
-        self.every = max(1, rounds // (updates + 1))
+        self.every = every
         self.era_weight = np.ones(len(self.counts))
         self.calls = 0
 

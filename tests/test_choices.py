@@ -49,7 +49,7 @@ def test_era_boosting_weighs_the_eras_a_fit_gets_wrong() -> None:
     flipped = eras % 4 == 0
     y = (0.5 + 0.1 * x[:, 0] * np.where(flipped, -1, 1) + rng.normal(0, 0.2, len(eras))).astype(np.float32)
     dataset = lgb.Dataset(x, label=y).construct()
-    boost = EraBoost(2.0, eras, rounds=100)
+    boost = EraBoost(2.0, eras, every=20)
     params = {"learning_rate": 0.05, "verbosity": -1, "deterministic": True, "num_threads": 1, "seed": 0}
     booster = lgb.Booster(params | {"objective": "none"}, dataset)
     for _ in range(100):
@@ -110,7 +110,7 @@ def test_a_trial_maps_onto_lightgbm_parameters() -> None:
     assert (params["max_depth"], params["num_leaves"], params["min_data_in_leaf"]) == (10, 1024, 1000)
     assert params["learning_rate"] == DEMO_DEEP["learning_rate"], "the entry's learning rate stays"
     assert "bagging_freq" not in params, "the deep recipe takes no bagging"
-    assert trial.weighting() == EraWeighting(half_life=0.5)
+    assert trial.weighting(400) == EraWeighting(half_life=0.5, boost_every=80)
 
 
 def test_the_simplest_pipeline_stays_unless_another_beats_it_beyond_noise() -> None:

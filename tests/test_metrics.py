@@ -144,3 +144,15 @@ def test_feature_era_corr_is_numerai_corr_of_each_feature(tiny_world) -> None:
         block = pd.DataFrame(frame.features[rows][:, 1:].astype(np.float64))
         expected = numerai_corr(block, pd.Series(y, name="target")).to_numpy()
         np.testing.assert_allclose(table.loc[era].to_numpy()[1:], expected, rtol=0, atol=1e-12)
+
+
+def test_the_permutation_sample_keeps_every_era_and_its_share() -> None:
+    from pipeline.analysis import era_sample
+
+    eras = np.repeat(["0001", "0002", "0003"], [1000, 3000, 50])
+    rows = np.arange(len(eras))
+    assert era_sample(rows, eras, cap=5000) is rows, "a small validation is scored whole"
+    sample = era_sample(rows, eras, cap=1000, seed=1)
+    counts = dict(zip(*np.unique(eras[sample], return_counts=True), strict=True))
+    assert counts == {"0001": 247, "0002": 741, "0003": 50}, counts
+    assert np.all(np.diff(sample) > 0) and np.array_equal(sample, era_sample(rows, eras, cap=1000, seed=1))

@@ -88,8 +88,9 @@ class Trial:
             params |= {"bagging_fraction": 0.8, "bagging_freq": 1}
         return params
 
-    def weighting(self) -> EraWeighting:
-        return EraWeighting(self.get("half_life"), self.get("window"), self.get("boost"))
+    def weighting(self, rounds: int) -> EraWeighting:
+        """The trial's era weights; era boosting reweighs every fifth of the member's cap of `rounds` trees."""
+        return EraWeighting(self.get("half_life"), self.get("window"), self.get("boost"), max(1, rounds // 5))
 
     def row(self) -> dict[str, Any]:
         depth, leaves = self.get("shape")
@@ -150,7 +151,7 @@ def trial_member(base: LightGBMMember, trial: Trial, number: int, rows: int) -> 
         name=f"{base.name}_{number}",
         estimator=estimator,
         era_stride=trial.get("era_stride"),
-        weighting=trial.weighting(),
+        weighting=trial.weighting(base.estimator.num_boost_round),
         search=0,
     )
 
