@@ -8,7 +8,7 @@ summarizes the per-era series.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -45,20 +45,28 @@ def per_era(
     return pd.Series(scores, dtype=np.float64).rename_axis("era")
 
 
+def labelled_eras(targets: np.ndarray, eras: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """Each era (sorted) with the positions of its rows whose target is known."""
+    labelled = ~np.isnan(targets)
+    for era in np.unique(eras[labelled]):
+        yield era, np.flatnonzero((eras == era) & labelled)
+
+
+def tools_corr(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """numerai_corr itself of one era's predictions (rows x candidates)."""
+    index = pd.RangeIndex(len(targets))
+    return numerai_corr(
+        pd.DataFrame(predictions, index=index), pd.Series(targets, index=index, name="target")
+    ).to_numpy()
+
+
 def per_era_corr(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray) -> pd.Series:
     """Numerai CORR (numerai_corr) of predictions against a target in each era."""
-    predictions = np.asarray(predictions, dtype=np.float64)
+    predictions = np.asarray(predictions, dtype=np.float64)[:, None]
     targets = np.asarray(targets, dtype=np.float64)
-    eras = np.asarray(eras)
-    labelled = ~np.isnan(targets)
-    scores = {}
-    for era in np.unique(eras[labelled]):
-        rows = np.flatnonzero((eras == era) & labelled)
-        index = pd.RangeIndex(len(rows))
-        scores[era] = numerai_corr(
-            pd.DataFrame({"prediction": predictions[rows]}, index=index),
-            pd.Series(targets[rows], index=index, name="target"),
-        ).iloc[0]
+    scores = {
+        era: tools_corr(predictions[rows], targets[rows])[0] for era, rows in labelled_eras(targets, np.asarray(eras))
+    }
     return pd.Series(scores, dtype=np.float64).rename_axis("era").rename("corr")
 
 
@@ -69,17 +77,10 @@ def per_era_corr_columns(predictions: np.ndarray, targets: np.ndarray, eras: np.
     which scores the rows every column has."""
     predictions = np.asarray(predictions, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
-    eras = np.asarray(eras)
-    labelled = ~np.isnan(targets)
     scores = {}
-    for era in np.unique(eras[labelled]):
-        rows = np.flatnonzero((eras == era) & labelled)
-        if np.isnan(predictions[rows]).any():
-            index = pd.RangeIndex(len(rows))
-            frame = pd.DataFrame(predictions[rows], index=index)
-            scores[era] = numerai_corr(frame, pd.Series(targets[rows], index=index, name="target")).to_numpy()
-        else:
-            scores[era] = era_corr(predictions[rows], targets[rows])
+    for era, rows in labelled_eras(targets, np.asarray(eras)):
+        score = tools_corr if np.isnan(predictions[rows]).any() else era_corr
+        scores[era] = score(predictions[rows], targets[rows])
     if not scores:
         return pd.DataFrame(columns=range(predictions.shape[1]), dtype=np.float64).rename_axis("era")
     return pd.DataFrame.from_dict(scores, orient="index").rename_axis("era")
