@@ -183,7 +183,9 @@ def score_world(name: str, spec: WorldSpec, args: argparse.Namespace, scratch: P
     per_era["build example"] = members[EXAMPLE_MEMBER.name]["validation_per_era"]
     per_era["best member"] = members[best]["validation_per_era"]
     figures = world_figures(per_era, {"best": best, "ensemble": result.models["ensemble"]["validation"]})
-    members_out = {k: {"cv": v["cv"], "validation": v["validation"]} for k, v in result.models.items()}
+    members_out = {
+        k: {"cv": v["cv"], "validation": v["validation"], "chosen": v.get("chosen")} for k, v in result.models.items()
+    }
     return figures | {
         "spec": dataclasses.asdict(spec),
         "members": members_out,
