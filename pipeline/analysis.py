@@ -150,7 +150,7 @@ def feature_era_corr(frame: EraFrame, rows: np.ndarray, target: str) -> pd.DataF
     for era in tqdm(np.unique(frame.eras[rows]), desc="feature CORR by era", leave=False):
         idx = frame.select_eras([era])
         idx = idx[~np.isnan(y[idx])]
-        table[era] = era_corr(frame.features[idx].astype(np.float64), y[idx])
+        table[era] = era_corr(frame.features[idx], y[idx])
     return pd.DataFrame.from_dict(table, orient="index", columns=frame.feature_names)
 
 

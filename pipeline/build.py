@@ -405,11 +405,11 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
     shipped = [(m, float(w)) for m, w in zip(prep.members, cv.weights, strict=True) if w > 0]
 
     sample = era_sample(rows, validation.eras, seed=config.seed)
+    sample_eras, shipped_weights = validation.eras[sample], np.array([w for _, w in shipped])
 
     def ensemble_on(features: np.ndarray) -> np.ndarray:
         stacked = np.column_stack([predict_rows(member, validation, sample, features) for member, _ in shipped])
-        shipped_weights = np.array([w for _, w in shipped])
-        return ensemble_scores(stacked, shipped_weights, features, validation.eras[sample], cv.neutralization, columns)
+        return ensemble_scores(stacked, shipped_weights, features, sample_eras, cv.neutralization, columns)
 
     columns = feature_columns(prep.features, cv.neutralizer_names)
     ensemble = ensemble_scores(np.column_stack(scores), cv.weights, x, eras, cv.neutralization, columns)

@@ -1,9 +1,10 @@
 """Per-era scores with Numerai's own functions, and the summaries Numerai reports over eras.
 
-Every score reported is computed by numerai-tools; the searches (CV curves over tree counts, blend
-weights, neutralization grids) score thousands of candidates by the same arithmetic in numpy, tested
-equal (`era_corr`, `era_contribution`). This module only groups rows by era, aligns them, and
-summarizes the per-era series.
+The main target's CORR, FNC, exposure and BMC as reported are numerai-tools' own. Where a build scores
+thousands of candidates or dozens of targets (CV curves over tree counts, blend weights, neutralization
+grids, the auxiliary targets, the feature stability table, permutation importance) it uses the same
+arithmetic in numpy, tested equal (`era_corr`, `era_contribution`). This module only groups rows by
+era, aligns them, and summarizes the per-era series.
 """
 
 from __future__ import annotations

@@ -76,11 +76,11 @@ class EraWeighting:
 class EraBoost:
     """Era boosting as a LightGBM objective: squared error in which, every `every` trees, the eras where
     the model's in-sample CORR (Pearson, per era) is below the median come to weigh `boost` times the
-    others (weights rescaled to a mean of 1, times the rows' own
-    fixed weights). Numerai's era boosting adds trees fitted on the worst eras only; as weights inside
-    one training run it trains on the build's shared bins, in every runner, at the cost of a few numpy
-    passes over the rows. The target is centred on its mean, since a custom objective starts every
-    row at 0; the per-era ranks the pickle scores are unchanged by that shift."""
+    others (weights rescaled to a mean of 1, times the rows' own fixed weights). Numerai's era boosting
+    adds trees fitted on the worst eras only; as weights inside one training run it trains on the
+    build's shared bins, in every runner, at the cost of a few numpy passes over the rows. The target is
+    centred on its mean, since a custom objective starts every row at 0; the per-era ranks the pickle
+    scores are unchanged by that shift."""
 
     def __init__(self, boost: float, row_eras: np.ndarray, every: int):
         self.boost = boost
@@ -89,8 +89,11 @@ class EraBoost:
         self.every = every
         self.era_weight = np.ones(len(self.counts))
         self.calls = 0
+        # Set by the first call, from the dataset LightGBM trains on: labels, their centred values, the
+        # rows' fixed weights (None: unweighted) and the rows' current weights.
+        self.labels = self.centred = self.fixed = self.weights = None
 
-    def era_corr(self, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def era_pearson(self, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Each era's Pearson correlation of predictions with labels (0 where either is constant)."""
 
         def era_mean(values: np.ndarray) -> np.ndarray:
@@ -103,13 +106,19 @@ class EraBoost:
             return np.nan_to_num(era_mean(p * y) / spread)
 
     def __call__(self, predictions: np.ndarray, dataset: lgb.Dataset) -> tuple[np.ndarray, np.ndarray]:
-        labels = dataset.get_label()
-        fixed = dataset.get_weight()
-        if self.calls and self.calls % self.every == 0:
-            corr = self.era_corr(predictions, labels)
+        if self.calls == 0:
+            self.labels, self.fixed = dataset.get_label(), dataset.get_weight()
+            self.centred = self.labels - np.average(self.labels, weights=self.fixed)
+            self.weights = self.row_weights()
+        elif self.calls % self.every == 0:
+            corr = self.era_pearson(predictions, self.labels)
             weight = np.where(corr < np.median(corr), self.boost, 1.0)
             self.era_weight = weight * self.counts.sum() / (weight * self.counts).sum()
+            self.weights = self.row_weights()
         self.calls += 1
-        weights = self.era_weight[self.codes] if fixed is None else self.era_weight[self.codes] * fixed
-        centred = labels - np.average(labels, weights=fixed)
-        return weights * (predictions - centred), weights
+        return self.weights * (predictions - self.centred), self.weights
+
+    def row_weights(self) -> np.ndarray:
+        """Each row's weight: its era's times its own fixed one."""
+        weights = self.era_weight[self.codes]
+        return weights if self.fixed is None else weights * self.fixed
