@@ -205,18 +205,29 @@ def choose_neutralization(
     grid: Sequence[float] = NEUTRALIZATION_GRID,
 ) -> tuple[float, str, pd.DataFrame]:
     """Neutralization of the blend: a proportion of the grid against one set of feature columns of
-    `neutralizers` (name -> columns, None: all features; by default all features only). The best Sharpe
-    among the candidates whose mean CORR is within `MEAN_TOLERANCE` of the best mean (Numerai pays on
-    CORR, so Sharpe only breaks near-ties; a CV of one era has no Sharpe, and the best mean decides).
-    Returns the proportion, the set's name and the table of every candidate's figures."""
+    `neutralizers` (name -> columns, None: all features; by default all features only).
+
+    A candidate competes only if it beats no neutralization by more than one standard error of their
+    paired per-era difference (`vs_none`, `se` in the table): with several sets and proportions the best
+    of them beats none by chance alone, as a blend beats its best member (`choose_blend`). Among those and
+    none, the best Sharpe of the candidates whose mean CORR is within `MEAN_TOLERANCE` of the best mean
+    (Numerai pays on CORR, so Sharpe only breaks near-ties; a CV of one era has no Sharpe, and the best
+    mean decides). Returns the proportion, the set's name and the table of every candidate's figures."""
     neutralizers = {"all features": None} if neutralizers is None else neutralizers
-    rows = {}
+    rows, scores = {}, {}
     for name, columns in neutralizers.items():
         x = features if columns is None else features[:, np.asarray(columns)]
         ranks, projection = feature_projection(blended, x, eras)
         per_era = score_columns(np.column_stack([ranks - p * projection for p in grid]), target, eras)
-        rows |= {(name, p): summarize(per_era[k]) for k, p in enumerate(grid) if p > 0 or not rows}
+        scores |= {(name, p): per_era[k] for k, p in enumerate(grid) if p > 0 or not scores}
+    none = next(iter(scores))
+    for key, series in scores.items():
+        rows[key] = summarize(series)
+        rows[key]["vs_none"], rows[key]["se"] = paired_difference(series, scores[none])
     table = pd.DataFrame(rows).T.rename_axis(["neutralizers", "proportion"])
-    good = table[table["mean"] >= table["mean"].max() - MEAN_TOLERANCE * abs(table["mean"].max())]
+    beyond_noise = table[(table["vs_none"] > table["se"]) | (table.index == none)]
+    good = beyond_noise[
+        beyond_noise["mean"] >= beyond_noise["mean"].max() - MEAN_TOLERANCE * abs(beyond_noise["mean"].max())
+    ]
     chosen = good["mean"].idxmax() if good["sharpe"].isna().all() else good["sharpe"].idxmax()
     return float(chosen[1]), str(chosen[0]), table

@@ -92,8 +92,23 @@ def test_neutralization_choice_is_on_the_grid() -> None:
     proportion, neutralizer, table = choose_neutralization(scores[:, 0] + features[:, 0], features, target, era)
     assert (neutralizer, proportion) in table.index
     assert list(table.columns) >= ["mean", "std", "sharpe", "max_drawdown", "eras"]
-    near_best = table[table["mean"] >= table["mean"].max() * (1 - MEAN_TOLERANCE)]
+    competing = table[(table["vs_none"] > table["se"]) | (table.index == table.index[0])]
+    near_best = competing[competing["mean"] >= competing["mean"].max() * (1 - MEAN_TOLERANCE)]
     assert (neutralizer, proportion) == near_best["sharpe"].idxmax(), "Sharpe decides only among near-best means"
+
+
+def test_a_neutralization_must_beat_none_beyond_noise() -> None:
+    """A blend with no exposure that hurts, against sets of pure-noise features: the best of the many
+    candidates beats none by chance, within one standard error, and none stays."""
+    era, _, target, scores = world(seed=7, eras=60)
+    noise = np.random.default_rng(8).integers(0, 5, size=(len(era), 12)).astype(np.float32)
+    sets = {"all features": None} | {f"set {k}": np.arange(3 * k, 3 * k + 3) for k in range(4)}
+    proportion, neutralizer, table = choose_neutralization(scores[:, 0], noise, target, era, sets)
+    best = table["mean"].idxmax()
+    assert best != ("all features", 0.0) and table.loc[best, "mean"] > table.loc[("all features", 0.0), "mean"]
+    assert table.loc[best, "vs_none"] <= table.loc[best, "se"], "the best candidate gains only noise"
+    assert (neutralizer, proportion) == ("all features", 0.0)
+    assert table.loc[("all features", 0.0), ["vs_none", "se"]].tolist() == [0.0, 0.0]
 
 
 def test_members_below_the_reference_by_more_than_noise_leave_the_blend() -> None:
