@@ -6,7 +6,7 @@ validation into training decisions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,8 @@ from pipeline.metrics import (
     per_era_bmc,
     per_era_corr,
     per_era_corr_columns,
-    per_era_feature_exposure,
-    per_era_fnc,
+    per_era_feature_exposure_columns,
+    per_era_fnc_columns,
     summarize,
 )
 
@@ -38,37 +38,43 @@ def calibration(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray) 
 
 
 def validation_figures(
-    predictions: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
     frame: EraFrame,
     rows: np.ndarray,
     target: str,
     benchmarks: pd.DataFrame | None = None,
-) -> dict:
-    """Every figure of one model on held-out rows: CORR on each target, FNC, exposure, BMC, calibration.
-    CORR on the main target is numerai_corr itself; on each auxiliary target (dozens on Numerai's data)
-    the same arithmetic in numpy (`per_era_corr_columns`, tested equal)."""
+) -> dict[str, dict]:
+    """Every figure of each model (name -> its predictions on `rows`) on held-out rows: CORR on each
+    target, FNC, exposure, BMC, calibration. CORR on the main target is numerai_corr itself; on each
+    auxiliary target (dozens on Numerai's data) the same arithmetic in numpy (`per_era_corr_columns`,
+    tested equal). FNC and exposure score all models of an era together: one least squares against the
+    era's features serves every model."""
     eras = frame.eras[rows]
     features = frame.features[rows]
     main = frame.targets[target].to_numpy()[rows]
-    per_era = per_era_corr(predictions, main, eras)
-    figures = {
-        "validation": summarize(per_era),
-        "validation_per_era": per_era,
-        "aux": {
-            aux: summarize(per_era_corr_columns(predictions[:, None], frame.targets[aux].to_numpy()[rows], eras)[0])
-            for aux in frame.targets.columns
-            if aux != target and frame.targets[aux].iloc[rows].notna().any()
-        },
-        "fnc": summarize(per_era_fnc(predictions, main, eras, features)),
-        "feature_exposure": summarize(per_era_feature_exposure(predictions, eras, features)),
-        "calibration": calibration(predictions, main, eras),
-        "worst_eras": [{"era": e, "corr": c} for e, c in per_era.nsmallest(WORST_ERAS).items()],
-    }
-    if benchmarks is not None and len(benchmarks.columns):
-        bench = benchmarks.iloc[rows, 0].to_numpy()
-        figures["benchmark"] = str(benchmarks.columns[0])
-        figures["bmc"] = summarize(per_era_bmc(predictions, main, bench, eras))
-        figures["benchmark_corr"] = summarize(per_era_benchmark_corr(predictions, bench, eras))
+    names = list(predictions)
+    stacked = np.column_stack([predictions[name] for name in names])
+    fnc = per_era_fnc_columns(stacked, main, eras, features)
+    exposure = per_era_feature_exposure_columns(stacked, eras, features)
+    auxiliary = [aux for aux in frame.targets.columns if aux != target and frame.targets[aux].iloc[rows].notna().any()]
+    aux_corr = {aux: per_era_corr_columns(stacked, frame.targets[aux].to_numpy()[rows], eras) for aux in auxiliary}
+    bench = None if benchmarks is None or not len(benchmarks.columns) else benchmarks.iloc[rows, 0].to_numpy()
+    figures = {}
+    for k, name in enumerate(names):
+        per_era = per_era_corr(stacked[:, k], main, eras)
+        figures[name] = {
+            "validation": summarize(per_era),
+            "validation_per_era": per_era,
+            "aux": {aux: summarize(aux_corr[aux][k]) for aux in auxiliary},
+            "fnc": summarize(fnc[k]),
+            "feature_exposure": summarize(exposure[k]),
+            "calibration": calibration(stacked[:, k], main, eras),
+            "worst_eras": [{"era": e, "corr": c} for e, c in per_era.nsmallest(WORST_ERAS).items()],
+        }
+        if bench is not None:
+            figures[name]["benchmark"] = str(benchmarks.columns[0])
+            figures[name]["bmc"] = summarize(per_era_bmc(stacked[:, k], main, bench, eras))
+            figures[name]["benchmark_corr"] = summarize(per_era_benchmark_corr(stacked[:, k], bench, eras))
     return figures
 
 

@@ -387,10 +387,16 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
     objective, train = config.scoring(), prep.train
     paid = paid_rows(prep.data_dir, train, validation, rows, config.target)
     pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(prep.train, prep.train.era_order)])
-    models, scores = {}, []
+    models = {}
     fit_members(prep.members, [prep.train], pipeline, "holdout")
-    for member in prep.members:
-        scores.append(predict_rows(member, validation, rows))
+    scores = [predict_rows(member, validation, rows) for member in prep.members]
+    columns = feature_columns(prep.features, cv.neutralizer_names)
+    ensemble = ensemble_scores(np.column_stack(scores), cv.weights, x, eras, cv.neutralization, columns)
+    names = [member.name for member in prep.members]
+    figures = validation_figures(
+        dict(zip([*names, "ensemble"], [*scores, ensemble], strict=True)), validation, rows, config.target, benchmarks
+    )
+    for member, predictions in zip(prep.members, scores, strict=True):
         result = cv.results[member.name]
         searched = {"searched": search["chosen"]} if search and search["member"] == member.name else {}
         models[member.name] = {
@@ -398,8 +404,8 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
             "cv_per_era": result.per_era,
             "chosen": result.chosen | member.chosen() | searched,
             "cv_curve": result.curve,
-            **validation_figures(scores[-1], validation, rows, config.target, benchmarks),
-            "numerai": numerai_figures(paid, objective, result.oof, scores[-1]),
+            **figures[member.name],
+            "numerai": numerai_figures(paid, objective, result.oof, predictions),
         }
     # Members the blend gives no weight are left out of the pickle (and of its refit).
     shipped = [(m, float(w)) for m, w in zip(prep.members, cv.weights, strict=True) if w > 0]
@@ -411,8 +417,6 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
         stacked = np.column_stack([predict_rows(member, validation, sample, features) for member, _ in shipped])
         return ensemble_scores(stacked, shipped_weights, features, sample_eras, cv.neutralization, columns)
 
-    columns = feature_columns(prep.features, cv.neutralizer_names)
-    ensemble = ensemble_scores(np.column_stack(scores), cv.weights, x, eras, cv.neutralization, columns)
     models["ensemble"] = {
         "cv": summarize(cv.blend_per_era),
         "cv_per_era": cv.blend_per_era,
@@ -427,7 +431,7 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
                 for (name, proportion), figures in cv.neutralization_table.to_dict(orient="index").items()
             },
         },
-        **validation_figures(ensemble, validation, rows, config.target, benchmarks),
+        **figures["ensemble"],
     }
     blend_oof = np.full(len(train), np.nan)
     blend_oof[cv.scored] = cv.blend_oof

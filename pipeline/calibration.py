@@ -144,7 +144,7 @@ class Costs:
     mixers: float = 0.0
     epochs: dict[str, tuple[float, float]] = field(default_factory=dict)
     eras: dict[tuple, float] = field(default_factory=dict)
-    measure_era: Callable[[str, int, int], float] | None = field(default=None, repr=False)
+    measure_era: Callable[[str, int, int, int], float] | None = field(default=None, repr=False)
     load: float = 0.0
     base_mb: float = 0.0
 
@@ -171,11 +171,11 @@ class Costs:
             return 0.0
         return rows * (self.transform * view.width / self.columns + (self.mixer_transform if view.mixers else 0.0))
 
-    def per_era(self, kind: str, eras: int, rows_per_era: float, columns: int) -> float:
-        """`eras` per-era computations of `kind`: "scoring" (every validation figure of one model, FNC
-        and feature exposure among them) or "projection" (neutralizing a blend), each a least-squares
-        fit on the era's rows x features, measured once at that very shape (`measure_era`)."""
-        key = (kind, max(2, round(rows_per_era)), columns)
+    def per_era(self, kind: str, eras: int, rows_per_era: float, columns: int, models: int = 1) -> float:
+        """`eras` per-era computations of `kind`: "scoring" (every validation figure of `models` models
+        scored together, FNC and feature exposure among them) or "projection" (neutralizing a blend), each
+        a least-squares fit on the era's rows x features, measured once at that very shape (`measure_era`)."""
+        key = (kind, max(2, round(rows_per_era)), columns, models)
         if key not in self.eras:
             self.eras[key] = self.measure_era(*key)
         return eras * self.eras[key]
@@ -246,7 +246,7 @@ class Calibration:
         costs.mixer_transform = timed(mixing.matrix, self.sample.features, self.sample.eras) / len(self.sample)
         rows = np.arange(len(self.sample))
         costs.era_corr = timed(feature_era_corr, self.sample, rows, self.target) / (len(rows) * costs.features)
-        costs.measure_era = lambda kind, rows, columns: measure_era(prep, kind, rows, columns)
+        costs.measure_era = lambda kind, rows, columns, models: measure_era(prep, kind, rows, columns, models)
 
     def add(self, prep: Prepared) -> Costs:
         """Measure what `prep`'s members need and is not measured yet: their LightGBM settings (and the
@@ -349,9 +349,9 @@ def calibrate_epoch(member: Any, sample: EraFrame) -> tuple[float, float]:
     return seconds / rows, max(0.0, peak_rss_mb() - before)
 
 
-def measure_era(prep: Prepared, kind: str, rows: int, columns: int) -> float:
-    """CPU seconds of one era's scoring (`validation_figures`, with every target of the validation
-    data) or neutralization (`feature_projection`) at `rows` x `columns`, on random data."""
+def measure_era(prep: Prepared, kind: str, rows: int, columns: int, models: int = 1) -> float:
+    """CPU seconds of one era's scoring (`validation_figures` of `models` models, with every target of
+    the validation data) or neutralization (`feature_projection`) at `rows` x `columns`, on random data."""
     rng = np.random.default_rng(0)
     features = rng.integers(0, 5, size=(rows, columns), dtype=np.int8)
     scores = rng.normal(size=rows)
@@ -361,7 +361,8 @@ def measure_era(prep: Prepared, kind: str, rows: int, columns: int) -> float:
         targets = pd.DataFrame({t: rng.integers(0, 5, rows) / 4 for t in prep.validation.targets.columns})
         ids = np.array([f"id{k}" for k in range(rows)], dtype=object)
         era = EraFrame(prep.validation.path, ids, np.full(rows, "0001", dtype=object), features, [], targets)
-        return timed(validation_figures, scores, era, np.arange(rows), prep.config.target)
+        predictions = {f"model {k}": rng.normal(size=rows) for k in range(models)}
+        return timed(validation_figures, predictions, era, np.arange(rows), prep.config.target)
 
 
 def calibration_json(costs: Costs) -> dict[str, Any]:
@@ -373,5 +374,8 @@ def calibration_json(costs: Costs) -> dict[str, Any]:
             for key, v in costs.trees.items()
         },
         "epochs": {name: list(v) for name, v in costs.epochs.items()},
-        "per_era": {f"{kind} {rows} x {columns}": seconds for (kind, rows, columns), seconds in costs.eras.items()},
+        "per_era": {
+            f"{kind} {rows} x {columns}, {models} models": seconds
+            for (kind, rows, columns, models), seconds in costs.eras.items()
+        },
     }

@@ -16,7 +16,6 @@ import pandas as pd
 from numerai_tools.scoring import (
     correlation_contribution,
     feature_neutral_corr,
-    max_feature_correlation,
     numerai_corr,
     tie_broken_rank_correlation,
 )
@@ -82,9 +81,7 @@ def per_era_corr_columns(predictions: np.ndarray, targets: np.ndarray, eras: np.
     for era, rows in labelled_eras(targets, np.asarray(eras)):
         score = tools_corr if np.isnan(predictions[rows]).any() else era_corr
         scores[era] = score(predictions[rows], targets[rows])
-    if not scores:
-        return pd.DataFrame(columns=range(predictions.shape[1]), dtype=np.float64).rename_axis("era")
-    return pd.DataFrame.from_dict(scores, orient="index").rename_axis("era")
+    return era_table(scores, predictions.shape[1])
 
 
 def signed_power(x: np.ndarray, p: float = 1.5) -> np.ndarray:
@@ -137,30 +134,58 @@ def per_era_bmc_columns(
     scores = {}
     for era in np.unique(eras[known]):
         rows = np.flatnonzero((eras == era) & known)
-        scores[era] = pd.Series(era_contribution(predictions[rows], benchmark[rows], targets[rows]))
+        scores[era] = era_contribution(predictions[rows], benchmark[rows], targets[rows])
+    return era_table(scores, predictions.shape[1])
+
+
+def per_era_fnc_columns(
+    predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray, features: np.ndarray
+) -> pd.DataFrame:
+    """numerai-tools' feature_neutral_corr of every column of `predictions` (rows x models) in each era
+    (eras x models), neutralized to all given features. All models of an era go through one call: its
+    least squares against the era's features (the costly part at 2,748 features) is fitted once for all
+    of them, as numerai_tools' `neutralize` solves every column of its frame together."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    scores = {}
+    for era, rows in labelled_eras(targets, np.asarray(eras)):
+        index = pd.RangeIndex(len(rows))
+        neutralizers = pd.DataFrame(features[rows].astype(np.float32), index=index)
+        frame = pd.DataFrame(predictions[rows], index=index)
+        scores[era] = feature_neutral_corr(
+            frame, neutralizers, pd.Series(targets[rows], index=index, name="target")
+        ).to_numpy()
+    return era_table(scores, predictions.shape[1])
+
+
+def max_feature_corr(predictions: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """numerai_tools' max_feature_correlation of one era's predictions (rows x models), in numpy: the
+    largest absolute Pearson correlation of each column with any one non-constant feature column."""
+    x = features.astype(np.float64)
+    x = x[:, x.std(axis=0) > 0]
+    x -= x.mean(axis=0)
+    p = predictions - predictions.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = (x.T @ p) / np.outer(np.sqrt((x * x).sum(axis=0)), np.sqrt((p * p).sum(axis=0)))
+    return np.abs(corr).max(axis=0) if len(corr) else np.full(p.shape[1], np.nan)
+
+
+def per_era_feature_exposure_columns(predictions: np.ndarray, eras: np.ndarray, features: np.ndarray) -> pd.DataFrame:
+    """Feature exposure (max_feature_correlation) of every column of `predictions` in each era (eras x
+    models), over every row: `max_feature_corr` (its arithmetic in numpy, tested equal), since
+    numerai-tools' pandas apply over 2,748 feature columns per era and model dominates a full-size
+    build's scoring."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    eras = np.asarray(eras)
+    scores = {era: max_feature_corr(predictions[eras == era], features[eras == era]) for era in np.unique(eras)}
+    return era_table(scores, predictions.shape[1])
+
+
+def era_table(scores: dict[str, np.ndarray], columns: int) -> pd.DataFrame:
+    """Per-era scores (era -> one value per column) as an eras x columns frame, sorted by era."""
     if not scores:
-        return pd.DataFrame(columns=range(predictions.shape[1]), dtype=np.float64).rename_axis("era")
-    return pd.DataFrame(scores).T.rename_axis("era")
-
-
-def per_era_fnc(predictions: np.ndarray, targets: np.ndarray, eras: np.ndarray, features: np.ndarray) -> pd.Series:
-    """Feature-neutral CORR (feature_neutral_corr) in each era, neutralized to all given features."""
-
-    def score(group: pd.DataFrame, rows: np.ndarray) -> float:
-        neutralizers = pd.DataFrame(features[rows].astype(np.float32), index=group.index)
-        return feature_neutral_corr(group[["prediction"]], neutralizers, group["target"]).iloc[0]
-
-    return per_era(score, eras, {"prediction": predictions, "target": targets}).rename("fnc")
-
-
-def per_era_feature_exposure(predictions: np.ndarray, eras: np.ndarray, features: np.ndarray) -> pd.Series:
-    """Largest absolute correlation of the predictions with any one feature (max_feature_correlation)."""
-
-    def score(group: pd.DataFrame, rows: np.ndarray) -> float:
-        block = pd.DataFrame(features[rows].astype(np.float32), index=group.index)
-        return max_feature_correlation(group["prediction"], block.loc[:, block.std() > 0])[1]
-
-    return per_era(score, eras, {"prediction": predictions}, required=()).rename("feature_exposure")
+        return pd.DataFrame(columns=range(columns), dtype=np.float64).rename_axis("era")
+    return pd.DataFrame.from_dict(scores, orient="index").sort_index().rename_axis("era")
 
 
 def per_era_bmc(predictions: np.ndarray, targets: np.ndarray, benchmark: np.ndarray, eras: np.ndarray) -> pd.Series:

@@ -430,7 +430,7 @@ class Planner:
         group (the ensemble, neutralized, once per group and once as it is)."""
         rows = self.size.rows(self.scored, "validation")
         per_era = rows / max(1, len(self.scored))
-        figures = (self.members + 1) * self.costs.per_era("scoring", len(self.scored), per_era, self.size.features)
+        figures = self.costs.per_era("scoring", len(self.scored), per_era, self.size.features, self.members + 1)
         # The permutation importance scores a sample of the rows (`analysis.era_sample`).
         sampled = min(rows, max(PERMUTATION_ROWS, 100 * len(self.scored)))
         sampled_per_era = sampled / max(1, len(self.scored))

@@ -74,12 +74,10 @@ def one_era_data(seed: int = 1, n: int = 300, f: int = 6):
 def test_other_per_era_metrics_equal_numerai_tools() -> None:
     from numerai_tools.scoring import (
         correlation_contribution,
-        feature_neutral_corr,
-        max_feature_correlation,
         tie_broken_rank_correlation,
     )
 
-    from pipeline.metrics import per_era_benchmark_corr, per_era_bmc, per_era_feature_exposure, per_era_fnc
+    from pipeline.metrics import per_era_benchmark_corr, per_era_bmc
 
     features, target, prediction, benchmark = one_era_data()
     eras = np.array(["0001"] * len(target))
@@ -87,20 +85,48 @@ def test_other_per_era_metrics_equal_numerai_tools() -> None:
     p = pd.DataFrame({"prediction": prediction}, index=index)
     t = pd.Series(target, index=index, name="target")
     b = pd.Series(benchmark, index=index, name="benchmark")
-    fx = pd.DataFrame(features.astype(np.float32), index=index)
-    assert per_era_fnc(prediction, target, eras, features)["0001"] == pytest.approx(
-        feature_neutral_corr(p, fx, t).iloc[0]
-    )
-    assert per_era_feature_exposure(prediction, eras, features)["0001"] == pytest.approx(
-        max_feature_correlation(p["prediction"], fx)[1]
-    )
     assert per_era_bmc(prediction, target, benchmark, eras)["0001"] == pytest.approx(
         correlation_contribution(p, b, t).iloc[0]
     )
     assert per_era_benchmark_corr(prediction, benchmark, eras)["0001"] == pytest.approx(
         tie_broken_rank_correlation(b, p["prediction"])
     )
-    assert per_era_feature_exposure(prediction, eras, features)["0001"] > 0.3, "prediction is built on feature 0"
+
+
+def test_fnc_and_exposure_of_many_models_equal_numerai_tools_model_by_model() -> None:
+    """All models of an era scored in one call (one least squares) give each model's own
+    feature_neutral_corr and max_feature_correlation; a constant feature column is skipped by exposure
+    as numerai-tools' caller skips it, NaN targets leave FNC's rows only."""
+    from numerai_tools.scoring import feature_neutral_corr, max_feature_correlation
+
+    from pipeline.metrics import per_era_feature_exposure_columns, per_era_fnc_columns
+
+    rng = np.random.default_rng(7)
+    eras = np.repeat(["0001", "0002", "0003"], [250, 300, 180])
+    features = rng.integers(0, 5, size=(len(eras), 8)).astype(np.int8)
+    features[eras == "0002", 5] = 2
+    target = rng.choice([0, 0.25, 0.5, 0.75, 1], size=len(eras))
+    target[[4, 400]] = np.nan
+    predictions = np.column_stack(
+        [features[:, 0] + rng.normal(0, 2, len(eras)), rng.normal(size=len(eras)), rng.integers(0, 5, len(eras))]
+    )
+    fnc = per_era_fnc_columns(predictions, target, eras, features)
+    exposure = per_era_feature_exposure_columns(predictions, eras, features)
+    assert list(fnc.index) == list(exposure.index) == ["0001", "0002", "0003"] and fnc.shape == (3, 3)
+    for era in fnc.index:
+        for k in range(3):
+            labelled = (eras == era) & ~np.isnan(target)
+            index = pd.RangeIndex(labelled.sum())
+            fx = pd.DataFrame(features[labelled].astype(np.float32), index=index)
+            p = pd.DataFrame({"prediction": predictions[labelled, k]}, index=index)
+            expected = feature_neutral_corr(p, fx, pd.Series(target[labelled], index=index, name="target")).iloc[0]
+            assert fnc.loc[era, k] == pytest.approx(expected, abs=1e-12)
+            rows = eras == era
+            block = pd.DataFrame(features[rows].astype(np.float32))
+            series = pd.Series(predictions[rows, k])
+            exposed = max_feature_correlation(series, block.loc[:, block.std() > 0])[1]
+            assert exposure.loc[era, k] == pytest.approx(exposed, abs=1e-10)
+    assert exposure.loc["0001", 0] > 0.3 > exposure.loc["0001", 1], "the first model is built on feature 0"
 
 
 def test_paired_difference_is_the_mean_and_standard_error_of_per_era_differences() -> None:
