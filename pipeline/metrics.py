@@ -177,7 +177,10 @@ def per_era_feature_exposure_columns(predictions: np.ndarray, eras: np.ndarray, 
     build's scoring."""
     predictions = np.asarray(predictions, dtype=np.float64)
     eras = np.asarray(eras)
-    scores = {era: max_feature_corr(predictions[eras == era], features[eras == era]) for era in np.unique(eras)}
+    scores = {}
+    for era in np.unique(eras):
+        rows = np.flatnonzero(eras == era)
+        scores[era] = max_feature_corr(predictions[rows], features[rows])
     return era_table(scores, predictions.shape[1])
 
 
