@@ -1,9 +1,10 @@
 """Per-era scores with Numerai's own functions, and the summaries Numerai reports over eras.
 
-The main target's CORR, FNC, exposure and BMC as reported are numerai-tools' own. Where a build scores
-thousands of candidates or dozens of targets (CV curves over tree counts, blend weights, neutralization
-grids, the auxiliary targets, the feature stability table, permutation importance) it uses the same
-arithmetic in numpy, tested equal (`era_corr`, `era_contribution`). This module only groups rows by
+The main target's CORR, FNC and BMC as reported are numerai-tools' own (FNC for all models of an era in
+one call). Where a build scores thousands of candidates, dozens of targets or thousands of features
+(CV curves over tree counts, blend weights, neutralization grids, the auxiliary targets, the feature
+stability table, permutation importance, feature exposure) it uses the same arithmetic in numpy,
+tested equal (`era_corr`, `era_contribution`, `max_feature_corr`). This module only groups rows by
 era, aligns them, and summarizes the per-era series.
 """
 
