@@ -25,24 +25,19 @@ from scipy.stats import rankdata
 
 
 def per_era(
-    score: Callable[[pd.DataFrame, np.ndarray], float],
+    score: Callable[[pd.DataFrame], float],
     eras: np.ndarray,
     columns: dict[str, np.ndarray],
-    features: np.ndarray | None = None,
     required: tuple[str, ...] = ("target",),
 ) -> pd.Series:
-    """Apply `score(frame, row_positions)` to each era's rows, indexed by era (sorted).
-
-    Rows where any `required` column is NaN are left out of their era, as Numerai scores only
-    labelled rows; `row_positions` index into `features` for scores that need them.
-    """
+    """Apply `score(frame)` to each era's rows, indexed by era (sorted). Rows where any `required`
+    column is NaN are left out of their era, as Numerai scores only labelled rows."""
     frame = pd.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in columns.items()})
     frame["era"] = np.asarray(eras)
-    frame["_row"] = np.arange(len(frame))
     present = [c for c in required if c in frame]
     if present:
         frame = frame[frame[present].notna().all(axis=1)]
-    scores = {era: float(score(group, group["_row"].to_numpy())) for era, group in frame.groupby("era", sort=True)}
+    scores = {era: float(score(group)) for era, group in frame.groupby("era", sort=True)}
     return pd.Series(scores, dtype=np.float64).rename_axis("era")
 
 
@@ -162,8 +157,7 @@ def per_era_fnc_columns(
 def max_feature_corr(predictions: np.ndarray, features: np.ndarray) -> np.ndarray:
     """numerai_tools' max_feature_correlation of one era's predictions (rows x models), in numpy: the
     largest absolute Pearson correlation of each column with any one non-constant feature column."""
-    x = features.astype(np.float64)
-    x = x[:, x.std(axis=0) > 0]
+    x = features[:, features.std(axis=0) > 0].astype(np.float64)
     x -= x.mean(axis=0)
     p = predictions - predictions.mean(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -195,7 +189,7 @@ def era_table(scores: dict[str, np.ndarray], columns: int) -> pd.DataFrame:
 def per_era_bmc(predictions: np.ndarray, targets: np.ndarray, benchmark: np.ndarray, eras: np.ndarray) -> pd.Series:
     """Contribution to a benchmark model's CORR (correlation_contribution), Numerai's BMC."""
     return per_era(
-        lambda g, _: correlation_contribution(g[["prediction"]], g["benchmark"], g["target"]).iloc[0],
+        lambda g: correlation_contribution(g[["prediction"]], g["benchmark"], g["target"]).iloc[0],
         eras,
         {"prediction": predictions, "target": targets, "benchmark": benchmark},
         required=("target", "benchmark"),
@@ -205,7 +199,7 @@ def per_era_bmc(predictions: np.ndarray, targets: np.ndarray, benchmark: np.ndar
 def per_era_benchmark_corr(predictions: np.ndarray, benchmark: np.ndarray, eras: np.ndarray) -> pd.Series:
     """Rank correlation of the predictions with a benchmark model's predictions."""
     return per_era(
-        lambda g, _: tie_broken_rank_correlation(g["benchmark"], g["prediction"]),
+        lambda g: tie_broken_rank_correlation(g["benchmark"], g["prediction"]),
         eras,
         {"prediction": predictions, "benchmark": benchmark},
         required=("benchmark",),
