@@ -251,15 +251,16 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="trials of a searched LightGBM member's settings (depth and leaves, columns, rows per leaf, L2, bagging, "
         "era stride, recency weights, window), each scored by its CV on the build's folds; the entry's own "
-        "settings, Numerai's example and deep recipes first (default: the preset's: demo 4, standard 16, large 32)",
+        "settings, Numerai's example and deep recipes first (default: the preset's: demo 8, standard 16, large 32)",
     )
     gbdt.add_argument(
         "--gbdt-search-budget",
         type=float,
         default=None,
         metavar="SECONDS",
-        help="also stop the LightGBM search when a further trial would be expected to end past this many seconds "
-        "(default: no time limit; with one, the trials run depend on the machine's speed)",
+        help="also stop the LightGBM search from taking further trials when, at the pace of its first round, it "
+        "would be expected to end past this many seconds (default: no time limit; with one, the trials run depend "
+        "on the machine's speed)",
     )
     search_options = parser.add_argument_group("TSMixer-Ext hyperparameter search (presets standard and large)")
     search_options.add_argument(

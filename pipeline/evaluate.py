@@ -86,8 +86,12 @@ def cv_plan(
         )
 
     def finish(fitted: list[Fitted]) -> CVResult:
+        """The CV of every fold, or of the first folds only when given their fits alone (the rounds
+        of `pipeline.members.lgbm_search`)."""
+        if not 0 < len(fitted) <= len(fits):
+            raise ValueError(f"{name}: {len(fitted)} fitted folds for a CV of {len(fits)} folds")
         oof_by_step = np.full((len(steps), len(frame)), np.nan)
-        for fit, result in zip(fits, fitted, strict=True):
+        for fit, result in zip(fits[: len(fitted)], fitted, strict=True):
             oof_by_step[:, fit.prediction.rows] = result.staged
         return chosen_trees(oof_by_step, frame, score_target or target, steps, name)
 

@@ -408,8 +408,10 @@ def _gbdt_search_section(report: dict[str, Any]) -> str:
         return ""
     note = (
         '<p class="note">Each trial is scored by its own out-of-fold CV on the build\'s folds (trees chosen at '
-        "checkpoints); trials 0-2 are the entry's settings and Numerai's example and deep recipes. Validation "
-        "eras are never used. The kept trials are members of the blend with the search's CV figures.</p>"
+        "checkpoints), fold by fold in rounds of successive halving: every trial fits the oldest fold, the "
+        'better half the next ("folds": how many it fitted; its CV is of those). Trials 0-3 are the entry\'s '
+        "settings, Numerai's example and deep recipes and the entry's own with era boosting. Validation eras "
+        "are never used. The kept trials are members of the blend with the search's CV figures.</p>"
     )
     return "".join(parts) + note
 

@@ -108,10 +108,10 @@ class Fit:
 
 @dataclass
 class Fitted:
-    """A fit's booster, its staged out-of-fold scores (steps x rows; None without a prediction), and
-    its seconds (binning, when this fit binned its dataset, included)."""
+    """A fit's booster (None once let go), its staged out-of-fold scores (steps x rows; None without a
+    prediction), and its seconds (binning, when this fit binned its dataset, included)."""
 
-    booster: lgb.Booster
+    booster: lgb.Booster | None
     staged: np.ndarray | None
     seconds: float
     bin_seconds: float = 0.0

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from pipeline.calibration import Calibration, Costs, Size, View, calibration_jso
 from pipeline.config import BuildConfig
 from pipeline.cv import holdout_eras, walk_forward_folds
 from pipeline.feature_choice import ALL_TRANSFORMS, PIPELINE_CONFIGS, TEMPORAL_ERAS
+from pipeline.members.lgbm_search import survivors
 from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMModel
 from pipeline.parallel import threads_per_job
 from pipeline.presets import PROBE
@@ -94,6 +95,8 @@ class Item:
     tasks: list[Task] = field(default_factory=list)
     parent: float = 0.0
     memory_mb: float = 0.0
+    # Rounds of a stage run one after the other (the search's folds); a round's tasks side by side.
+    round: int = 0
 
     def seconds(self, threads: int) -> float:
         return self.parent + sum(task.seconds(threads) for task in self.tasks)
@@ -251,10 +254,27 @@ class Planner:
         return [fitted, self.probes("choose_features", "probe CVs of the pipeline's ablation", ABLATION)]
 
     def search_gbdt(self) -> list[Item]:
-        """The LightGBM search: every trial's CV on the build's folds, at the trial's own settings; the
-        datasets it bins are the CV's too (dropped after the CV)."""
+        """The LightGBM search in its rounds of successive halving (`lgbm_search.survivors`): every
+        trial's first fold at its own settings, then each later fold of the trials still in, at the
+        trials' mean cost of that fold; the datasets it bins are the CV's too (dropped after the CV)."""
         self.binned = set()
-        return [self.member_cv(trial, "search_gbdt") for trials in self.trials.values() for trial in trials]
+        items = []
+        for member in self.prep.members:
+            if member.name not in self.trials:
+                continue
+            trials = self.trials[member.name]
+            folds = [self.member_cv(trial, "search_gbdt") for trial in trials]
+            items += [replace(item, name=f"{item.name} fold 1", fits=1, tasks=item.tasks[:1]) for item in folds]
+            for k, count in enumerate(survivors(len(trials), member.search, len(self.folds))[1:], start=1):
+                tasks = [item.tasks[k] for item in folds]
+                mean = Task(
+                    float(np.mean([task.cpu for task in tasks])),
+                    float(np.mean([task.serial for task in tasks])),
+                    max(task.memory_mb for task in tasks),
+                )
+                name = f"{member.name} fold {k + 1}: {count} of {len(trials)} trials (their mean)"
+                items.append(replace(folds[0], name=name, fits=count, tasks=[mean] * count, round=k))
+        return items
 
     def cv(self) -> list[Item]:
         """The CV of every member the search did not find (the search's CV is its members' own)."""
@@ -515,8 +535,10 @@ class Plan:
 
     def stage_seconds(self, stage: str) -> float:
         items = self.stage_items(stage)
-        durations = [task.seconds(self.threads_per_fit) for item in items for task in item.tasks]
-        run = sum(durations) if self.jobs == 1 else lpt_makespan(durations, self.jobs)
+        run = 0.0
+        for round_ in sorted({item.round for item in items}):
+            durations = [t.seconds(self.threads_per_fit) for item in items if item.round == round_ for t in item.tasks]
+            run += sum(durations) if self.jobs == 1 else lpt_makespan(durations, self.jobs)
         return sum(item.parent for item in items) + run
 
     def stage_memory(self, stage: str) -> tuple[float, float]:

@@ -91,24 +91,43 @@ def test_the_search_tries_the_recipes_first_and_keeps_the_best_trials(train: nd.
     assert (first.loc[1, "max_depth"], first.loc[1, "era_stride"]) == (5, 4), "Numerai's example"
     assert (first.loc[2, "max_depth"], first.loc[2, "num_leaves"]) == (10, 1024), "Numerai's deep recipe"
     assert first.loc[3, "boost"] == 2.0 and first.loc[3, "max_depth"] == 6, "the entry's own, era-boosted"
-    assert first.loc[[0, 1, 2], "boost"].isna().all()
+    assert first.loc[4, "rate"] == 0.25 and first.loc[4, "max_depth"] == 6, "the entry's own, at a slower rate"
+    assert first.loc[[0, 1, 2, 3], "rate"].eq(1.0).all() and first.loc[[0, 1, 2, 4], "boost"].isna().all()
     assert [member.name for member, _ in kept] == ["gbdt_1", "gbdt_2"]
+    assert lgbm_search.survivors(5, 2, 2) == [5, 4] and lgbm_search.survivors(16, 2, 3) == [16, 8, 4]
+    assert sorted(table["folds"]) == [1, 2, 2, 2, 2], "successive halving: the worst first fold stops there"
+    rows = lgbm_search.fit_rows(train, folds)
+    trials = lgbm_search.candidates(base, rows, 0, 5)
+
+    def alone(number: int, on: list):
+        member = lgbm_search.trial_member(base, trials[number], number, rows)
+        return member.cross_validate(train, on, "target", pipelines)
+
+    first_fold = [alone(number, folds[:1]).per_era.mean() for number in range(5)]
+    pruned = table[table["folds"] == 1].iloc[0]
+    assert pruned["trial"] == int(np.argmin(first_fold)) and not pruned["kept"], "the worst on the first fold"
+    assert pruned["cv_corr_mean"] == pytest.approx(min(first_fold))
+    whole = table[table["folds"] == 2]
     best = table[table["kept"]]["cv_corr_mean"].tolist()
-    assert best == sorted(table["cv_corr_mean"], reverse=True)[:2], "the two best CV means are kept"
+    assert best == sorted(whole["cv_corr_mean"], reverse=True)[:2], "the two best whole CVs are kept"
     assert [result.per_era.mean() for _, result in kept] == pytest.approx(best)
     for member, result in kept:
         assert member.estimator.num_boost_round == result.chosen["num_boost_round"], "trees the CV chose"
+        number = int(table.loc[table["cv_corr_mean"] == result.per_era.mean(), "trial"].iloc[0])
+        pd.testing.assert_series_equal(alone(number, folds).per_era, result.per_era, check_names=False)
     quick, _ = lgbm_search.search(base, train, folds, "target", pipelines, 1, 5, 0.0, seed=0)
     assert len(quick) == 1, "a spent budget still runs the first trial"
 
 
 def test_a_trial_maps_onto_lightgbm_parameters() -> None:
     trial = lgbm_search.Trial.of(
-        lgbm_search.NUMERAI_DEEP | {"era_stride": 1, "half_life": 0.5} | {"window": None, "boost": None}
+        lgbm_search.NUMERAI_DEEP | {"rate": 1.0, "era_stride": 1, "half_life": 0.5} | {"window": None, "boost": None}
     )
     params = trial.params(DEMO_DEEP, rows=250_000)
     assert (params["max_depth"], params["num_leaves"], params["min_data_in_leaf"]) == (10, 1024, 1000)
     assert params["learning_rate"] == DEMO_DEEP["learning_rate"], "the entry's learning rate stays"
+    slower = lgbm_search.Trial.of(dict(trial.settings) | lgbm_search.SLOWER).params(DEMO_DEEP, rows=250_000)
+    assert slower["learning_rate"] == DEMO_DEEP["learning_rate"] / 4 and slower["max_depth"] == 10
     assert "bagging_freq" not in params, "the deep recipe takes no bagging"
     assert trial.weighting(400) == EraWeighting(half_life=0.5, boost_every=80)
 

@@ -163,8 +163,6 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
     assert [s.name for s in specs] == [
         "lgbm_example",
         "lgbm_gbdt",
-        "lgbm_deep",
-        "lgbm_deep_2",
         "lgbm_deep_a",
         "lgbm_deep_b",
         "lgbm_aux20",
@@ -172,11 +170,11 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
         "mlp",
         "tsmixer_ext",
     ]
-    assert [s.train_target for s in specs[:6]] == ["target"] * 6 and specs[6].train_target == aux
-    assert specs[2].estimator.params == specs[3].estimator.params and specs[2].estimator.seed != specs[3].estimator.seed
+    assert [s.train_target for s in specs[:4]] == ["target"] * 4 and specs[4].train_target == aux
+    assert specs[1].search == 3 and specs[1].estimator.params == specs[2].estimator.params
     assert all(s.estimator.num_boost_round <= 50 for s in specs if isinstance(s, LightGBMMember))
-    assert [s.features for s in specs[:4]] == [None] * 4
-    assert sorted(specs[4].features + specs[5].features) == sorted(train.feature_names), (
+    assert [s.features for s in specs[:2]] == [None] * 2
+    assert sorted(specs[2].features + specs[3].features) == sorted(train.feature_names), (
         "the two halves cover the features"
     )
     assert "target_ender_20" not in specs[-2].aux_targets, "the main target is never its own auxiliary head"
@@ -188,8 +186,6 @@ def test_presets_pick_members_the_data_supports(frames, tiny_world: Path) -> Non
     assert [s.name for s in make_members(PRESETS["standard"], MemberContext(only_main, "target"))] == [
         "lgbm_example",
         "lgbm_gbdt",
-        "lgbm_deep",
-        "lgbm_deep_2",
         "mlp",
         "tsmixer_ext",
     ], "no auxiliary target, no feature sets: those members are left out"

@@ -48,7 +48,10 @@ def lightgbm_fits(plan) -> Counter:
 
 def test_the_plan_counts_the_fits_the_build_makes(tiny_world: Path, tmp_path: Path, monkeypatch, calibrated) -> None:
     prep, calibration = calibrated
-    planned = lightgbm_fits(make_plan(prep, calibration.costs, Size.of(prep), 2))
+    # Six trials over two folds: successive halving fits the second fold of the best four only.
+    prep = replace(prep, config=replace(prep.config, gbdt_search_trials=6))
+    planned = lightgbm_fits(make_plan(prep, calibration.add(prep), Size.of(prep), 2))
+    assert planned["search_gbdt"] == 6 + 4
     made, stage = Counter(), {"now": None}
     staged = Timings.stage
 
@@ -65,7 +68,7 @@ def test_the_plan_counts_the_fits_the_build_makes(tiny_world: Path, tmp_path: Pa
 
     monkeypatch.setattr(Timings, "stage", recording_stage)
     monkeypatch.setattr(build_module, "fit_runner", lambda config: contextlib.nullcontext(Recording()))
-    build(BuildConfig(data_dir=tiny_world, out=tmp_path / "model.pkl", **OPTIONS))
+    build(BuildConfig(data_dir=tiny_world, out=tmp_path / "model.pkl", gbdt_search_trials=6, **OPTIONS))
     assert made["choose_features"] > 0 and made["check_stability"] > 0, "probes of the feature pipeline"
     assert made["search_gbdt"] > 0, "the demo's LightGBM search"
     for name in ("search_gbdt", "choose_features", "cross_validate", "check_stability", "score_holdout"):
@@ -98,7 +101,13 @@ def test_more_rows_cost_more_and_more_cores_less(calibrated) -> None:
     assert wide.total_seconds > 10 * large.total_seconds
     many = make_plan(replace(prep, config=replace(prep.config, jobs=8, threads=0)), calibration.costs, wide.size, 16)
     assert many.threads_per_fit == 2 and many.total_seconds < wide.total_seconds
-    assert many.stage_seconds("search_gbdt") < wide.stage_seconds("search_gbdt") / 2, "fits in parallel"
+    rounds = [[t.seconds(2) for i in many.stage_items("search_gbdt") if i.round == r for t in i.tasks] for r in (0, 1)]
+    assert len(rounds[0]) == 8 and len(rounds[1]) == 4, "the demo's eight trials, the best four on the second fold"
+    one_thread = [t.seconds(1) for i in wide.stage_items("search_gbdt") for t in i.tasks]
+    assert wide.stage_seconds("search_gbdt") == pytest.approx(sum(one_thread)), "one after another"
+    assert many.stage_seconds("search_gbdt") == pytest.approx(max(rounds[0]) + max(rounds[1])), (
+        "eight fits side by side, a round waiting for the one before"
+    )
 
 
 def test_speedup_and_schedule() -> None:
