@@ -2,8 +2,8 @@
 
     python -m bench.dask [--data-dir DIR] [--workers 2] [--trees 300] [--folds 3]
 
-Both run the CV of the demo preset's example member and deep member (cluster means, group
-statistics) with `--trees` trees and the same seed: in this process (one thread), and as tasks
+Both run the CV of the demo preset's example member and its auxiliary-target member (cluster means,
+group statistics) with `--trees` trees and the same seed: in this process (one thread), and as tasks
 on `--workers` one-thread Dask worker processes that read the parquet files themselves
 (`pipeline.distributed.DaskRunner`, the path of --dask-local). The per-era CV CORR must be the same;
 wall times include the cluster's start and the workers' parquet reading.
@@ -22,13 +22,15 @@ from pipeline.metrics import summarize
 from pipeline.parallel import active
 
 SETTINGS = {"missing": "nan", "clusters": True, "group_stats": True, "mixing": False}
-MEMBERS = ("lgbm_example", "lgbm_deep")
+MEMBERS = ("lgbm_example", "lgbm_aux20")
 
 
 def run_cv(config: BuildConfig, runner=None) -> tuple[dict, float]:
     start = time.perf_counter()
     prep = prepare(config, runner)
     prep.members = [m for m in prep.members if m.name in MEMBERS]
+    if len(prep.members) != len(MEMBERS):
+        raise ValueError(f"bench.dask needs the members {MEMBERS}; the data gave {[m.name for m in prep.members]}")
     choice = FeatureChoice(fold_pipelines(prep.train, prep.folds, prep.groups, SETTINGS), SETTINGS, {})
     results = cross_validate(prep, choice, {}, []).results
     return results, time.perf_counter() - start

@@ -264,7 +264,11 @@ class Planner:
                 continue
             trials = self.trials[member.name]
             folds = [self.member_cv(trial, "search_gbdt") for trial in trials]
-            items += [replace(item, name=f"{item.name} fold 1", fits=1, tasks=item.tasks[:1]) for item in folds]
+            rows = [[self.size.rows(train[:: trial.era_stride]) for train, _ in self.folds] for trial in trials]
+            items += [
+                replace(item, name=f"{item.name} fold 1", fits=1, rows=fold_rows[0], tasks=item.tasks[:1])
+                for item, fold_rows in zip(folds, rows, strict=True)
+            ]
             for k, count in enumerate(survivors(len(trials), member.search, len(self.folds))[1:], start=1):
                 tasks = [item.tasks[k] for item in folds]
                 mean = Task(
@@ -273,7 +277,8 @@ class Planner:
                     max(task.memory_mb for task in tasks),
                 )
                 name = f"{member.name} fold {k + 1}: {count} of {len(trials)} trials (their mean)"
-                items.append(replace(folds[0], name=name, fits=count, tasks=[mean] * count, round=k))
+                mean_rows = round(np.mean([fold_rows[k] for fold_rows in rows]))
+                items.append(replace(folds[0], name=name, fits=count, rows=mean_rows, tasks=[mean] * count, round=k))
         return items
 
     def cv(self) -> list[Item]:
