@@ -205,6 +205,10 @@ class Rounds:
         """Trial k's CV on the folds it has fitted."""
         return self.plans[k].finish(self.fitted[k])
 
+    def release(self, k: int) -> None:
+        """Let go of a pruned trial's out-of-fold scores (its seconds stay)."""
+        self.fitted[k] = [replace(fitted, staged=None) for fitted in self.fitted[k]]
+
     def close(self) -> None:
         for plan, cache in zip(self.plans, self.caches, strict=True):
             if plan.cache is None:
@@ -248,14 +252,18 @@ def search(
     members = [trial_member(base, trial, number, rows) for number, trial in enumerate(trials)]
     rounds = Rounds(members, frame, folds, score_target, pipelines)
     fold_rows = [len(frame.select_eras(train)) for train, _ in folds]
+    pruned: dict[int, CVResult] = {}
     try:
         entered = enter_trials(rounds, len(trials), keep, budget_s, fold_rows)
         alive = list(range(entered))
         for fold, count in enumerate(survivors(entered, keep, len(folds))[1:], start=1):
-            means = {k: summarize(rounds.result(k).per_era)["mean"] for k in alive}
-            alive = sorted(alive, key=lambda k: -means[k])[:count]
+            partial = {k: rounds.result(k) for k in alive}
+            alive = sorted(alive, key=lambda k: -summarize(partial[k].per_era)["mean"])[:count]
+            for k in set(partial) - set(alive):
+                pruned[k] = partial[k]
+                rounds.release(k)
             rounds.run(fold, sorted(alive))
-        results = {k: rounds.result(k) for k in range(entered)}
+        results = pruned | {k: rounds.result(k) for k in alive}
     finally:
         rounds.close()
     table = []
