@@ -113,6 +113,8 @@ def test_the_search_tries_the_recipes_first_and_keeps_the_best_trials(train: nd.
     assert [result.per_era.mean() for _, result in kept] == pytest.approx(best)
     for member, result in kept:
         assert member.estimator.num_boost_round == result.chosen["num_boost_round"], "trees the CV chose"
+        shown, params = member.chosen(), member.estimator.params
+        assert [shown[k] for k in ("learning_rate", "max_depth")] == [params["learning_rate"], params["max_depth"]]
         number = int(table.loc[table["cv_corr_mean"] == result.per_era.mean(), "trial"].iloc[0])
         pd.testing.assert_series_equal(alone(number, folds).per_era, result.per_era, check_names=False)
     quick, _ = lgbm_search.search(base, train, folds, "target", pipelines, 1, 5, 0.0, seed=0)

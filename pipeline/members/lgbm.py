@@ -48,6 +48,10 @@ def scaled_trees(rounds: int, params: dict[str, Any], scale: float) -> tuple[int
     return max(1, round(rounds * scale)), params | {"learning_rate": learning_rate / scale}
 
 
+# The settings a report shows for each LightGBM member (a searched member's are its trial's).
+SHOWN_PARAMS = ("learning_rate", "max_depth", "num_leaves", "feature_fraction", "min_data_in_leaf")
+
+
 @dataclass
 class LightGBMMember:
     """A LightGBM member: its estimator, the target column it learns, the eras it trains on and,
@@ -239,4 +243,5 @@ class LightGBMMember:
         if self.features is not None:
             subset = {"raw_features": f"{len(self.pipeline_.columns_)} of {len(self.pipeline_.raw_names_)}"}
         weighting = {"weighting": self.weighting.describe()} if self.weighting.active else {}
-        return {"target": self.train_target, "era_stride": self.era_stride} | subset | weighting
+        shown = {k: self.estimator.params[k] for k in SHOWN_PARAMS if k in self.estimator.params}
+        return {"target": self.train_target, "era_stride": self.era_stride} | shown | subset | weighting
