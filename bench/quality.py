@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import tempfile
 import time
@@ -90,12 +91,17 @@ def published_example(train: nd.EraFrame, threads: int) -> LGBMModel:
     return member.fit(train.features, train.targets[nd.MAIN_TARGET].to_numpy(), rows, train.feature_names)
 
 
-def pickle_scores(model: Path, validation: nd.EraFrame, rows: np.ndarray) -> np.ndarray:
-    """The written pickle's predictions on validation rows, given as Numerai gives a live frame."""
+def pickle_scores(model: Path, validation: nd.EraFrame, rows: np.ndarray, data_dir: Path) -> np.ndarray:
+    """The written pickle's predictions on validation rows, given as Numerai gives a live frame (with
+    the benchmark models' predictions of those rows when the pickle takes them, as numerai-predict)."""
     frame = pd.DataFrame(validation.features[rows], columns=validation.feature_names)
     frame.index = pd.Index(validation.ids[rows], name=nd.ID_COL)
     frame.insert(0, nd.ERA_COL, validation.eras[rows])
-    return pd.read_pickle(model)(frame)["prediction"].to_numpy()
+    predict = pd.read_pickle(model)
+    if len(inspect.signature(predict).parameters) == 1:
+        return predict(frame)["prediction"].to_numpy()
+    benchmarks = pd.read_parquet(data_dir / "validation_benchmark_models.parquet").loc[frame.index]
+    return predict(frame, benchmarks)["prediction"].to_numpy()
 
 
 def independent_scores(data_dir: Path, model: Path | None, threads: int) -> dict[str, pd.Series]:
@@ -111,7 +117,7 @@ def independent_scores(data_dir: Path, model: Path | None, threads: int) -> dict
     target, eras = validation.targets[nd.MAIN_TARGET].to_numpy()[rows], validation.eras[rows]
     predictions = {"published example": example.predict(validation.features[rows])}
     if model is not None:
-        predictions["ensemble"] = pickle_scores(model, validation, rows)
+        predictions["ensemble"] = pickle_scores(model, validation, rows, data_dir)
     predictions |= {"learnable ceiling": truth["learnable"].to_numpy(), "oracle": truth["oracle"].to_numpy()}
     return {name: per_era_corr(p, target, eras) for name, p in predictions.items()}
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cloudpickle
+import numpy as np
+import pandas as pd
 import pytest
 
 from bench import quality
+from pipeline import data as nd
 
 MODELS = ["published example", "ensemble", "learnable ceiling", "oracle", "build example", "best member"]
 
@@ -71,3 +75,17 @@ def test_ratios_and_verdicts(report: tuple[dict, Path]) -> None:
 def test_unknown_world_is_refused() -> None:
     with pytest.raises(SystemExit, match="--worlds"):
         quality.run_family(quality.parse_args(["--family", "--worlds", "nope"]))
+
+
+def predict_the_benchmark(live_features: pd.DataFrame, live_benchmark_models: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"prediction": live_benchmark_models["v53_lgbm_ender20"]}, index=live_features.index)
+
+
+def test_a_pickle_that_takes_the_benchmarks_is_given_them(tiny_world: Path, tmp_path: Path) -> None:
+    validation = nd.load_split(tiny_world / "validation.parquet", nd.resolve_features(tiny_world, "all"))
+    rows = validation.select_eras(validation.era_order[-3:])[::2]
+    model = tmp_path / "model.pkl"
+    model.write_bytes(cloudpickle.dumps(predict_the_benchmark))
+    scores = quality.pickle_scores(model, validation, rows, tiny_world)
+    benchmarks = pd.read_parquet(tiny_world / "validation_benchmark_models.parquet")
+    np.testing.assert_array_equal(scores, benchmarks.loc[validation.ids[rows], "v53_lgbm_ender20"].to_numpy())
