@@ -16,6 +16,7 @@ from pipeline.config import BuildConfig
 from pipeline.cv import EMBARGO_20D
 from pipeline.images import DEFAULT_IMAGE, IMAGES, ImageError, image_environment, record_run, sidecar_path
 from pipeline.objective import CORR_MULTIPLIER, MMC_MULTIPLIER, OBJECTIVES
+from pipeline.outputs import terminate_as_exit
 from pipeline.plan import PlanFor, plan_build
 from pipeline.presets import PRESETS
 from pipeline.refresh import format_refresh, refresh
@@ -552,4 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         argv = ["build", *argv]
     args = make_parser().parse_args(argv)
-    return args.run(args)
+    # SIGTERM exits 143 at any moment, also after a build has committed its outputs (printing the
+    # summary), not only inside `build` (a seeded-SIGTERM test caught a -15 there).
+    with terminate_as_exit():
+        return args.run(args)
