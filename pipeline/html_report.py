@@ -409,9 +409,10 @@ def _gbdt_search_section(report: dict[str, Any]) -> str:
     note = (
         '<p class="note">Each trial is scored by its own out-of-fold CV on the build\'s folds (trees chosen at '
         "checkpoints), fold by fold in rounds of successive halving: every trial fits the oldest fold, the "
-        'better half the next ("folds": how many it fitted; its CV is of those). Trials 0-3 are the entry\'s '
-        "settings, Numerai's example and deep recipes and the entry's own with era boosting. Validation eras "
-        "are never used. The kept trials are members of the blend with the search's CV figures.</p>"
+        'better half the next ("folds": how many it fitted; its CV is of those). Trials 0-4 are the entry\'s '
+        "settings, Numerai's example and deep recipes, and the entry's own with era boosting and at a quarter "
+        "of its learning rate. Validation eras are never used. The kept trials are members of the blend with "
+        "the search's CV figures.</p>"
     )
     return "".join(parts) + note
 
