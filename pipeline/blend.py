@@ -16,7 +16,7 @@ standard error, so a blend that only fits noise never ships.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -196,6 +196,59 @@ def cross_fold_blend(
     return score_series(blended[scored], target[scored], eras[scored]), fold_weights
 
 
+class NeutralizationChoice(NamedTuple):
+    """What `choose_neutralization` chose, every candidate's CV (`table`) and the honest check of the
+    choice (`cross_fold`: the candidate picked on the other folds, scored on each fold; None with one fold)."""
+
+    proportion: float
+    neutralizer: str
+    table: pd.DataFrame
+    cross_fold: dict[str, Any] | None
+
+
+def candidate_table(scores: Mapping[tuple[str, float], pd.Series]) -> pd.DataFrame:
+    """Each candidate's summary with `vs_none` and `se`, its paired per-era difference from the first
+    candidate (no neutralization)."""
+    none = next(iter(scores))
+    rows = {}
+    for key, series in scores.items():
+        rows[key] = summarize(series)
+        rows[key]["vs_none"], rows[key]["se"] = paired_difference(series, scores[none])
+    return pd.DataFrame(rows).T.rename_axis(["neutralizers", "proportion"])
+
+
+def pick_neutralization(table: pd.DataFrame) -> tuple[str, float]:
+    """Among no neutralization (the first row) and the candidates beating it by more than one standard
+    error, the best Sharpe of those within `MEAN_TOLERANCE` of the best mean (the best mean where no
+    Sharpe exists)."""
+    beyond_noise = table[(table["vs_none"] > table["se"]) | (table.index == table.index[0])]
+    good = beyond_noise[
+        beyond_noise["mean"] >= beyond_noise["mean"].max() - MEAN_TOLERANCE * abs(beyond_noise["mean"].max())
+    ]
+    return good["mean"].idxmax() if good["sharpe"].isna().all() else good["sharpe"].idxmax()
+
+
+def cross_fold_neutralization(
+    scores: Mapping[tuple[str, float], pd.Series], fold_eras: Sequence[np.ndarray]
+) -> dict[str, Any]:
+    """The choice's honest CV: each fold's eras scored with the candidate `pick_neutralization` takes on
+    the other folds' eras, as the blend rule is checked (`choose_blend`). The best of many candidates
+    on the same eras beats none by chance alone; picked elsewhere, it has to beat none where it was not
+    picked."""
+    none = next(iter(scores))
+    honest, picks = [], []
+    for held_out in fold_eras:
+        inside = scores[none].index.isin(held_out)
+        if not inside.any():
+            continue
+        pick = pick_neutralization(candidate_table({key: s[~inside] for key, s in scores.items()}))
+        honest.append(scores[pick][inside])
+        picks.append(f"{pick[0]}: {pick[1]:g}")
+    series = pd.concat(honest).sort_index()
+    vs_none, se = paired_difference(series, scores[none])
+    return summarize(series) | {"vs_none": vs_none, "se": se, "fold_picks": picks}
+
+
 def choose_neutralization(
     blended: np.ndarray,
     features: np.ndarray,
@@ -203,7 +256,8 @@ def choose_neutralization(
     eras: np.ndarray,
     neutralizers: Mapping[str, np.ndarray | None] | None = None,
     grid: Sequence[float] = NEUTRALIZATION_GRID,
-) -> tuple[float, str, pd.DataFrame]:
+    fold_eras: Sequence[np.ndarray] | None = None,
+) -> NeutralizationChoice:
     """Neutralization of the blend: a proportion of the grid against one set of feature columns of
     `neutralizers` (name -> columns, None: all features; by default all features only).
 
@@ -212,22 +266,20 @@ def choose_neutralization(
     of them beats none by chance alone, as a blend beats its best member (`choose_blend`). Among those and
     none, the best Sharpe of the candidates whose mean CORR is within `MEAN_TOLERANCE` of the best mean
     (Numerai pays on CORR, so Sharpe only breaks near-ties; a CV of one era has no Sharpe, and the best
-    mean decides). Returns the proportion, the set's name and the table of every candidate's figures."""
+    mean decides). With two folds or more (`fold_eras`) the choice must also pass its cross-fold check
+    (`cross_fold_neutralization`) by more than one standard error, or none stays."""
     neutralizers = {"all features": None} if neutralizers is None else neutralizers
-    rows, scores = {}, {}
+    scores: dict[tuple[str, float], pd.Series] = {}
     for name, columns in neutralizers.items():
         x = features if columns is None else features[:, np.asarray(columns)]
         ranks, projection = feature_projection(blended, x, eras)
         per_era = score_columns(np.column_stack([ranks - p * projection for p in grid]), target, eras)
         scores |= {(name, p): per_era[k] for k, p in enumerate(grid) if p > 0 or not scores}
-    none = next(iter(scores))
-    for key, series in scores.items():
-        rows[key] = summarize(series)
-        rows[key]["vs_none"], rows[key]["se"] = paired_difference(series, scores[none])
-    table = pd.DataFrame(rows).T.rename_axis(["neutralizers", "proportion"])
-    beyond_noise = table[(table["vs_none"] > table["se"]) | (table.index == none)]
-    good = beyond_noise[
-        beyond_noise["mean"] >= beyond_noise["mean"].max() - MEAN_TOLERANCE * abs(beyond_noise["mean"].max())
-    ]
-    chosen = good["mean"].idxmax() if good["sharpe"].isna().all() else good["sharpe"].idxmax()
-    return float(chosen[1]), str(chosen[0]), table
+    table = candidate_table(scores)
+    chosen = pick_neutralization(table)
+    cross_fold = None
+    if fold_eras is not None and len(fold_eras) > 1:
+        cross_fold = cross_fold_neutralization(scores, fold_eras)
+        if not cross_fold["vs_none"] > cross_fold["se"]:
+            chosen = table.index[0]
+    return NeutralizationChoice(float(chosen[1]), str(chosen[0]), table, cross_fold)

@@ -261,6 +261,7 @@ class CrossValidation:
     weights: np.ndarray
     neutralization: float
     neutralization_table: pd.DataFrame
+    neutralization_cross_fold: dict[str, Any] | None
     blend_per_era: pd.Series
     blend_rule: str
     blend_rules: pd.DataFrame
@@ -300,7 +301,15 @@ def cross_validate(
     columns = {
         name: None if names is None else feature_columns(train.feature_names, names) for name, names in sets.items()
     }
-    proportion, neutralizer, table = choose_neutralization(blended, train.features[scored], y, eras, columns)
+    choice = choose_neutralization(blended, train.features[scored], y, eras, columns, fold_eras=fold_eras)
+    proportion, neutralizer = choice.proportion, choice.neutralizer
+    if choice.cross_fold is not None:
+        logger.info(
+            "neutralization picked on the other folds (%s): %+.4f ± %.4f against none",
+            ", ".join(choice.cross_fold["fold_picks"]),
+            choice.cross_fold["vs_none"],
+            choice.cross_fold["se"],
+        )
     if config.neutralization is not None:
         logger.info("neutralization %.2f as asked (the CV preferred %.2f)", config.neutralization, proportion)
         proportion, neutralizer = config.neutralization, "all features"
@@ -318,7 +327,18 @@ def cross_validate(
         neutralizer,
     )
     return CrossValidation(
-        results, weights, proportion, table, blend_cv, rule, rules, neutralizer, sets[neutralizer], blend_oof, scored
+        results,
+        weights,
+        proportion,
+        choice.table,
+        choice.cross_fold,
+        blend_cv,
+        rule,
+        rules,
+        neutralizer,
+        sets[neutralizer],
+        blend_oof,
+        scored,
     )
 
 
@@ -430,6 +450,7 @@ def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, se
                 f"{name}: {proportion:g}": figures
                 for (name, proportion), figures in cv.neutralization_table.to_dict(orient="index").items()
             },
+            "neutralization_cross_fold": cv.neutralization_cross_fold,
         },
         **figures["ensemble"],
     }

@@ -89,7 +89,7 @@ def test_a_single_member_and_useless_members_fall_back_to_equal_weights() -> Non
 
 def test_neutralization_choice_is_on_the_grid() -> None:
     era, features, target, scores = world()
-    proportion, neutralizer, table = choose_neutralization(scores[:, 0] + features[:, 0], features, target, era)
+    proportion, neutralizer, table, _ = choose_neutralization(scores[:, 0] + features[:, 0], features, target, era)
     assert (neutralizer, proportion) in table.index
     assert list(table.columns) >= ["mean", "std", "sharpe", "max_drawdown", "eras"]
     competing = table[(table["vs_none"] > table["se"]) | (table.index == table.index[0])]
@@ -103,12 +103,36 @@ def test_a_neutralization_must_beat_none_beyond_noise() -> None:
     era, _, target, scores = world(seed=7, eras=60)
     noise = np.random.default_rng(8).integers(0, 5, size=(len(era), 12)).astype(np.float32)
     sets = {"all features": None} | {f"set {k}": np.arange(3 * k, 3 * k + 3) for k in range(4)}
-    proportion, neutralizer, table = choose_neutralization(scores[:, 0], noise, target, era, sets)
+    proportion, neutralizer, table, _ = choose_neutralization(scores[:, 0], noise, target, era, sets)
     best = table["mean"].idxmax()
     assert best != ("all features", 0.0) and table.loc[best, "mean"] > table.loc[("all features", 0.0), "mean"]
     assert table.loc[best, "vs_none"] <= table.loc[best, "se"], "the best candidate gains only noise"
     assert (neutralizer, proportion) == ("all features", 0.0)
     assert table.loc[("all features", 0.0), ["vs_none", "se"]].tolist() == [0.0, 0.0]
+
+
+def test_a_neutralization_picked_among_many_must_pass_on_the_folds_it_was_not_picked_on() -> None:
+    """Pure-noise sets again: on this seed the best of 33 candidates beats none by more than one standard
+    error on the same eras (the bias of picking the best), and is shipped without folds. Picked on two
+    folds and scored on the third, its gain is within noise, and none stays. A real exposure that hurts
+    still passes the check."""
+    era, features, target, scores = world(seed=1, eras=60)
+    noise = np.random.default_rng(1001).integers(0, 5, size=(len(era), 24)).astype(np.float32)
+    sets = {"all features": None} | {f"set {k}": np.arange(3 * k, 3 * k + 3) for k in range(8)}
+    folds = [np.unique(era)[k * 20 : (k + 1) * 20] for k in range(3)]
+    biased = choose_neutralization(scores[:, 0], noise, target, era, sets)
+    assert biased.proportion > 0 and biased.cross_fold is None
+    picked = biased.table.loc[(biased.neutralizer, biased.proportion)]
+    assert picked["vs_none"] > picked["se"], "the best of many passes one standard error by chance"
+    checked = choose_neutralization(scores[:, 0], noise, target, era, sets, fold_eras=folds)
+    assert checked.table.equals(biased.table)
+    assert (checked.neutralizer, checked.proportion) == ("all features", 0.0)
+    assert len(checked.cross_fold["fold_picks"]) == 3 and checked.cross_fold["eras"] == 60
+    assert checked.cross_fold["vs_none"] <= checked.cross_fold["se"]
+    exposed = choose_neutralization(
+        scores[:, 0] + features[:, 3], features, target, era, {"all features": None, "f3": [3]}, fold_eras=folds
+    )
+    assert exposed.proportion > 0 and exposed.cross_fold["vs_none"] > exposed.cross_fold["se"] > 0
 
 
 def test_members_below_the_reference_by_more_than_noise_leave_the_blend() -> None:
@@ -163,7 +187,7 @@ def test_a_blend_must_beat_the_best_member_beyond_noise() -> None:
 def test_neutralization_against_a_set_of_features() -> None:
     era, features, target, scores = world(eras=20)
     exposed = scores[:, 0] + 2 * features[:, 3]
-    proportion, neutralizer, table = choose_neutralization(
+    proportion, neutralizer, table, _ = choose_neutralization(
         exposed, features, target, era, {"all features": None, "feature 3": np.array([3]), "feature 1": np.array([1])}
     )
     assert {name for name, _ in table.index} == {"all features", "feature 3", "feature 1"}

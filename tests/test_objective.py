@@ -77,8 +77,8 @@ def test_neutralization_is_chosen_on_the_objective() -> None:
     oof, target, benchmark, eras = two_members()
     features = np.column_stack([oof[:, 0] + np.random.default_rng(1).standard_normal(len(target)), oof[:, 1]])
     blended = oof[:, 0] + oof[:, 1]
-    by_corr, _, corr_table = choose_neutralization(blended, features, target, eras)
-    by_bmc, _, bmc_table = choose_neutralization(
+    by_corr, _, corr_table, _ = choose_neutralization(blended, features, target, eras)
+    by_bmc, _, bmc_table, _ = choose_neutralization(
         blended, features, ScoredTarget(target, benchmark, Objective("bmc")), eras
     )
     assert corr_table["eras"].max() == N_ERAS and bmc_table["eras"].max() == N_ERAS - 2
