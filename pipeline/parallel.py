@@ -606,8 +606,11 @@ def cross_validate_members(
     members: Sequence[Any], frame: EraFrame, folds: list, score_target: str, pipelines: list
 ) -> dict[str, Any]:
     """Every member's CV (`Member.cross_validate`) on the current runner: all of them started, then
-    collected in order; members a worker cannot import run here meanwhile."""
-    started = {member.name: start_cv(member, frame, folds, score_target, pipelines) for member in members}
+    collected in order; members a worker cannot import run here meanwhile. Members without LightGBM
+    fits to split their CV into (the neural members: one task, or one per fold) start first: a chained
+    one is the stage's longest task, and a runner's slots take tasks in the order given."""
+    order = sorted(members, key=lambda member: getattr(member, "cv_plan", None) is not None)
+    started = {member.name: start_cv(member, frame, folds, score_target, pipelines) for member in order}
     local = {m.name: m.cross_validate(frame, folds, score_target, pipelines) for m in members if not started[m.name]}
     return {m.name: local[m.name] if m.name in local else started[m.name]() for m in members}
 

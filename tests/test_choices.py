@@ -16,8 +16,10 @@ from pipeline.cv import EraWalkForward
 from pipeline.feature_choice import simplest_within_noise
 from pipeline.features import FeaturePipeline
 from pipeline.members import LightGBMMember, MemberContext, MemberEntry, MLPMember, lgbm_search
+from pipeline.parallel import active
 from pipeline.presets import DEMO_DEEP
 from pipeline.weighting import EraBoost, EraWeighting
+from tests.recording import Recording
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,12 @@ def test_the_search_tries_the_recipes_first_and_keeps_the_best_trials(train: nd.
     pipelines = [FeaturePipeline(groups, mixing=False).fit([(train, tr)]) for tr, _ in folds]
     entry = MemberEntry("gbdt", "lightgbm", DEMO_DEEP, rounds=20, search=2)
     base = LightGBMMember.from_entry(entry, "target", MemberContext(train, "target", threads=1, bins=DatasetCache()), 0)
-    kept, table = lgbm_search.search(base, train, folds, "target", pipelines, 2, 5, 600.0, seed=0)
+    runner = Recording()
+    with active(runner):
+        kept, table = lgbm_search.search(base, train, folds, "target", pipelines, 2, 5, 600.0, seed=0)
+    second_round = [name.split()[0] for name in runner.submitted if name.endswith("fold 2")]
+    first_round = {name: runner.train_seconds[f"{name} fold 1"] for name in second_round}
+    assert second_round == sorted(second_round, key=lambda name: -first_round[name]), "longest first"
     assert len(table) == 5 and sorted(table["trial"]) == [0, 1, 2, 3, 4]
     first = table.set_index("trial")
     assert (first.loc[0, "max_depth"], first.loc[0, "feature_fraction"]) == (6, 0.3), "the entry's own settings"

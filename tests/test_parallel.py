@@ -3,6 +3,7 @@ the same results as one process; the stages' timings in the report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 from pathlib import Path
@@ -34,6 +35,7 @@ from pipeline.parallel import (
     threads_per_job,
 )
 from pipeline.weighting import EraWeighting
+from tests.recording import Recording
 
 SETTINGS = {"missing": "nan", "clusters": True, "group_stats": True, "mixing": False}
 
@@ -42,7 +44,8 @@ def stage_results(tiny_world: Path, jobs: int) -> tuple[dict, dict, dict]:
     """The demo preset's CV (LightGBM members, one weighted by recency, one era-boosted, the benchmark member and
     the chained neural members) and holdout predictions."""
     config = BuildConfig(data_dir=tiny_world, num_boost_round=30, threads=2, cv_folds=2, jobs=jobs)
-    with local_runner(config.jobs, config.threads, None) as runner, active(runner):
+    recording = contextlib.nullcontext(Recording()) if jobs == 1 else None
+    with recording or local_runner(config.jobs, config.threads, None) as runner, active(runner):
         prep = prepare(config, runner)
         weighted = next(member for member in prep.members if member.name == "lgbm_gbdt")
         weighted.weighting = EraWeighting(half_life=0.3)
@@ -54,6 +57,7 @@ def stage_results(tiny_world: Path, jobs: int) -> tuple[dict, dict, dict]:
         rows = np.arange(len(prep.validation))
         predictions = {member.name: predict_rows(member, prep.validation, rows) for member in prep.members}
         binning = {"binned": prep.bins.binned, "reused": prep.bins.reused, "peak": runner.take_peak_mb()}
+        binning["order"] = runner.submitted if jobs == 1 else []
     return cv.results, predictions, binning
 
 
@@ -66,6 +70,8 @@ def test_two_jobs_give_the_cv_and_predictions_of_one(tiny_world: Path) -> None:
         assert two[name].chosen == result.chosen, name
         assert np.array_equal(predicted_two[name], predicted_one[name]), name
     assert binned_two["peak"] > 0 and binned_one["peak"] == 0, "two jobs trained in workers, one job here"
+    neural = ["member_cv(mlp)", "member_cv(tsmixer_ext)"]
+    assert binned_one["order"][:2] == neural, "the neural members' whole CVs start before the LightGBM fits"
     # Members on the same view and rows share one binned dataset, in workers as in one process.
     assert binned_two["binned"] == binned_one["binned"] > 0 and binned_two["reused"] == binned_one["reused"]
 

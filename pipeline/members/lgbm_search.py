@@ -196,8 +196,11 @@ class Rounds:
         self.fitted: list[list[Fitted]] = [[] for _ in members]
 
     def run(self, fold: int, trials: list[int]) -> None:
-        """Fold `fold` of each of `trials`; a CV needs only the fits' scores, so their boosters go."""
-        handles = [(k, self.runner.submit_fit(self.plans[k].fits[fold], self.caches[k])) for k in trials]
+        """Fold `fold` of each of `trials`; a CV needs only the fits' scores, so their boosters go. The
+        fits are submitted longest first by what the trial's earlier folds took (the first round in trial
+        order), so that the round's last fits are short ones and no slot waits on a long one alone."""
+        order = sorted(trials, key=lambda k: -sum(f.seconds - f.bin_seconds for f in self.fitted[k]))
+        handles = [(k, self.runner.submit_fit(self.plans[k].fits[fold], self.caches[k])) for k in order]
         for k, handle in handles:
             self.fitted[k].append(replace(handle.result(), booster=None))
 
