@@ -138,11 +138,11 @@ class Costs:
     mixer_inputs: float = 0.0
     mixer_transform: float = 0.0
     era_corr: float = 0.0
-    trees: dict[tuple, tuple[float, float, float, float]] = field(default_factory=dict)
+    trees: dict[tuple, tuple[float, float, float, float, float]] = field(default_factory=dict)
     transform: float = 0.0
     pipeline_fixed: float = 0.0
     mixers: float = 0.0
-    epochs: dict[str, tuple[float, float]] = field(default_factory=dict)
+    epochs: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
     eras: dict[tuple, float] = field(default_factory=dict)
     measure_era: Callable[[str, int, int, int], float] | None = field(default=None, repr=False)
     load: float = 0.0
@@ -155,8 +155,13 @@ class Costs:
 
     def predict(self, params: dict[str, Any], rows: int, trees: int) -> float:
         """Scoring `rows` rows with `trees` trees: a part per row (converting it) and one per row x tree."""
-        per_row, per_tree = self.trees[params_key(params)][2:]
+        per_row, per_tree = self.trees[params_key(params)][2:4]
         return rows * (per_row + per_tree * trees)
+
+    def setup(self, params: dict[str, Any], columns: int) -> float:
+        """A fit's start before its first tree (LightGBM's tree learner and histogram pool: leaves x
+        columns), once per fit whatever its trees."""
+        return self.trees[params_key(params)][4] * columns / self.columns
 
     def binning(self, rows: int, view: View, frame_rows: int) -> float:
         """Binning `rows` rows of a view; an engineered one first computes its per-era figures (and
@@ -263,7 +268,7 @@ class Calibration:
                 )
         for member in prep.members:
             if neural(member) and member.name not in self.costs.epochs:
-                self.costs.epochs[member.name] = calibrate_epoch(member, self.sample)
+                self.costs.epochs[member.name] = calibrate_epoch(member, self.sample, self.half)
 
 
 def extra_columns(pipeline: FeaturePipeline) -> dict[str, int]:
@@ -312,25 +317,28 @@ def lightgbm_settings(prep: Prepared, rows: int) -> list[dict[str, Any]]:
 
 def calibrate_trees(params: dict[str, Any], datasets: dict, sample: EraFrame, half: EraFrame, target: str) -> tuple:
     """(fixed seconds, seconds per row x column) of one tree with `params` on one thread, from
-    `CALIBRATION_TREES` trees at two sample sizes, and prediction's seconds per row and per row x
-    tree (from one tree and all of them)."""
+    `CALIBRATION_TREES` trees at two sample sizes less a fit of one tree (the fit's setup, which the
+    last figure gives: at the full sample), and prediction's seconds per row and per row x tree (from
+    one tree and all of them)."""
     params = params | {"num_threads": 1}
-    per_tree = {}
+    per_tree, first = {}, {}
     for name in ("full", "half"):
         dataset, frame = datasets[name]
         dataset = labelled(dataset, frame.targets[target].to_numpy())
+        first[name] = timed(lgb.train, params, dataset, num_boost_round=1)
         start = time.process_time()
         model = LGBMModel()
         model.booster_ = lgb.train(params, dataset, num_boost_round=CALIBRATION_TREES)
-        per_tree[name] = (time.process_time() - start) / CALIBRATION_TREES
+        per_tree[name] = max(0.0, time.process_time() - start - first[name]) / (CALIBRATION_TREES - 1)
     columns = datasets["full"][0].num_feature()
     rows, rows_half = len(sample), len(half)
     fixed, rate = line(rows_half * columns, per_tree["half"], rows * columns, per_tree["full"])
+    setup = max(0.0, first["full"] - per_tree["full"])
     x = datasets["pipeline"].matrix(sample.features, sample.eras)
     one = timed(booster_predict, model.booster_, x, 1) / len(x)
     every = timed(booster_predict, model.booster_, x) / len(x)
-    per_row, per_tree = line(1, one, CALIBRATION_TREES, every)
-    return fixed, rate, per_row, per_tree
+    predict_row, predict_tree = line(1, one, CALIBRATION_TREES, every)
+    return fixed, rate, predict_row, predict_tree, setup
 
 
 def neural(member: Any) -> bool:
@@ -338,15 +346,22 @@ def neural(member: Any) -> bool:
     return hasattr(getattr(member, "estimator", None), "max_epochs")
 
 
-def calibrate_epoch(member: Any, sample: EraFrame) -> tuple[float, float]:
-    """(seconds per row of one epoch, peak MB above the process's RSS) of a neural member."""
-    trial = member.untrained(threads=1)
-    trial.estimator.set_params(max_epochs=1)
-    reset_peak()
-    before = current_rss_mb()
-    seconds = timed(trial.fit, [sample], None, "holdout")
-    rows = len(sample) * (1 - 1 / 4) / max(1, trial.era_stride)
-    return seconds / rows, max(0.0, peak_rss_mb() - before)
+def calibrate_epoch(member: Any, sample: EraFrame, half: EraFrame) -> tuple[float, float, float, float]:
+    """(seconds per row of one epoch, peak MB above the process's RSS, seconds of a fit's own start
+    and end, seconds per row of prediction) of a neural member, from fits of one epoch on the sample
+    and on its half."""
+    seconds, rows = {}, {}
+    for name, frame in (("half", half), ("full", sample)):
+        trial = member.untrained(threads=1)
+        trial.estimator.set_params(max_epochs=1)
+        reset_peak()
+        before = current_rss_mb()
+        seconds[name] = timed(trial.fit, [frame], None, "holdout")
+        rows[name] = len(frame) * (1 - 1 / 4) / max(1, trial.era_stride)
+    peak = max(0.0, peak_rss_mb() - before)
+    fixed, rate = line(rows["half"], seconds["half"], rows["full"], seconds["full"])
+    predict = timed(trial.predict, sample.features, sample.eras) / len(sample)
+    return rate, peak, fixed, predict
 
 
 def measure_era(prep: Prepared, kind: str, rows: int, columns: int, models: int = 1) -> float:

@@ -7,10 +7,11 @@ measured on a sample of the data first (`pipeline.calibration`), so `--rows/--fe
 a size the data does not have (Numerai's full data).
 
 Cores: a fit on T threads takes the one-thread time of its trees divided by Amdahl's speedup with
-the parallel share `TREE_PARALLEL` (binning, prediction and the neural members run on one thread);
-with `--jobs J` each stage's fits run as J processes of cores / J threads, longest first, after the
-work the build does in its own process (feature pipelines, blending, scoring). Where the build
-cannot know in advance what it will choose, the plan assumes: the holdout and refit at
+the parallel share `TREE_PARALLEL` (binning, prediction and the neural members, which train on one
+torch thread, run on one thread); with `--jobs J` each stage's fits run as J processes of cores / J
+threads, longest first, after the work the build does in its own process (feature pipelines,
+blending, scoring), whose least squares run on all of the build's threads with the parallel share
+`BLAS_PARALLEL`. Where the build cannot know in advance what it will choose, the plan assumes: the holdout and refit at
 `CHOSEN_SHARE` of the CV's cap on trees, every member refitted, the neural members at their maximum
 epochs, all of the feature pipeline's transforms kept (`Plan.assumptions`).
 """
@@ -43,6 +44,10 @@ logger = logging.getLogger(__name__)
 # Share of LightGBM's tree building that runs in parallel over threads (Amdahl's law); see the
 # README ("What a build costs") for the measurement on 2 cores behind it.
 TREE_PARALLEL = 0.85
+# The same for the least squares of neutralization (the blend's choice, the permutation importance)
+# over numpy's BLAS threads in the build's own process (`bench.threads`, on 2 cores; README, "What a build
+# costs").
+BLAS_PARALLEL = 0.7
 # LightGBM's bytes per binned value: 4-bit bins of 5-valued features plus the push buffer that
 # FinishLoad keeps (bench.memory, bench.scale); float features' 8-bit bins with their buffer.
 BYTES_PER_BIN = 1.1
@@ -54,8 +59,9 @@ STABILITY = ("cluster means and group statistics",) * 2
 # Share of its cap on trees a LightGBM member's CV is planned to choose (the demo build on the default
 # world chose 0.25 to 0.6 of it: README, "What a build costs").
 CHOSEN_SHARE = 0.5
-# Seconds of work that does not grow with the data: verification's child process, the plots.
-FIXED_SECONDS = {"export": 4.0, "write_build_report": 8.0}
+# Seconds of work that does not grow with the data: verification's child process, the plots (2.4-2.8 s
+# and 2.9-3.2 s in the builds of bench.scale and the default build).
+FIXED_SECONDS = {"export": 3.0, "write_build_report": 3.5}
 
 
 def speedup(threads: int, parallel: float = TREE_PARALLEL) -> float:
@@ -83,8 +89,9 @@ class Task:
 @dataclass
 class Item:
     """One line of the plan: its fits (or tasks) on rows x features with their work (trees, epochs),
-    the runner's tasks, the one-thread seconds it takes in the build's own process (`parent`) and
-    the memory that needs there beyond the interpreter and the int8 matrices."""
+    the runner's tasks, the one-thread seconds it takes in the build's own process (`parent`; `blas`
+    of them in least squares, which run on the build's threads) and the memory that needs there
+    beyond the interpreter and the int8 matrices."""
 
     stage: str
     name: str
@@ -94,12 +101,17 @@ class Item:
     work: str
     tasks: list[Task] = field(default_factory=list)
     parent: float = 0.0
+    blas: float = 0.0
     memory_mb: float = 0.0
     # Rounds of a stage run one after the other (the search's folds); a round's tasks side by side.
     round: int = 0
 
-    def seconds(self, threads: int) -> float:
-        return self.parent + sum(task.seconds(threads) for task in self.tasks)
+    def seconds(self, threads: int, parent_threads: int = 1) -> float:
+        return self.own_seconds(parent_threads) + sum(task.seconds(threads) for task in self.tasks)
+
+    def own_seconds(self, threads: int) -> float:
+        """Seconds in the build's own process on `threads` threads."""
+        return self.parent + self.blas / speedup(threads, BLAS_PARALLEL)
 
 
 def chosen_trees(member: Any) -> int:
@@ -166,7 +178,7 @@ class Planner:
         self.binned.add(key)
         cpu = rounds * self.costs.tree(params, labelled_rows, view.width)
         memory = (rows * view.width * BYTES_PER_BIN + BIN_SAMPLE_ROWS * view.width * 16) / 2**20
-        return Task(cpu, binning, memory), labelled_rows
+        return Task(cpu, binning + self.costs.setup(params, view.width), memory), labelled_rows
 
     def cv_tasks(self, key: tuple, params: dict, rounds: int, stride: int, target: str, view: View) -> list[Task]:
         """One task per fold: the fit and its staged prediction of the fold's scored eras."""
@@ -224,7 +236,8 @@ class Planner:
     def neural_seconds(self, member: Any, eras: Sequence[str], epochs: int, split_rows: int | None = None) -> float:
         """A neural fit of `epochs` on `eras` (or `split_rows` rows), over --torch-processes processes."""
         rows = split_rows if split_rows is not None else self.size.rows(list(eras)[:: member.era_stride])
-        return self.costs.epochs[member.name][0] * rows * epochs * self.width / self.config.torch_processes
+        rate, _, fixed, _ = self.costs.epochs[member.name]
+        return (fixed + rate * rows * epochs / self.config.torch_processes) * self.width
 
     def probes(self, stage: str, name: str, variants: Sequence[str]) -> Item:
         """Probe CVs (`PROBE`), one per variant of the feature pipeline, each its own binned view."""
@@ -292,7 +305,7 @@ class Planner:
             0,
             self.size.features,
             "least squares",
-            parent=2 * self.costs.per_era("projection", oof_eras, self.size.rows_per_era, self.size.features),
+            blas=2 * self.costs.per_era("projection", oof_eras, self.size.rows_per_era, self.size.features),
         )
         return [*items, blend]
 
@@ -442,7 +455,7 @@ class Planner:
                     seconds += share * self.costs.predict(estimator.lgb_params(), rows, chosen_trees(member))
                     seconds += share * self.costs.transforming(rows, self.columns(member))
                 elif neural(member):
-                    seconds += self.costs.epochs[member.name][0] * rows * self.width / 3
+                    seconds += self.costs.epochs[member.name][3] * rows * self.width
         return seconds
 
     @property
@@ -460,8 +473,7 @@ class Planner:
         sampled = min(rows, max(PERMUTATION_ROWS, 100 * len(self.scored)))
         sampled_per_era = sampled / max(1, len(self.scored))
         projection = self.costs.per_era("projection", len(self.scored), sampled_per_era, self.size.features)
-        permutation = (self.groups + 1) * (self.predict_seconds(sampled) + projection)
-        seconds = self.predict_seconds(rows) + figures + permutation
+        seconds = self.predict_seconds(rows) + figures + (self.groups + 1) * self.predict_seconds(sampled)
         work = f"{self.members + 1} models, {self.groups} groups"
         return Item(
             "score_holdout",
@@ -471,6 +483,7 @@ class Planner:
             self.size.features,
             work,
             parent=seconds,
+            blas=(self.groups + 1) * projection,
         )
 
     def refit(self) -> list[Item]:
@@ -544,7 +557,7 @@ class Plan:
         for round_ in sorted({item.round for item in items}):
             durations = [t.seconds(self.threads_per_fit) for item in items if item.round == round_ for t in item.tasks]
             run += sum(durations) if self.jobs == 1 else lpt_makespan(durations, self.jobs)
-        return sum(item.parent for item in items) + run
+        return sum(item.own_seconds(self.threads) for item in items) + run
 
     def stage_memory(self, stage: str) -> tuple[float, float]:
         """(this process's peak MB, one worker's peak MB or 0) in `stage`."""
@@ -603,7 +616,8 @@ class Plan:
             },
             "stages": stages,
             "assumptions": self.assumptions,
-            "calibration": calibration_json(self.costs) | {"tree_parallel": TREE_PARALLEL},
+            "calibration": calibration_json(self.costs)
+            | {"tree_parallel": TREE_PARALLEL, "blas_parallel": BLAS_PARALLEL},
         }
 
     def table(self) -> str:
@@ -621,7 +635,7 @@ class Plan:
             for item in self.stage_items(stage):
                 lines.append(
                     f"  {item.name[:56]:<56} {item.fits:>5} {item.rows:>10,} {item.features:>5} {item.work[:12]:>12} "
-                    f"{item.seconds(self.threads_per_fit):>9.0f}"
+                    f"{item.seconds(self.threads_per_fit, self.threads):>9.0f}"
                 )
         lines.append(
             f"{'total':<58} {'':>5} {'':>10} {'':>5} {'':>12} {self.total_seconds:>9.0f} {self.peak_rss_mb:>8.0f}"

@@ -20,7 +20,7 @@ from pipeline.calibration import Calibration, Size
 from pipeline.cli import main
 from pipeline.members.lgbm import scaled_trees
 from pipeline.parallel import InProcess, Timings
-from pipeline.plan import PlanFor, lpt_makespan, make_plan, speedup
+from pipeline.plan import BLAS_PARALLEL, PlanFor, lpt_makespan, make_plan, speedup
 
 OPTIONS = {"num_boost_round": 10, "threads": 1, "cv_folds": 2}
 
@@ -108,6 +108,9 @@ def test_more_rows_cost_more_and_more_cores_less(calibrated) -> None:
     assert many.stage_seconds("search_gbdt") == pytest.approx(max(rounds[0]) + max(rounds[1])), (
         "eight fits side by side, a round waiting for the one before"
     )
+    blend = next(item for item in many.stage_items("cross_validate") if item.name.startswith("blend"))
+    assert blend.blas > 0 and blend.parent == 0 and 0 < BLAS_PARALLEL < 1
+    assert blend.own_seconds(16) == pytest.approx(blend.blas / speedup(16, BLAS_PARALLEL)), "BLAS on 16 threads"
 
 
 def test_speedup_and_schedule() -> None:
