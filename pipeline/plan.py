@@ -236,8 +236,7 @@ class Planner:
     def neural_seconds(self, member: Any, eras: Sequence[str], epochs: int, split_rows: int | None = None) -> float:
         """A neural fit of `epochs` on `eras` (or `split_rows` rows), over --torch-processes processes."""
         rows = split_rows if split_rows is not None else self.size.rows(list(eras)[:: member.era_stride])
-        rate, _, fixed, _ = self.costs.epochs[member.name]
-        return (fixed + rate * rows * epochs / self.config.torch_processes) * self.width
+        return self.costs.epochs[member.name][0] * rows * epochs * self.width / self.config.torch_processes
 
     def probes(self, stage: str, name: str, variants: Sequence[str]) -> Item:
         """Probe CVs (`PROBE`), one per variant of the feature pipeline, each its own binned view."""
@@ -455,7 +454,7 @@ class Planner:
                     seconds += share * self.costs.predict(estimator.lgb_params(), rows, chosen_trees(member))
                     seconds += share * self.costs.transforming(rows, self.columns(member))
                 elif neural(member):
-                    seconds += self.costs.epochs[member.name][3] * rows * self.width
+                    seconds += self.costs.epochs[member.name][2] * rows * self.width
         return seconds
 
     @property
