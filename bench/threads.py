@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from pipeline.binning import Rows, labelled
 from pipeline.build import BuildConfig, prepare
-from pipeline.calibration import SAMPLE_ERAS, SAMPLE_ROWS, thin
+from pipeline.calibration import calibration_samples
 from pipeline.presets import DEEP_PARAMS
 from pipeline.runtime import feature_projection
 
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--era-rows", type=int, default=4000)
     args = parser.parse_args(argv)
     prep = prepare(BuildConfig(data_dir=args.data_dir, preset="standard"))
-    eras = prep.train.era_order[np.unique(np.linspace(0, len(prep.train.era_order) - 1, SAMPLE_ERAS).astype(int))]
-    sample = thin(prep.train, eras, max(50, SAMPLE_ROWS // len(eras)))
+    sample, _ = calibration_samples(prep.train)
     dataset = labelled(
         Rows.of(None, [(sample, sample.era_order)], 1, sample.feature_names, 0).bin(),
         sample.targets[prep.config.target].to_numpy(),

@@ -205,6 +205,14 @@ def params_key(params: dict[str, Any]) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in params.items() if k not in ignored))
 
 
+def calibration_samples(train: EraFrame) -> tuple[EraFrame, EraFrame]:
+    """The sample costs are measured on, about `SAMPLE_ROWS` rows of `SAMPLE_ERAS` evenly spaced
+    training eras, and its half (the same eras, half their rows)."""
+    eras = train.era_order[np.unique(np.linspace(0, len(train.era_order) - 1, SAMPLE_ERAS).astype(int))]
+    per_era = int(min(len(train) / len(train.era_order), max(50, SAMPLE_ROWS // len(eras))))
+    return thin(train, eras, per_era), thin(train, eras, per_era // 2)
+
+
 def thin(frame: EraFrame, eras: np.ndarray, rows_per_era: int) -> EraFrame:
     """The first `rows_per_era` rows of each of `eras` (a copy): many eras, few rows."""
     slices = frame.era_slices()
@@ -231,9 +239,7 @@ class Calibration:
             self.add(prep)
 
     def measure(self, prep: Prepared, load_seconds: float) -> None:
-        eras = prep.train.era_order[np.unique(np.linspace(0, len(prep.train.era_order) - 1, SAMPLE_ERAS).astype(int))]
-        per_era = int(min(len(prep.train) / len(prep.train.era_order), max(50, SAMPLE_ROWS // len(eras))))
-        self.sample, self.half = thin(prep.train, eras, per_era), thin(prep.train, eras, per_era // 2)
+        self.sample, self.half = calibration_samples(prep.train)
         self.target = prep.config.target
         pipeline = FeaturePipeline(prep.groups, missing="keep", clusters=True, group_stats=True)
         pipeline_seconds = timed(pipeline.fit, [(self.sample, self.sample.era_order)])

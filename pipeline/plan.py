@@ -11,9 +11,9 @@ the parallel share `TREE_PARALLEL` (binning, prediction and the neural members, 
 torch thread, run on one thread); with `--jobs J` each stage's fits run as J processes of cores / J
 threads, longest first, after the work the build does in its own process (feature pipelines,
 blending, scoring), whose least squares run on all of the build's threads with the parallel share
-`BLAS_PARALLEL`. Where the build cannot know in advance what it will choose, the plan assumes: the holdout and refit at
-`CHOSEN_SHARE` of the CV's cap on trees, every member refitted, the neural members at their maximum
-epochs, all of the feature pipeline's transforms kept (`Plan.assumptions`).
+`BLAS_PARALLEL`. Where the build cannot know in advance what it will choose, the plan assumes: the
+holdout and refit at `CHOSEN_SHARE` of the CV's cap on trees, every member refitted, the neural
+members at their maximum epochs, all of the feature pipeline's transforms kept (`Plan.assumptions`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ logger = logging.getLogger(__name__)
 # README ("What a build costs") for the measurement on 2 cores behind it.
 TREE_PARALLEL = 0.85
 # The same for the least squares of neutralization (the blend's choice, the permutation importance)
-# over numpy's BLAS threads in the build's own process (`bench.threads`, on 2 cores; README, "What a build
-# costs").
+# over numpy's BLAS threads in the build's own process (`bench.threads`, on 2 cores; README, "What a
+# build costs").
 BLAS_PARALLEL = 0.7
 # LightGBM's bytes per binned value: 4-bit bins of 5-valued features plus the push buffer that
 # FinishLoad keeps (bench.memory, bench.scale); float features' 8-bit bins with their buffer.
