@@ -464,7 +464,8 @@ class Planner:
 
     def scoring(self) -> Item:
         """The validation figures of every member and the blend, and the permutation importance by
-        group (the ensemble, neutralized, once per group and once as it is)."""
+        group (the ensemble, neutralized, once per group and once as it is); the figures' per-era least
+        squares (FNC, exposure) and the permutation's projections on BLAS threads, as the blend's."""
         rows = self.size.rows(self.scored, "validation")
         per_era = rows / max(1, len(self.scored))
         figures = self.costs.per_era("scoring", len(self.scored), per_era, self.size.features, self.members + 1)
@@ -472,7 +473,7 @@ class Planner:
         sampled = min(rows, max(PERMUTATION_ROWS, 100 * len(self.scored)))
         sampled_per_era = sampled / max(1, len(self.scored))
         projection = self.costs.per_era("projection", len(self.scored), sampled_per_era, self.size.features)
-        seconds = self.predict_seconds(rows) + figures + (self.groups + 1) * self.predict_seconds(sampled)
+        seconds = self.predict_seconds(rows) + (self.groups + 1) * self.predict_seconds(sampled)
         work = f"{self.members + 1} models, {self.groups} groups"
         return Item(
             "score_holdout",
@@ -482,7 +483,7 @@ class Planner:
             self.size.features,
             work,
             parent=seconds,
-            blas=(self.groups + 1) * projection,
+            blas=figures + (self.groups + 1) * projection,
         )
 
     def refit(self) -> list[Item]:

@@ -111,6 +111,10 @@ def test_more_rows_cost_more_and_more_cores_less(calibrated) -> None:
     blend = next(item for item in many.stage_items("cross_validate") if item.name.startswith("blend"))
     assert blend.blas > 0 and blend.parent == 0 and 0 < BLAS_PARALLEL < 1
     assert blend.own_seconds(16) == pytest.approx(blend.blas / speedup(16, BLAS_PARALLEL)), "BLAS on 16 threads"
+    scoring = next(item for item in many.stage_items("score_holdout") if item.name.startswith("validation scores"))
+    assert scoring.blas > 0 and scoring.parent > 0, "FNC's least squares on BLAS threads, predictions on one"
+    for params, (_, _, per_row, per_tree, _) in calibration.costs.trees.items():
+        assert 0 < per_row and 0 <= per_tree < per_row, f"prediction of {params}: a row's part, then each tree's"
 
 
 def test_speedup_and_schedule() -> None:
