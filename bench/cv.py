@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import data as nd
-from pipeline.build import default_data_dir
 from pipeline.cv import EraWalkForward, holdout_eras
 from pipeline.evaluate import cv_lgbm, strided_rows
 from pipeline.metrics import per_era_corr, summarize
 from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMModel
+from pipeline.synthetic import default_data_dir
 
 
 def main() -> None:

@@ -62,12 +62,19 @@ import numpy as np
 import pandas as pd
 
 from pipeline import data as nd
-from pipeline.build import COMPLETE_MARKER, BuildConfig, build, cache_root, default_data_dir
+from pipeline.build import BuildConfig, build
 from pipeline.cv import EMBARGO_20D, holdout_eras
 from pipeline.metrics import paired_difference, per_era_corr, summarize
 from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMModel
 from pipeline.presets import EXAMPLE_MEMBER
-from pipeline.synthetic import DEFAULT_WORLD, generator_digest, write_world
+from pipeline.synthetic import (
+    COMPLETE_MARKER,
+    DEFAULT_WORLD,
+    cache_root,
+    default_data_dir,
+    generator_digest,
+    write_world,
+)
 from pipeline.worlds import WORLDS, WorldSpec, tiny
 
 EVERY_BAR, AVERAGE_BAR, CEILING_SHARE = 1.3, 1.5, 0.75

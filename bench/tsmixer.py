@@ -46,13 +46,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline import data as nd  # noqa: E402
-from pipeline.build import default_data_dir  # noqa: E402
 from pipeline.cv import EMBARGO_20D, holdout_eras  # noqa: E402
 from pipeline.metrics import paired_difference, per_era_benchmark_corr, per_era_corr, summarize  # noqa: E402
 from pipeline.models.lgbm import EXAMPLE_PARAMS, EXAMPLE_ROUNDS, LGBMModel  # noqa: E402
 from pipeline.models.tsmixer import EraNetEstimator, MLPBaseline, TSMixerExt, n_parameters, search  # noqa: E402
 from pipeline.runtime import blend_ranks  # noqa: E402
-from pipeline.synthetic import FEATURE_GROUPS  # noqa: E402
+from pipeline.synthetic import FEATURE_GROUPS, default_data_dir  # noqa: E402
 from pipeline.verify import ONE_THREAD_ENV  # noqa: E402
 
 NUMERAI_FEATURES = 2748

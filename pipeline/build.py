@@ -13,11 +13,10 @@ Each stage is a function with typed inputs and outputs; `build` runs them in ord
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -53,9 +52,9 @@ from pipeline.members.benchmark import predict_rows
 from pipeline.metrics import per_era_corr, summarize
 from pipeline.objective import check_objective, numerai_figures, objective_target, paid_rows
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
-from pipeline.parallel import InProcess, Runner, Timings, active, cross_validate_members, fit_members, local_runner
+from pipeline.parallel import InProcess, Runner, Timings, active, cross_validate_members, local_runner, start_fits
 from pipeline.presets import REFERENCE_MEMBER, make_members, member_targets, preset_entries
-from pipeline.report import search_table, summary_table, write_report
+from pipeline.report import add_timings, search_table, summary_table, write_report
 from pipeline.runtime import PickleState, blend_ranks, ensemble_scores, make_predict
 from pipeline.searches import search_gbdt, search_tsmixer
 from pipeline.targets import aux_targets
@@ -63,8 +62,6 @@ from pipeline.verify import VerificationReport, file_sha256, write_verified_pick
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "NUMERAI_PIPELINE_CACHE"
-COMPLETE_MARKER = ".complete"
 Fold = tuple[np.ndarray, np.ndarray]
 
 
@@ -77,22 +74,6 @@ class BuildResult:
     summary: dict[str, Any] = field(default_factory=dict)
     artifacts_path: Path | None = None
     search: dict[str, Any] | None = None
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "numerai-pipeline")).expanduser()
-
-
-def default_data_dir() -> Path:
-    """The embedded default data: the default synthetic world, generated once and cached."""
-    # Keyed by the generator's source, so a changed generator never reuses a stale world.
-    version = synthetic.generator_digest()
-    target = cache_root() / f"synthetic-default-{version}"
-    if not (target / COMPLETE_MARKER).is_file():
-        logger.info("generating the default synthetic Numerai world into %s (once)", target)
-        synthetic.write_world(target, synthetic.DEFAULT_WORLD)
-        (target / COMPLETE_MARKER).write_text("ok\n")
-    return target
 
 
 def load_data(
@@ -167,7 +148,7 @@ class Prepared:
 def prepare(config: BuildConfig, runner: Runner | None = None) -> Prepared:
     """The data as the build's `runner` needs it (default: this process), members, folds, scored eras."""
     runner = runner or InProcess(config.spill_dir)
-    data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
+    data_dir = Path(config.data_dir) if config.data_dir is not None else synthetic.default_data_dir()
     _, targets, _ = preset_targets(config, data_dir)
     features, train, validation = load_data(config, data_dir, targets, runner.matrix_dir)
     missing = int(train.missing_feature_eras().to_numpy().sum())
@@ -399,16 +380,45 @@ class Holdout:
     importance: dict[str, Any]
 
 
-def score_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation, search: dict | None) -> Holdout:
+@dataclass
+class RefitStart:
+    """The refit as `train_holdout` started it: its frames, feature pipeline and fits (`collect`)."""
+
+    frames: list[nd.EraFrame]
+    pipeline: FeaturePipeline
+    holdout_pipeline: FeaturePipeline
+    collect: Callable[[], None]
+
+
+def train_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation) -> RefitStart:
+    """Every member trained on train eras for the holdout, the refit's feature pipeline fitted here
+    meanwhile; then the refit of the members the blend ships is started: it needs the CV's choices,
+    not the holdout's scores, so on --jobs or Dask it runs while this process scores the holdout."""
+    groups, settings = prep.groups, choice.settings
+    holdout_pipeline = FeaturePipeline(groups, **settings).fit([(prep.train, prep.train.era_order)])
+    collect_holdout = start_fits(prep.members, [prep.train], holdout_pipeline, "holdout")
+    frames, pipeline, shipped = [prep.train], holdout_pipeline, []
+    if prep.config.refit:
+        frames = [prep.train, prep.validation]
+        pipeline = FeaturePipeline(groups, **settings).fit([(f, f.era_order) for f in frames])
+        shipped = [member for member, weight in zip(prep.members, cv.weights, strict=True) if weight > 0]
+    collect_holdout()
+    prep.bins.clear()
+    if shipped:
+        names = ", ".join(member.name for member in shipped)
+        logger.info("refitting the blended members (%s) on train and validation eras with the CV's settings", names)
+    return RefitStart(frames, pipeline, holdout_pipeline, start_fits(shipped, frames, pipeline, "refit"))
+
+
+def score_holdout(prep: Prepared, cv: CrossValidation, search: dict | None, pipeline: FeaturePipeline) -> Holdout:
+    """Every member (trained by `train_holdout` with `pipeline`) and the blend scored on the validation eras."""
     config, validation = prep.config, prep.validation
     rows = validation.select_eras(prep.scored_eras)
     eras, x = validation.eras[rows], validation.features[rows]
     benchmarks = None if validation.benchmark is None else validation.benchmark.to_frame()
     objective, train = config.scoring(), prep.train
     paid = paid_rows(prep.data_dir, train, validation, rows, config.target)
-    pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(prep.train, prep.train.era_order)])
     models = {}
-    fit_members(prep.members, [prep.train], pipeline, "holdout")
     scores = [predict_rows(member, validation, rows) for member in prep.members]
     columns = feature_columns(prep.features, cv.neutralizer_names)
     ensemble = ensemble_scores(np.column_stack(scores), cv.weights, x, eras, cv.neutralization, columns)
@@ -475,17 +485,11 @@ class Refit:
     members: list[SavedMember]
 
 
-def refit(prep: Prepared, choice: FeatureChoice, holdout: Holdout) -> Refit:
-    frames = [prep.train]
-    pipeline = holdout.pipeline
-    if prep.config.refit:
-        names = ", ".join(member.name for member, _ in holdout.shipped)
-        logger.info("refitting the blended members (%s) on train and validation eras with the CV's settings", names)
-        frames = [prep.train, prep.validation]
-        pipeline = FeaturePipeline(prep.groups, **choice.settings).fit([(f, f.era_order) for f in frames])
-        fit_members([member for member, _ in holdout.shipped], frames, pipeline, "refit")
-    members = [SavedMember.trained(member, weight, frames) for member, weight in holdout.shipped]
-    return Refit(pipeline, frames, members)
+def refit(holdout: Holdout, started: RefitStart) -> Refit:
+    """The refit `train_holdout` started, waited for."""
+    started.collect()
+    members = [SavedMember.trained(member, weight, started.frames) for member, weight in holdout.shipped]
+    return Refit(started.pipeline, started.frames, members)
 
 
 def pickle_state(
@@ -667,10 +671,12 @@ def run_stages(config: BuildConfig, runner: Runner, timings: Timings) -> tuple:
         prep = replace(stable, members=prep.members)
         prep.bins.clear()
     with timings.stage("score_holdout"):
-        holdout = score_holdout(prep, choice, cv, search)
-        prep.bins.clear()
+        started = train_holdout(prep, choice, cv)
+        # Beside the refit's fits this process takes the threads of one of them (`pipeline.plan`).
+        with threadpool_limits(runner.threads if runner.concurrent else None):
+            holdout = score_holdout(prep, cv, search, started.holdout_pipeline)
     with timings.stage("refit"):
-        fitted = refit(prep, choice, holdout)
+        fitted = refit(holdout, started)
         prep.bins.clear()
     logger.info(
         "LightGBM datasets: %d binned in %.0f s, %d fits reused one",
@@ -679,12 +685,6 @@ def run_stages(config: BuildConfig, runner: Runner, timings: Timings) -> tuple:
         prep.bins.reused,
     )
     return prep, search, gbdt_search, choice, cv, temporal, holdout, fitted
-
-
-def add_timings(report_json: Path, timings: dict[str, Any]) -> None:
-    """The stages' timings into the staged report.json (the report's own stage included)."""
-    report = json.loads(report_json.read_text())
-    report_json.write_text(json.dumps(report | {"timings": timings}, indent=2))
 
 
 def format_result(result: BuildResult) -> str:

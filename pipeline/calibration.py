@@ -165,10 +165,11 @@ class Costs:
         fixed, rate = self.trees[params_key(params)][:2]
         return fixed * columns / self.columns + rate * rows * columns
 
-    def predict(self, params: dict[str, Any], rows: int, trees: int) -> float:
-        """Scoring `rows` rows with `trees` trees: a part per row (converting it) and one per row x tree."""
+    def predict(self, params: dict[str, Any], rows: int, trees: int, passes: int = 1) -> float:
+        """Scoring `rows` rows with `trees` trees in `passes` calls (the CV's staged scores: one per
+        checkpoint, each converting the rows again): a part per row and call, one per row x tree."""
         per_row, per_tree = self.trees[params_key(params)][2:4]
-        return rows * (per_row + per_tree * trees)
+        return rows * (passes * per_row + per_tree * trees)
 
     def setup(self, params: dict[str, Any], columns: int) -> float:
         """A fit's start before its first tree (LightGBM's tree learner and histogram pool: leaves x

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline import data as nd
 from pipeline.budget import fit_budget
-from pipeline.build import build, cache_root, format_result
+from pipeline.build import build, format_result
 from pipeline.config import BuildConfig
 from pipeline.cv import EMBARGO_20D
 from pipeline.images import DEFAULT_IMAGE, IMAGES, ImageError, image_environment, record_run, sidecar_path
@@ -20,6 +20,7 @@ from pipeline.outputs import terminate_as_exit
 from pipeline.plan import PlanFor, plan_build
 from pipeline.presets import PRESETS
 from pipeline.refresh import format_refresh, refresh
+from pipeline.synthetic import cache_root
 from pipeline.upload import DEFAULT_DOCKER_IMAGE, add_numerai_options, upload_command
 from pipeline.verify import LIMIT_SECONDS, VerificationError, file_sha256, verify_pickle
 

@@ -158,6 +158,7 @@ class DaskRunner:
     each too, so the workers need the same environment as this machine (torch included)."""
 
     matrix_dir = None
+    concurrent = True
 
     def __init__(self, client: Client):
         self.client = client

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -155,6 +155,9 @@ class Runner(Protocol):
     jobs: int
     # Where the int8 matrices must live for the workers to map them (None: anywhere).
     matrix_dir: Path | None
+    # Whether a submitted task runs elsewhere while this process goes on; the threads of one there.
+    concurrent: bool
+    threads: int | None
 
     def cache(self, seed: int) -> DatasetCache:
         """A cache of binned datasets that this runner's fits can share."""
@@ -193,6 +196,8 @@ class InProcess:
     spill_dir: Path | None = None
     jobs: int = 1
     matrix_dir: Path | None = None
+    concurrent: ClassVar[bool] = False
+    threads: ClassVar[None] = None
 
     def cache(self, seed: int) -> DatasetCache:
         return DatasetCache(seed=seed, spill_dir=self.spill_dir)
@@ -453,6 +458,7 @@ class Processes:
     frames: FileFrames = field(init=False)
     pool: ProcessPoolExecutor = field(init=False)
     peak_mb: float = 0.0
+    concurrent: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.matrix_dir = self.matrix_dir or self.scratch
@@ -616,8 +622,26 @@ def cross_validate_members(
 
 
 def fit_members(members: Sequence[Any], splits: list[EraFrame], pipeline: FeaturePipeline, stage: str) -> None:
-    """`Member.fit` of every member on the current runner, all started before any is collected;
-    members a worker cannot import are fitted here meanwhile."""
+    """`Member.fit` of every member on the current runner, all started before any is collected."""
+    launch_fits(members, splits, pipeline, stage)()
+
+
+def start_fits(
+    members: Sequence[Any], splits: list[EraFrame], pipeline: FeaturePipeline, stage: str
+) -> Callable[[], None]:
+    """`fit_members` started, the returned function waits for it; until then the members keep their
+    state (a worker trains a copy). On a runner not `concurrent` (`--jobs 1`, which trains in place as
+    it is submitted) nothing starts before the returned function is called."""
+    if current().concurrent:
+        return launch_fits(members, splits, pipeline, stage)
+    return partial(fit_members, members, splits, pipeline, stage)
+
+
+def launch_fits(
+    members: Sequence[Any], splits: list[EraFrame], pipeline: FeaturePipeline, stage: str
+) -> Callable[[], None]:
+    """Every member's fit submitted to the current runner; the returned function fits here the members
+    a worker cannot import, then collects the others."""
     runner = current()
     started = []
     for member in members:
@@ -627,12 +651,16 @@ def fit_members(members: Sequence[Any], splits: list[EraFrame], pipeline: Featur
             started.append(start_member(member, partial(runner.submit, member_fit, member, splits, pipeline, stage)))
         else:
             started.append(None)
-    for member, collect in zip(members, started, strict=True):
-        if collect is None:
-            member.fit(splits, pipeline, stage)
-    for collect in started:
-        if collect is not None:
-            collect()
+
+    def collect() -> None:
+        for member, collected in zip(members, started, strict=True):
+            if collected is None:
+                member.fit(splits, pipeline, stage)
+        for collected in started:
+            if collected is not None:
+                collected()
+
+    return collect
 
 
 @dataclass

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,22 +32,17 @@ from pipeline.build import Prepared, prepare
 from pipeline.calibration import Calibration, Costs, Size, View, calibration_json, neural
 from pipeline.config import BuildConfig
 from pipeline.cv import holdout_eras, walk_forward_folds
+from pipeline.evaluate import checkpoints
 from pipeline.feature_choice import ALL_TRANSFORMS, PIPELINE_CONFIGS, TEMPORAL_ERAS
 from pipeline.members.lgbm_search import survivors
 from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMModel
 from pipeline.parallel import threads_per_job
 from pipeline.presets import PROBE
+from pipeline.schedule import BLAS_PARALLEL, TREE_PARALLEL, Item, Task, lpt_makespan
 from pipeline.searches import gbdt_trials
 
 logger = logging.getLogger(__name__)
 
-# Share of LightGBM's tree building that runs in parallel over threads (Amdahl's law); see the
-# README ("What a build costs") for the measurement on 2 cores behind it.
-TREE_PARALLEL = 0.85
-# The same for the least squares of neutralization (the blend's choice, the permutation importance)
-# over numpy's BLAS threads in the build's own process (`bench.threads`, on 2 cores; README, "What a
-# build costs").
-BLAS_PARALLEL = 0.7
 # LightGBM's bytes per binned value: 4-bit bins of 5-valued features plus the push buffer that
 # FinishLoad keeps (bench.memory, bench.scale); float features' 8-bit bins with their buffer.
 BYTES_PER_BIN = 1.1
@@ -64,68 +59,14 @@ CHOSEN_SHARE = 0.5
 FIXED_SECONDS = {"export": 3.0, "write_build_report": 3.5}
 
 
-def speedup(threads: int, parallel: float = TREE_PARALLEL) -> float:
-    """Amdahl's law: how much faster `threads` threads build trees than one."""
-    return 1.0 / ((1.0 - parallel) + parallel / max(1, threads))
-
-
 # ---------------------------------------------------------------------------------------------------
 # The plan's items
-
-
-@dataclass
-class Task:
-    """One fit or task the runner runs: one-thread seconds of its trees (`cpu`, which scale with
-    threads) and of the rest (`serial`), and the memory it holds at its peak."""
-
-    cpu: float
-    serial: float
-    memory_mb: float
-
-    def seconds(self, threads: int) -> float:
-        return self.cpu / speedup(threads) + self.serial
-
-
-@dataclass
-class Item:
-    """One line of the plan: its fits (or tasks) on rows x features with their work (trees, epochs),
-    the runner's tasks, the one-thread seconds it takes in the build's own process (`parent`; `blas`
-    of them in least squares, which run on the build's threads) and the memory that needs there
-    beyond the interpreter and the int8 matrices."""
-
-    stage: str
-    name: str
-    fits: int
-    rows: int
-    features: int
-    work: str
-    tasks: list[Task] = field(default_factory=list)
-    parent: float = 0.0
-    blas: float = 0.0
-    memory_mb: float = 0.0
-    # Rounds of a stage run one after the other (the search's folds); a round's tasks side by side.
-    round: int = 0
-
-    def seconds(self, threads: int, parent_threads: int = 1) -> float:
-        return self.own_seconds(parent_threads) + sum(task.seconds(threads) for task in self.tasks)
-
-    def own_seconds(self, threads: int) -> float:
-        """Seconds in the build's own process on `threads` threads."""
-        return self.parent + self.blas / speedup(threads, BLAS_PARALLEL)
 
 
 def chosen_trees(member: Any) -> int:
     """The trees a LightGBM member's holdout and refit are planned with: `CHOSEN_SHARE` of its cap
     (they train the CV's choice, unknown before the CV)."""
     return max(1, round(CHOSEN_SHARE * member.estimator.num_boost_round))
-
-
-def lpt_makespan(durations: Sequence[float], slots: int) -> float:
-    """Wall time of independent tasks on `slots` processes, each next-longest to the least loaded."""
-    loads = [0.0] * max(1, slots)
-    for duration in sorted(durations, reverse=True):
-        loads[loads.index(min(loads))] += duration
-    return max(loads)
 
 
 class Planner:
@@ -181,12 +122,13 @@ class Planner:
         return Task(cpu, binning + self.costs.setup(params, view.width), memory), labelled_rows
 
     def cv_tasks(self, key: tuple, params: dict, rounds: int, stride: int, target: str, view: View) -> list[Task]:
-        """One task per fold: the fit and its staged prediction of the fold's scored eras."""
+        """One task per fold: the fit and its staged prediction of the fold's scored eras (`cv_lgbm`)."""
         tasks = []
         for k, (train_eras, val_eras) in enumerate(self.folds):
             task, _ = self.lgbm_task((*key, k), params, rounds, [("train", train_eras[::stride])], target, view)
             scored = self.size.rows(val_eras)
-            task.serial += self.costs.predict(params, scored, rounds) + self.costs.transforming(scored, view)
+            staged = self.costs.predict(params, scored, rounds, len(checkpoints(rounds)))
+            task.serial += staged + self.costs.transforming(scored, view)
             task.memory_mb += scored * view.width * 4 / 2**20
             tasks.append(task)
         return tasks
@@ -441,7 +383,17 @@ class Planner:
             parent=self.pipeline_fit(eras),
         )
         fits = self.member_fits("score_holdout", [("train", eras)], self.folds[-1][0])
-        return [pipeline, *fits, self.scoring()]
+        refit_pipeline, refits = self.refit_items()
+        if self.config.jobs == 1:
+            return [pipeline, *refit_pipeline, *fits, self.scoring()]
+        # --jobs: the refit's pipeline fitted while the holdout's fits run, its fits while this process scores.
+        return [
+            pipeline,
+            *(replace(item, round=1) for item in fits),
+            *(replace(item, round=1, beside=True) for item in refit_pipeline),
+            *(replace(item, stage="score_holdout", round=2) for item in refits),
+            replace(self.scoring(), round=2, beside=True),
+        ]
 
     def predict_seconds(self, rows: int) -> float:
         """Every member's scores of `rows` validation rows (LightGBM at its cap on trees)."""
@@ -486,13 +438,14 @@ class Planner:
             blas=figures + (self.groups + 1) * projection,
         )
 
-    def refit(self) -> list[Item]:
+    def refit_items(self) -> tuple[list[Item], list[Item]]:
+        """The refit's feature pipeline (fitted in stage score_holdout) and its fits."""
         if not self.config.refit:
-            return []
+            return [], []
         parts = [("train", self.size.eras()), ("validation", self.size.eras("validation"))]
         rows = sum(self.size.rows(eras, split) for split, eras in parts)
         pipeline = Item(
-            "refit",
+            "score_holdout",
             "feature pipeline on train and validation eras",
             1,
             rows,
@@ -500,7 +453,12 @@ class Planner:
             "fit",
             parent=self.pipeline_fit([], split_rows=rows),
         )
-        return [pipeline, *self.member_fits("refit", parts, self.size.eras())]
+        return [pipeline], self.member_fits("refit", parts, self.size.eras())
+
+    def refit(self) -> list[Item]:
+        """The refit's fits where they are waited for after the holdout's scores (--jobs 1); with
+        --jobs they start beside those scores (`holdout`)."""
+        return self.refit_items()[1] if self.config.jobs == 1 else []
 
     def output(self) -> list[Item]:
         live = round(self.size.rows_per_era)
@@ -555,9 +513,11 @@ class Plan:
         items = self.stage_items(stage)
         run = 0.0
         for round_ in sorted({item.round for item in items}):
-            durations = [t.seconds(self.threads_per_fit) for item in items if item.round == round_ for t in item.tasks]
-            run += sum(durations) if self.jobs == 1 else lpt_makespan(durations, self.jobs)
-        return sum(item.own_seconds(self.threads) for item in items) + run
+            in_round = [item for item in items if item.round == round_]
+            durations = [task.seconds(self.threads_per_fit) for item in in_round for task in item.tasks]
+            tasks = sum(durations) if self.jobs == 1 else lpt_makespan(durations, self.jobs)
+            run += max(tasks, sum(item.own_seconds(self.threads_per_fit) for item in in_round if item.beside))
+        return sum(item.own_seconds(self.threads) for item in items if not item.beside) + run
 
     def stage_memory(self, stage: str) -> tuple[float, float]:
         """(this process's peak MB, one worker's peak MB or 0) in `stage`."""
@@ -650,6 +610,8 @@ ASSUMPTIONS = [
     "most the cap: then they cost up to twice as much)",
     "--torch-processes N divides a neural fit's time by N (data-parallel; measured on this machine for N = 1 only)",
     "every member is refitted (the blend leaves out those it gives no weight)",
+    "with --jobs, this process's work beside the workers' fits (the refit's pipeline, the holdout's scores) "
+    "takes the threads of one of them, and the refit's fits are counted in score_holdout, where they start",
     "neural members train their maximum epochs (they stop early when their early-stopping eras stop improving)",
     "the feature pipeline keeps every transform its ablation tries",
 ]

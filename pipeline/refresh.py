@@ -40,7 +40,6 @@ from pipeline.artifacts import (
 )
 from pipeline.build import (
     BuildResult,
-    default_data_dir,
     export,
     feature_columns,
     load_data,
@@ -54,6 +53,7 @@ from pipeline.metrics import per_era_corr, summarize
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
 from pipeline.report import refresh_table
 from pipeline.runtime import ensemble_scores
+from pipeline.synthetic import default_data_dir
 
 logger = logging.getLogger(__name__)
 

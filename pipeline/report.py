@@ -171,3 +171,9 @@ def refresh_table(refresh: dict[str, Any], models: dict[str, dict[str, Any]]) ->
         + " (previous / refreshed / full retrain)"
     )
     return "\n".join(lines)
+
+
+def add_timings(report_json: Path, timings: dict[str, Any]) -> None:
+    """The stages' timings into the staged report.json (the report's own stage included)."""
+    report = json.loads(report_json.read_text())
+    report_json.write_text(json.dumps(report | {"timings": timings}, indent=2))

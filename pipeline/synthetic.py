@@ -35,6 +35,8 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,8 @@ from pipeline.worlds import (
     group_sizes,
     world_spec,
 )
+
+logger = logging.getLogger(__name__)
 
 BENCHMARK_COLUMNS: tuple[str, str] = DEFAULT_WORLD.benchmark_columns  # the default world's names
 # Target classes: values and cumulative class shares (5/20/50/20/5 %).
@@ -555,6 +559,27 @@ def main(argv: list[str] | None = None) -> None:
     """CLI entry point: `python -m pipeline.synthetic OUT_DIR [options]`."""
     out_dir, spec, progress = _parse_args(argv)
     write_world(out_dir, spec, progress)
+
+
+# The embedded default data's cache (what `python build_model.py` builds on without --data-dir).
+CACHE_ENV = "NUMERAI_PIPELINE_CACHE"
+COMPLETE_MARKER = ".complete"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "numerai-pipeline")).expanduser()
+
+
+def default_data_dir() -> Path:
+    """The embedded default data: the default synthetic world, generated once and cached."""
+    # Keyed by the generator's source, so a changed generator never reuses a stale world.
+    version = generator_digest()
+    target = cache_root() / f"synthetic-default-{version}"
+    if not (target / COMPLETE_MARKER).is_file():
+        logger.info("generating the default synthetic Numerai world into %s (once)", target)
+        write_world(target, DEFAULT_WORLD)
+        (target / COMPLETE_MARKER).write_text("ok\n")
+    return target
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.binning import DatasetCache
 from pipeline.parallel import Fit, InProcess, task_name
@@ -28,3 +28,33 @@ class Recording(InProcess):
     def submit(self, function: Callable[..., Any], *args: Any) -> Future:
         self.submitted.append(task_name(function, args))
         return super().submit(function, *args)
+
+
+class Later:
+    """A result computed when it is first asked for."""
+
+    def __init__(self, compute: Callable[[], Any]):
+        self.compute, self.value, self.computed = compute, None, False
+
+    def result(self) -> Any:
+        if not self.computed:
+            self.value, self.computed = self.compute(), True
+        return self.value
+
+
+@dataclass
+class Deferred(InProcess):
+    """A `concurrent` runner here: each fit and task runs when its result is collected, as one on the
+    workers would be done only then, so what the build does meanwhile with the members shows. Records
+    each submission, and whatever else a test adds, in `events`."""
+
+    concurrent: ClassVar[bool] = True
+    events: list[str] = field(default_factory=list)
+
+    def submit_fit(self, fit: Fit, cache: DatasetCache) -> Later:
+        self.events.append(fit.name)
+        return Later(lambda: InProcess.submit_fit(self, fit, cache).result())
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Later:
+        self.events.append(task_name(function, args))
+        return Later(lambda: InProcess.submit(self, function, *args).result())

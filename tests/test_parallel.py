@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -13,11 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import build as build_module
 from pipeline import data as nd
 from pipeline.binning import DatasetCache
 from pipeline.build import BuildConfig, FeatureChoice, build, cross_validate, prepare
 from pipeline.cli import main
 from pipeline.feature_choice import fold_pipelines
+from pipeline.features import FeaturePipeline
 from pipeline.members.benchmark import predict_rows
 from pipeline.models.lgbm import EXAMPLE_PARAMS, LGBMModel
 from pipeline.parallel import (
@@ -31,11 +34,12 @@ from pipeline.parallel import (
     mapped_file,
     opened,
     run_plan,
+    start_fits,
     task_payload,
     threads_per_job,
 )
 from pipeline.weighting import EraWeighting
-from tests.recording import Recording
+from tests.recording import Deferred, Recording
 
 SETTINGS = {"missing": "nan", "clusters": True, "group_stats": True, "mixing": False}
 
@@ -93,6 +97,44 @@ def test_a_build_with_two_jobs_writes_the_pickle_of_one(tiny_world: Path, tmp_pa
     assert timings["stages"]["cross_validate"]["worker_peak_rss_mb"] > 0
     assert all(stage["seconds"] >= 0 and stage["peak_rss_mb"] > 0 for stage in timings["stages"].values())
     assert abs(timings["total_seconds"] - sum(s["seconds"] for s in timings["stages"].values())) < 0.1
+
+
+def test_the_refit_runs_beside_the_holdout_scores_and_changes_none_of_them(
+    tiny_world: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """With fits elsewhere the refit's start before the holdout is scored; the members must score
+    with their holdout state until the refit is collected."""
+    runner, scored = Deferred(), build_module.validation_figures
+
+    def validation_figures(*args, **kwargs):
+        runner.events.append("validation scores")
+        return scored(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "validation_figures", validation_figures)
+    config = BuildConfig(data_dir=tiny_world, num_boost_round=30, cv_folds=2, threads=1, gbdt_search_trials=2)
+    with monkeypatch.context() as patched:
+        patched.setattr(build_module, "fit_runner", lambda config: contextlib.nullcontext(runner))
+        beside = build(replace(config, out=tmp_path / "beside" / "model.pkl"))
+    after = build(replace(config, out=tmp_path / "after" / "model.pkl"))
+    refits = [k for k, event in enumerate(runner.events) if event.endswith(" refit")]
+    assert refits and refits[0] < runner.events.index("validation scores")
+    for name, figures in after.models.items():
+        assert beside.models[name]["validation"] == figures["validation"], name
+    live = pd.read_parquet(tiny_world / "live.parquet")
+    pd.testing.assert_frame_equal(pd.read_pickle(beside.model_path)(live), pd.read_pickle(after.model_path)(live))
+
+
+def test_a_started_fit_leaves_the_member_as_it_was_until_collected(tiny_world: Path) -> None:
+    prep = prepare(BuildConfig(data_dir=tiny_world, num_boost_round=5, threads=1))
+    member = next(m for m in prep.members if m.name == "lgbm_aux20")
+    holdout, refit = (FeaturePipeline(prep.groups).fit([(f, f.era_order) for f in fs]) for fs in ([prep.train],) * 2)
+    fit_members([member], [prep.train], holdout, "holdout")
+    state = member.pipeline_, member.estimator.booster_
+    with active(Deferred()):
+        collect = start_fits([member], [prep.train, prep.validation], refit, "refit")
+        assert member.pipeline_ is state[0] and member.estimator.booster_ is state[1], "scores as the holdout's"
+        collect()
+    assert member.pipeline_ is not state[0] and member.estimator.booster_ is not state[1]
 
 
 def test_a_spilled_matrix_is_reopened_by_another_process(tmp_path: Path) -> None:

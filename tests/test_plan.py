@@ -20,7 +20,8 @@ from pipeline.calibration import Calibration, Size
 from pipeline.cli import main
 from pipeline.members.lgbm import scaled_trees
 from pipeline.parallel import InProcess, Timings
-from pipeline.plan import BLAS_PARALLEL, PlanFor, lpt_makespan, make_plan, speedup
+from pipeline.plan import PlanFor, make_plan
+from pipeline.schedule import BLAS_PARALLEL, lpt_makespan, speedup
 
 OPTIONS = {"num_boost_round": 10, "threads": 1, "cv_folds": 2}
 

@@ -144,8 +144,9 @@ class LightGBMMember:
         run_plan(self.fit_plan(splits, pipeline, stage))
 
     def fit_plan(self, splits: list[EraFrame], pipeline: FeaturePipeline, stage: Stage) -> FitPlan:
-        """`fit` as one fit that the build runs with every other member's."""
-        pipeline = self.pipeline_ = self._pipeline(pipeline)
+        """`fit` as one fit that the build runs with every other member's; the member takes the fitted
+        pipeline and booster when the plan finishes (until then it predicts as it did)."""
+        pipeline = self._pipeline(pipeline)
         fit = Fit(
             f"{self.name} {stage}",
             pipeline,
@@ -160,7 +161,7 @@ class LightGBMMember:
         )
 
         def finish(fitted: list[Fitted]) -> None:
-            self.estimator.booster_ = fitted[0].booster
+            self.pipeline_, self.estimator.booster_ = pipeline, fitted[0].booster
 
         return FitPlan([fit], finish, self.bins, self.estimator.seed)
 

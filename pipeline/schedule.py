@@ -1,0 +1,72 @@
+"""How the plan's work runs on a machine's cores: Amdahl's speedup over threads, the longest-first
+schedule of tasks on processes, and the plan's items (`pipeline.plan`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+# Share of LightGBM's tree building that runs in parallel over threads (Amdahl's law); see the
+# README ("What a build costs") for the measurement on 2 cores behind it.
+TREE_PARALLEL = 0.85
+# The same for the least squares of neutralization (the blend's choice, the permutation importance)
+# over numpy's BLAS threads in the build's own process (`bench.threads`, on 2 cores; README, "What a
+# build costs").
+BLAS_PARALLEL = 0.7
+
+
+def speedup(threads: int, parallel: float = TREE_PARALLEL) -> float:
+    """Amdahl's law: how much faster `threads` threads build trees than one."""
+    return 1.0 / ((1.0 - parallel) + parallel / max(1, threads))
+
+
+def lpt_makespan(durations: Sequence[float], slots: int) -> float:
+    """Wall time of independent tasks on `slots` processes, each next-longest to the least loaded."""
+    loads = [0.0] * max(1, slots)
+    for duration in sorted(durations, reverse=True):
+        loads[loads.index(min(loads))] += duration
+    return max(loads)
+
+
+@dataclass
+class Task:
+    """One fit or task the runner runs: one-thread seconds of its trees (`cpu`, which scale with
+    threads) and of the rest (`serial`), and the memory it holds at its peak."""
+
+    cpu: float
+    serial: float
+    memory_mb: float
+
+    def seconds(self, threads: int) -> float:
+        return self.cpu / speedup(threads) + self.serial
+
+
+@dataclass
+class Item:
+    """One line of the plan: its fits (or tasks) on rows x features with their work (trees, epochs),
+    the runner's tasks, the one-thread seconds it takes in the build's own process (`parent`; `blas`
+    of them in least squares, which run on the build's threads) and the memory that needs there
+    beyond the interpreter and the int8 matrices."""
+
+    stage: str
+    name: str
+    fits: int
+    rows: int
+    features: int
+    work: str
+    tasks: list[Task] = field(default_factory=list)
+    parent: float = 0.0
+    blas: float = 0.0
+    memory_mb: float = 0.0
+    # Rounds of a stage run one after the other (the search's folds); a round's tasks side by side.
+    round: int = 0
+    # Work of this process that runs while its round's tasks run on the workers (`--jobs`), on as
+    # many threads as one of them (`train_holdout`).
+    beside: bool = False
+
+    def seconds(self, threads: int, parent_threads: int = 1) -> float:
+        return self.own_seconds(parent_threads) + sum(task.seconds(threads) for task in self.tasks)
+
+    def own_seconds(self, threads: int) -> float:
+        """Seconds in the build's own process on `threads` threads."""
+        return self.parent + self.blas / speedup(threads, BLAS_PARALLEL)
