@@ -4,7 +4,7 @@ for `pipeline.plan`.
 Everything is timed in CPU seconds on one thread (what others run on the cores meanwhile does not
 count): binning at two sample sizes (raw and engineered features, and the engineered view's per-era
 figures), `CALIBRATION_TREES` trees of every distinct LightGBM setting at two sizes and their
-prediction with one tree and all of them, the feature pipeline with and without its group mixers,
+prediction with one tree and `PREDICT_TREES`, the feature pipeline with and without its group mixers,
 and one epoch of each neural member. Costs grow linearly with the rows and columns they touch (a
 tree: a fixed part for its split search plus a part linear in rows x columns for its histograms),
 so a size the data does not have is planned from the same measurements. Per-era least squares (the

@@ -11,9 +11,11 @@ the parallel share `TREE_PARALLEL` (binning, prediction and the neural members, 
 torch thread, run on one thread); with `--jobs J` each stage's fits run as J processes of cores / J
 threads, longest first, after the work the build does in its own process (feature pipelines,
 blending, scoring), whose least squares run on all of the build's threads with the parallel share
-`BLAS_PARALLEL`. Where the build cannot know in advance what it will choose, the plan assumes: the
-holdout and refit at `CHOSEN_SHARE` of the CV's cap on trees, every member refitted, the neural
-members at their maximum epochs, all of the feature pipeline's transforms kept (`Plan.assumptions`).
+`BLAS_PARALLEL` (the refit's pipeline and the holdout's scores run beside the workers' fits instead,
+on one worker's threads: `Item.beside`). Where the build cannot know in advance what it will choose,
+the plan assumes: the holdout and refit at `CHOSEN_SHARE` of the CV's cap on trees, every member
+refitted, the neural members at their maximum epochs, all of the feature pipeline's transforms kept
+(`Plan.assumptions`).
 """
 
 from __future__ import annotations
