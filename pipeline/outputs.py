@@ -117,9 +117,10 @@ def signals_held() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def terminate_as_exit() -> Iterator[None]:
+def terminate_as_exit(afterwards: signal.Handlers | None = None) -> Iterator[None]:
     """SIGTERM raises SystemExit(143) in the main thread, so `finally` blocks and context managers
-    clean up (temporary files, the verification process) as they do for SIGINT's KeyboardInterrupt."""
+    clean up (temporary files, the verification process) as they do for SIGINT's KeyboardInterrupt.
+    `afterwards`: the action the block leaves for SIGTERM (default: the one before it)."""
 
     def handler(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -132,7 +133,7 @@ def terminate_as_exit() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous if afterwards is None else afterwards)
 
 
 class BuildOutputs:

@@ -509,6 +509,22 @@ def own_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
+def test_a_sigterm_after_the_build_has_ended_exits_without_being_killed(tiny_world: Path, tmp_path: Path) -> None:
+    """Once the outputs are committed a SIGTERM is ignored: Python puts back the default action while
+    it shuts down, where one had killed a finished build (-15) within the second after its report."""
+    out = tmp_path / "model.pkl"
+    process = build_process(tiny_world, out, 0)
+    for line in process.stderr:
+        if "stage write_build_report" in line:
+            time.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            break
+    process.stderr.read()
+    assert process.wait(timeout=120) in (0, 143)
+    pickle, report, manifest = outputs_of(out)
+    assert pickle == report == manifest and not leftovers(tmp_path)
+
+
 def test_sigterm_at_seeded_moments_leaves_one_whole_build(tiny_world: Path, tmp_path: Path) -> None:
     out = tmp_path / "model.pkl"
     start = time.monotonic()
