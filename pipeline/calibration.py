@@ -341,9 +341,10 @@ def calibrate_trees(params: dict[str, Any], datasets: dict, sample: EraFrame, ha
     one tree and `PREDICT_TREES`)."""
     params = params | {"num_threads": 1}
     per_tree, first = {}, {}
-    for name in ("full", "half"):
-        dataset, frame = datasets[name]
-        dataset = labelled(dataset, frame.targets[target].to_numpy())
+    trained = {
+        name: labelled(datasets[name][0], datasets[name][1].targets[target].to_numpy()) for name in ("full", "half")
+    }
+    for name, dataset in trained.items():
         first[name] = fastest(FIT_REPEATS, lgb.train, params, dataset, num_boost_round=1)
         every = fastest(FIT_REPEATS, lgb.train, params, dataset, num_boost_round=CALIBRATION_TREES)
         per_tree[name] = max(0.0, every - first[name]) / (CALIBRATION_TREES - 1)
@@ -351,7 +352,7 @@ def calibrate_trees(params: dict[str, Any], datasets: dict, sample: EraFrame, ha
     rows, rows_half = len(sample), len(half)
     fixed, rate = line(rows_half * columns, per_tree["half"], rows * columns, per_tree["full"])
     setup = max(0.0, first["full"] - per_tree["full"])
-    booster = lgb.train(params, labelled(datasets["full"][0], sample.targets[target].to_numpy()), PREDICT_TREES)
+    booster = lgb.train(params, trained["full"], PREDICT_TREES)
     x = datasets["pipeline"].matrix(sample.features, sample.eras)
     one = fastest(PREDICT_REPEATS, booster_predict, booster, x, 1) / len(x)
     every = fastest(PREDICT_REPEATS, booster_predict, booster, x) / len(x)

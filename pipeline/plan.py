@@ -96,7 +96,6 @@ class Planner:
             self.stability,
             self.cv,
             self.holdout,
-            self.refit,
         )
         return [item for stage in stages for item in stage()] + self.output()
 
@@ -374,6 +373,8 @@ class Planner:
         ]
 
     def holdout(self) -> list[Item]:
+        """Stages score_holdout and refit: with --jobs 1 one after the other; with --jobs the refit's
+        pipeline fitted while the holdout's fits run, its fits while this process scores."""
         eras = self.size.eras()
         pipeline = Item(
             "score_holdout",
@@ -387,8 +388,7 @@ class Planner:
         fits = self.member_fits("score_holdout", [("train", eras)], self.folds[-1][0])
         refit_pipeline, refits = self.refit_items()
         if self.config.jobs == 1:
-            return [pipeline, *refit_pipeline, *fits, self.scoring()]
-        # --jobs: the refit's pipeline fitted while the holdout's fits run, its fits while this process scores.
+            return [pipeline, *refit_pipeline, *fits, self.scoring(), *refits]
         return [
             pipeline,
             *(replace(item, round=1) for item in fits),
@@ -456,11 +456,6 @@ class Planner:
             parent=self.pipeline_fit([], split_rows=rows),
         )
         return [pipeline], self.member_fits("refit", parts, self.size.eras())
-
-    def refit(self) -> list[Item]:
-        """The refit's fits where they are waited for after the holdout's scores (--jobs 1); with
-        --jobs they start beside those scores (`holdout`)."""
-        return self.refit_items()[1] if self.config.jobs == 1 else []
 
     def output(self) -> list[Item]:
         live = round(self.size.rows_per_era)
