@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -69,6 +70,18 @@ def chosen_trees(member: Any) -> int:
     """The trees a LightGBM member's holdout and refit are planned with: `CHOSEN_SHARE` of its cap
     (they train the CV's choice, unknown before the CV)."""
     return max(1, round(CHOSEN_SHARE * member.estimator.num_boost_round))
+
+
+def chosen_among(tasks: list[Task], views: list[tuple], count: int) -> Task:
+    """One of `count` fits chosen among `tasks` (a search's survivors, its kept trials: which, the CV
+    decides): their mean trees and setup, and a `count`-th of the binning that `count` fits drawn
+    from them are expected to need, each view once for all that share it (`views[i]`: task i's)."""
+    shares = Counter(views)
+    fresh = {view: max(t.binning for t, v in zip(tasks, views, strict=True) if v == view) for view in shares}
+    binning = sum((1 - (1 - n / len(views)) ** count) * fresh[view] for view, n in shares.items()) / count
+    mean = {name: float(np.mean([getattr(task, name) for task in tasks])) for name in ("cpu", "serial", "binning")}
+    memory = max(task.memory_mb for task in tasks)
+    return Task(mean["cpu"], mean["serial"] - mean["binning"] + binning, memory, binning)
 
 
 class Planner:
@@ -120,7 +133,7 @@ class Planner:
         self.binned.add(key)
         cpu = rounds * self.costs.tree(params, labelled_rows, view.width)
         memory = (rows * view.width * BYTES_PER_BIN + BIN_SAMPLE_ROWS * view.width * 16) / 2**20
-        return Task(cpu, binning + self.costs.setup(params, view.width), memory), labelled_rows
+        return Task(cpu, binning + self.costs.setup(params, view.width), memory, binning), labelled_rows
 
     def cv_tasks(self, key: tuple, params: dict, rounds: int, stride: int, target: str, view: View) -> list[Task]:
         """One task per fold: the fit and its staged prediction of the fold's scored eras (`cv_lgbm`)."""
@@ -135,9 +148,10 @@ class Planner:
         return tasks
 
     def member_view(self, member: Any) -> tuple:
-        """Which binned dataset a LightGBM member reads (the members that share one bin it once)."""
+        """Which binned dataset a LightGBM member reads (the members that share one bin it once; a
+        benchmark member bins its own, with the benchmark's rank as one more column)."""
         subset = None if member.features is None else tuple(member.features)
-        return ("engineered" if member.engineered else "raw", subset, member.era_stride)
+        return (member.kind, "engineered" if member.engineered else "raw", subset, member.era_stride)
 
     def pipeline_fit(self, eras: Sequence[str], mixing: bool = True, split_rows: int | None = None) -> float:
         """One-thread seconds of a feature pipeline fitted on `eras` (with its group mixers or not)."""
@@ -226,11 +240,7 @@ class Planner:
             ]
             for k, count in enumerate(survivors(len(trials), member.search, len(self.folds))[1:], start=1):
                 tasks = [item.tasks[k] for item in folds]
-                mean = Task(
-                    float(np.mean([task.cpu for task in tasks])),
-                    float(np.mean([task.serial for task in tasks])),
-                    max(task.memory_mb for task in tasks),
-                )
+                mean = chosen_among(tasks, [self.member_view(trial) for trial in trials], count)
                 name = f"{member.name} fold {k + 1}: {count} of {len(trials)} trials (their mean)"
                 mean_rows = round(np.mean([fold_rows[k] for fold_rows in rows]))
                 items.append(replace(folds[0], name=name, fits=count, rows=mean_rows, tasks=[mean] * count, round=k))
@@ -354,10 +364,14 @@ class Planner:
         return self.lgbm_task(key, params, chosen_trees(member), strided, member.train_target, view)
 
     def kept_fits(self, stage: str, parts: list[tuple[str, np.ndarray]], trials: list[Any], kept: int) -> list[Item]:
-        """The `kept` members a search keeps of `trials`, each at the trials' mean cost."""
+        """The `kept` members a search keeps of `trials` (which ones, the CV decides), each at the trials'
+        mean cost of trees, and together binning the views `kept` trials drawn from `trials` are expected
+        to need (a view is binned once whichever kept trials share it); later items bin their own."""
+        before = set(self.binned)
         fits = [self.lgbm_fit(stage, trial, parts) for trial in trials]
-        cpu, serial = (float(np.mean([getattr(task, name) for task, _ in fits])) for name in ("cpu", "serial"))
-        memory, rows = max(task.memory_mb for task, _ in fits), round(np.mean([rows for _, rows in fits]))
+        self.binned = before
+        task = chosen_among([task for task, _ in fits], [self.member_view(trial) for trial in trials], kept)
+        rows = round(np.mean([rows for _, rows in fits]))
         name, width = trials[0].name.rsplit("_", 1)[0], self.columns(trials[0]).width
         return [
             Item(
@@ -367,7 +381,7 @@ class Planner:
                 rows,
                 width,
                 "trials' trees",
-                [Task(cpu, serial, memory)],
+                [task],
             )
             for k in range(1, kept + 1)
         ]
@@ -553,6 +567,7 @@ class Plan:
                     "features": item.features,
                     "work": item.work,
                     "seconds_one_thread": round(item.seconds(1), 2),
+                    "binning_one_thread": round(sum(task.binning for task in item.tasks), 2),
                 }
                 for item in self.stage_items(stage)
             ]

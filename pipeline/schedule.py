@@ -31,11 +31,13 @@ def lpt_makespan(durations: Sequence[float], slots: int) -> float:
 @dataclass
 class Task:
     """One fit or task the runner runs: one-thread seconds of its trees (`cpu`, which scale with
-    threads) and of the rest (`serial`), and the memory it holds at its peak."""
+    threads) and of the rest (`serial`; `binning` of them binning its dataset), and the memory it
+    holds at its peak."""
 
     cpu: float
     serial: float
     memory_mb: float
+    binning: float = 0.0
 
     def seconds(self, threads: int) -> float:
         return self.cpu / speedup(threads) + self.serial

@@ -20,8 +20,8 @@ from pipeline.calibration import Calibration, Size
 from pipeline.cli import main
 from pipeline.members.lgbm import scaled_trees
 from pipeline.parallel import InProcess, Timings
-from pipeline.plan import PlanFor, make_plan
-from pipeline.schedule import BLAS_PARALLEL, lpt_makespan, speedup
+from pipeline.plan import PlanFor, chosen_among, make_plan
+from pipeline.schedule import BLAS_PARALLEL, Task, lpt_makespan, speedup
 
 OPTIONS = {"num_boost_round": 10, "threads": 1, "cv_folds": 2}
 
@@ -145,3 +145,23 @@ def test_a_tree_scale_trades_trees_for_learning_rate() -> None:
         {"learning_rate": 0.02, "max_depth": 5},
     )
     assert scaled_trees(40, {}, 0.25) == (10, {"learning_rate": 0.04}), "the example's learning rate by default"
+
+
+def test_the_plan_bins_each_dataset_the_build_bins(calibrated) -> None:
+    prep, calibration = calibrated
+    plan = make_plan(prep, calibration.costs, Size.of(prep), 2)
+    for stage in ("cross_validate", "score_holdout", "refit"):
+        benchmark = next(item for item in plan.stage_items(stage) if item.name.startswith("lgbm_benchmark"))
+        assert all(task.binning > 0 for task in benchmark.tasks), f"{stage}: the benchmark member bins its own"
+    kept = [item for item in plan.stage_items("refit") if item.name.endswith("(a trial's mean)")]
+    assert len(kept) == 2 and all(task.binning > 0 for item in kept for task in item.tasks)
+
+
+def test_fits_chosen_among_trials_bin_each_view_once() -> None:
+    # A search's trials on one view: the first fit bins it, the others read its bins.
+    same = [Task(1.0, 8.0 + 1.0, 0.0, 8.0)] + [Task(1.0, 1.0, 0.0, 0.0)] * 3
+    chosen = chosen_among(same, [("view",)] * 4, 2)
+    assert chosen.binning == pytest.approx(4.0) and chosen.serial == pytest.approx(1.0 + 4.0), "one binning for two"
+    # Four views: two fits drawn from them need 1.75 of them on average (1 - (3/4)^2 each).
+    distinct = [Task(1.0, 9.0, 0.0, 8.0)] * 4
+    assert chosen_among(distinct, [(k,) for k in range(4)], 2).binning == pytest.approx(4 * (1 - 0.75**2) * 8 / 2)
