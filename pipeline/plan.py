@@ -225,7 +225,8 @@ class Planner:
     def search_gbdt(self) -> list[Item]:
         """The LightGBM search in its rounds of successive halving (`lgbm_search.survivors`): every
         trial's first fold at its own settings, then each later fold of the trials still in, at the
-        trials' mean cost of that fold; the datasets it bins are the CV's too (dropped after the CV)."""
+        trials' mean trees of that fold and the binning the survivors are expected to need
+        (`chosen_among`); the datasets it bins are the CV's too (dropped after the CV)."""
         self.binned = set()
         items = []
         for member in self.prep.members:
@@ -233,6 +234,7 @@ class Planner:
                 continue
             trials = self.trials[member.name]
             folds = [self.member_cv(trial, "search_gbdt") for trial in trials]
+            views = [self.member_view(trial) for trial in trials]
             rows = [[self.size.rows(train[:: trial.era_stride]) for train, _ in self.folds] for trial in trials]
             items += [
                 replace(item, name=f"{item.name} fold 1", fits=1, rows=fold_rows[0], tasks=item.tasks[:1])
@@ -240,7 +242,7 @@ class Planner:
             ]
             for k, count in enumerate(survivors(len(trials), member.search, len(self.folds))[1:], start=1):
                 tasks = [item.tasks[k] for item in folds]
-                mean = chosen_among(tasks, [self.member_view(trial) for trial in trials], count)
+                mean = chosen_among(tasks, views, count)
                 name = f"{member.name} fold {k + 1}: {count} of {len(trials)} trials (their mean)"
                 mean_rows = round(np.mean([fold_rows[k] for fold_rows in rows]))
                 items.append(replace(folds[0], name=name, fits=count, rows=mean_rows, tasks=[mean] * count, round=k))
