@@ -52,9 +52,10 @@ from pipeline.members.benchmark import predict_rows
 from pipeline.metrics import per_era_corr, summarize
 from pipeline.objective import check_objective, numerai_figures, objective_target, paid_rows
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
-from pipeline.parallel import InProcess, Runner, Timings, active, cross_validate_members, local_runner, start_fits
+from pipeline.parallel import InProcess, Runner, active, cross_validate_members, local_runner, start_fits
 from pipeline.presets import REFERENCE_MEMBER, make_members, member_targets, preset_entries
 from pipeline.report import add_timings, search_table, summary_table, write_report
+from pipeline.resources import Timings
 from pipeline.runtime import PickleState, blend_ranks, ensemble_scores, make_predict
 from pipeline.searches import search_gbdt, search_tsmixer
 from pipeline.targets import aux_targets
@@ -622,8 +623,7 @@ def build(config: BuildConfig) -> BuildResult:
 
     Fits run on the build's runner (`pipeline.parallel`): here, in `--jobs` worker processes, or on the
     Dask cluster of --dask-scheduler / --dask-local (reached before any data is loaded). BLAS threads
-    follow --threads too: oversubscribed BLAS made one least-squares fit many times slower. Each
-    stage's seconds and peak memory go into the report ("timings")."""
+    follow --threads (oversubscribed, one least-squares fit ran many times slower). Stage timings: the report's."""
     config.validate()
     paths = OutputPaths.for_build(config.out, config.report_dir)
     with (
@@ -673,7 +673,7 @@ def run_stages(config: BuildConfig, runner: Runner, timings: Timings) -> tuple:
     with timings.stage("score_holdout"):
         started = train_holdout(prep, choice, cv)
         # Beside the refit's fits this process takes the threads of one of them (`pipeline.plan`).
-        with threadpool_limits(runner.threads if runner.concurrent else None):
+        with threadpool_limits(runner.threads if runner.concurrent else None), runner.occupy():
             holdout = score_holdout(prep, cv, search, started.holdout_pipeline)
     with timings.stage("refit"):
         fitted = refit(holdout, started)

@@ -32,8 +32,8 @@ from pipeline.data import EraFrame
 from pipeline.feature_choice import ALL_TRANSFORMS, PIPELINE_CONFIGS
 from pipeline.features import FeaturePipeline
 from pipeline.models.lgbm import LGBMModel
-from pipeline.parallel import peak_rss_mb, reset_peak
 from pipeline.presets import PROBE
+from pipeline.resources import peak_rss_mb, reset_peak
 from pipeline.runtime import booster_predict, feature_projection
 from pipeline.searches import gbdt_trials
 from pipeline.targets import aux_targets

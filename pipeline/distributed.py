@@ -202,6 +202,10 @@ class DaskRunner:
         peak, self.peak_mb = self.peak_mb, 0.0
         return peak
 
+    def occupy(self) -> contextlib.AbstractContextManager:
+        """Nothing to hold: a Dask worker's threads are its own."""
+        return contextlib.nullcontext()
+
 
 @contextlib.contextmanager
 def dask_runner(

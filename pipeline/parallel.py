@@ -5,7 +5,8 @@ depend on each other, and neither do the neural members. Each stage hands its fi
 whole-member tasks to the build's runner and then collects them:
 - `InProcess` (`--jobs 1`, the default) runs each one here at once, in the order given: the build as
   it always was;
-- `Processes` (`--jobs N`) runs them in N spawned worker processes, `--threads` divided among them.
+- `Processes` (`--jobs N`) runs them in N spawned worker processes, `--threads` divided among them
+  (a stage's last LightGBM fits take the cores of the workers that have nothing left: `ThreadShare`).
   Spawned, not forked: libgomp (LightGBM's OpenMP) is not fork-safe once the parent has run a
   parallel region. The int8 matrices are files mapped by every process (`--spill-dir`, or a scratch
   directory), never copied per worker: a worker reopens the parent's unlinked file through
@@ -51,6 +52,7 @@ from pipeline.binning import DatasetCache, Parts, Rows, labelled, load_binary, l
 from pipeline.data import EraFrame
 from pipeline.features import FeaturePipeline
 from pipeline.models.lgbm import LGBMModel, TqdmCallback
+from pipeline.resources import GrowThreads, ThreadShare, peak_rss_mb, reset_peak, threads_per_job
 from pipeline.weighting import EraBoost, EraWeighting
 
 logger = logging.getLogger(__name__)
@@ -109,12 +111,14 @@ class Fit:
 @dataclass
 class Fitted:
     """A fit's booster (None once let go), its staged out-of-fold scores (steps x rows; None without a
-    prediction), and its seconds (binning, when this fit binned its dataset, included)."""
+    prediction), its seconds (binning, when this fit binned its dataset, included) and the most
+    threads it trained on in a worker (0: here, on its own; `ThreadShare`)."""
 
     booster: lgb.Booster | None
     staged: np.ndarray | None
     seconds: float
     bin_seconds: float = 0.0
+    threads: int = 0
 
 
 def train_fit(fit: Fit, dataset: lgb.Dataset, threads: int | None = None) -> tuple[lgb.Booster, np.ndarray | None]:
@@ -123,7 +127,12 @@ def train_fit(fit: Fit, dataset: lgb.Dataset, threads: int | None = None) -> tup
     params = fit.params if threads is None else fit.params | {"num_threads": threads}
     if fit.weighting is not None and fit.weighting.boost is not None:
         params = params | {"objective": EraBoost(fit.weighting.boost, fit.row_eras(), fit.weighting.boost_every)}
-    callbacks = [TqdmCallback(fit.rounds, fit.name)] if fit.progress and threads is None else None
+    callbacks = [TqdmCallback(fit.rounds, fit.name)] if fit.progress and threads is None else []
+    if threads is not None and _SHARE is not None:
+        # OpenMP's threads, which the callback sets between trees (`ThreadShare`).
+        params = params | {"num_threads": 0}
+        callbacks.append(GrowThreads(_SHARE))
+        callbacks[-1].grant()
     model = LGBMModel()
     model.booster_ = lgb.train(params, dataset, num_boost_round=fit.rounds, callbacks=callbacks)
     staged = None if fit.prediction is None else model.staged_predict(fit.prediction.matrix(), fit.prediction.steps)
@@ -179,6 +188,10 @@ class Runner(Protocol):
         """The largest peak RSS of a task since the last call (0: none ran elsewhere)."""
         ...
 
+    def occupy(self) -> contextlib.AbstractContextManager:
+        """A context in which this process's own work holds one worker's share of the cores."""
+        ...
+
 
 def done(value: Any = None, error: BaseException | None = None) -> Future:
     future: Future = Future()
@@ -222,6 +235,9 @@ class InProcess:
 
     def take_peak_mb(self) -> float:
         return 0.0
+
+    def occupy(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
 
 
 _ACTIVE: contextvars.ContextVar[Runner | None] = contextvars.ContextVar("pipeline_runner", default=None)
@@ -306,18 +322,6 @@ def task_payload(share: Callable[[EraFrame], FrameRef], function: Callable[..., 
     return buffer.getvalue()
 
 
-def reset_peak() -> None:
-    """Start this process's VmHWM afresh (Linux), so that it measures what follows."""
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM) since it started or since `reset_peak`."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) / 1024.0 for line in status if line.startswith("VmHWM:"))
-
-
 @dataclass
 class TaskResult:
     value: Any
@@ -330,7 +334,10 @@ def run_task(payload: bytes, threads: int | None = None) -> TaskResult:
     reset_peak()
     start = time.perf_counter()
     function, args = pickle.loads(payload)
-    with threadpool_limits(threads) if threads else contextlib.nullcontext():
+    with (
+        threadpool_limits(threads) if threads else contextlib.nullcontext(),
+        _SHARE.holding() if _SHARE is not None else contextlib.nullcontext(),
+    ):
         value = function(*args)
     return TaskResult(value, time.perf_counter() - start, peak_rss_mb())
 
@@ -364,13 +371,16 @@ def remote_fit(
         bin_seconds = time.perf_counter() - start
     else:
         dataset = load_binary(Path(path), rows.seed)
+    if _SHARE is not None:
+        _SHARE.most = 0
     booster, staged = train_fit(fit, labelled(dataset, labels, weights), threads)
-    return booster.model_to_string(), staged, time.perf_counter() - start, bin_seconds
+    grown = _SHARE.most if _SHARE is not None else threads
+    return booster.model_to_string(), staged, time.perf_counter() - start, bin_seconds, grown
 
 
 def fitted_from(result: TaskResult) -> Fitted:
-    text, staged, seconds, bin_seconds = result.value
-    return Fitted(lgb.Booster(model_str=text), staged, seconds, bin_seconds)
+    text, staged, seconds, bin_seconds, threads = result.value
+    return Fitted(lgb.Booster(model_str=text), staged, seconds, bin_seconds, threads)
 
 
 def mapped_file(x: np.ndarray) -> tuple[str, int] | None:
@@ -442,9 +452,15 @@ class FileFrames:
         return ref
 
 
-def worker_start(threads: int) -> None:
-    """Each worker process: `threads` for BLAS and OpenMP (LightGBM takes its own from its fits)."""
+# The cores this worker process shares with the others (`worker_start`; None in other processes).
+_SHARE: ThreadShare | None = None
+
+
+def worker_start(threads: int, share: ThreadShare | None = None) -> None:
+    """Each worker process: `threads` for BLAS and OpenMP, and the cores its fits share."""
+    global _SHARE
     threadpool_limits(threads)
+    _SHARE = share
 
 
 @dataclass
@@ -455,16 +471,20 @@ class Processes:
     threads: int
     scratch: Path
     matrix_dir: Path | None = None
+    cores: int = 0
     frames: FileFrames = field(init=False)
     pool: ProcessPoolExecutor = field(init=False)
+    share: ThreadShare = field(init=False)
     peak_mb: float = 0.0
     concurrent: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.matrix_dir = self.matrix_dir or self.scratch
         self.frames = FileFrames(self.scratch)
+        context = get_context("spawn")
+        self.share = ThreadShare(context.Value("i", 0), self.cores or self.jobs * self.threads, self.threads)
         self.pool = ProcessPoolExecutor(
-            self.jobs, mp_context=get_context("spawn"), initializer=worker_start, initargs=(self.threads,)
+            self.jobs, mp_context=context, initializer=worker_start, initargs=(self.threads, self.share)
         )
 
     def cache(self, seed: int) -> DatasetCache:
@@ -494,6 +514,9 @@ class Processes:
     def take_peak_mb(self) -> float:
         peak, self.peak_mb = self.peak_mb, 0.0
         return peak
+
+    def occupy(self) -> contextlib.AbstractContextManager:
+        return self.share.holding()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -538,11 +561,6 @@ class Mapped:
         return value
 
 
-def threads_per_job(threads: int, jobs: int) -> int:
-    """`--threads` (0: every core) divided among `jobs` processes, at least one each."""
-    return max(1, (threads or os.cpu_count() or 1) // jobs)
-
-
 @contextlib.contextmanager
 def local_runner(jobs: int, threads: int, spill_dir: Path | None) -> Iterator[Runner]:
     """The runner of `--jobs`: this process for 1, else `jobs` worker processes and a scratch
@@ -551,8 +569,15 @@ def local_runner(jobs: int, threads: int, spill_dir: Path | None) -> Iterator[Ru
         yield InProcess(spill_dir)
         return
     scratch = Path(tempfile.mkdtemp(prefix="numerai-jobs-", dir=spill_dir))
-    runner = Processes(jobs, threads_per_job(threads, jobs), scratch, spill_dir)
-    logger.info("--jobs %d: worker processes of %d threads each (scratch %s)", jobs, runner.threads, scratch)
+    cores = threads or os.cpu_count() or 1
+    runner = Processes(jobs, threads_per_job(threads, jobs), scratch, spill_dir, cores)
+    logger.info(
+        "--jobs %d: worker processes of %d threads each, a stage's last fits growing onto %d cores (scratch %s)",
+        jobs,
+        runner.threads,
+        cores,
+        scratch,
+    )
     try:
         yield runner
     finally:
@@ -661,40 +686,3 @@ def launch_fits(
                 collected()
 
     return collect
-
-
-@dataclass
-class Timings:
-    """Seconds and peak RSS of each stage of a build (the report's "timings", what `pipeline.plan`
-    estimates): wall seconds, this process's CPU seconds (all its threads; not the workers'), its
-    peak (VmHWM since the stage began) and, with `--jobs` or Dask, the largest peak of one of its
-    tasks elsewhere (whose int8 matrix pages are shared, not copied)."""
-
-    runner: Runner
-    stages: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        reset_peak()
-        self.runner.take_peak_mb()
-        start, cpu = time.perf_counter(), time.process_time()
-        yield
-        entry = {
-            "seconds": round(time.perf_counter() - start, 2),
-            "cpu_seconds": round(time.process_time() - cpu, 2),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-        }
-        workers = self.runner.take_peak_mb()
-        if workers:
-            entry["worker_peak_rss_mb"] = round(workers, 1)
-        self.stages[name] = entry
-        logger.info("stage %s: %.1f s, peak RSS %.0f MB", name, entry["seconds"], entry["peak_rss_mb"])
-
-    def table(self) -> dict[str, Any]:
-        """Every stage so far and the total seconds."""
-        return {
-            "stages": self.stages,
-            "total_seconds": round(sum(s["seconds"] for s in self.stages.values()), 2),
-            "total_cpu_seconds": round(sum(s["cpu_seconds"] for s in self.stages.values()), 2),
-            "jobs": self.runner.jobs,
-        }

@@ -9,7 +9,8 @@ a size the data does not have (Numerai's full data).
 Cores: a fit on T threads takes the one-thread time of its trees divided by Amdahl's speedup with
 the parallel share `TREE_PARALLEL` (binning, prediction and the neural members, which train on one
 torch thread, run on one thread); with `--jobs J` each stage's fits run as J processes of cores / J
-threads, longest first, after the work the build does in its own process (feature pipelines,
+threads, longest first, and once no fit waits the running ones' trees grow onto the idle processes'
+cores (`schedule.makespan`), after the work the build does in its own process (feature pipelines,
 blending, scoring), whose least squares run on all of the build's threads with the parallel share
 `BLAS_PARALLEL` (the refit's pipeline and the holdout's scores run beside the workers' fits instead,
 on one worker's threads: `Item.beside`). Where the build cannot know in advance what it will choose,
@@ -39,9 +40,9 @@ from pipeline.evaluate import checkpoints
 from pipeline.feature_choice import ALL_TRANSFORMS, PIPELINE_CONFIGS, TEMPORAL_ERAS
 from pipeline.members.lgbm_search import survivors
 from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMModel
-from pipeline.parallel import threads_per_job
 from pipeline.presets import PROBE
-from pipeline.schedule import BLAS_PARALLEL, TREE_PARALLEL, Item, Task, lpt_makespan
+from pipeline.resources import threads_per_job
+from pipeline.schedule import BLAS_PARALLEL, TREE_PARALLEL, Item, Task, makespan
 from pipeline.searches import gbdt_trials
 
 logger = logging.getLogger(__name__)
@@ -527,9 +528,16 @@ class Plan:
         run = 0.0
         for round_ in sorted({item.round for item in items}):
             in_round = [item for item in items if item.round == round_]
-            durations = [task.seconds(self.threads_per_fit) for item in in_round for task in item.tasks]
-            tasks = sum(durations) if self.jobs == 1 else lpt_makespan(durations, self.jobs)
-            run += max(tasks, sum(item.own_seconds(self.threads_per_fit) for item in in_round if item.beside))
+            tasks = [task for item in in_round for task in item.tasks]
+            beside = sum(item.own_seconds(self.threads_per_fit) for item in in_round if item.beside)
+            if self.jobs == 1:
+                fits = sum(task.seconds(self.threads_per_fit) for task in tasks)
+            else:
+                # The workers' fits grow onto idle workers' cores; this process's work beside them
+                # holds one worker's share (`pipeline.parallel.ThreadShare`).
+                cores = self.threads - (self.threads_per_fit if beside else 0)
+                fits = makespan(tasks, self.jobs, self.threads_per_fit, cores)
+            run += max(fits, beside)
         return sum(item.own_seconds(self.threads) for item in items if not item.beside) + run
 
     def stage_memory(self, stage: str) -> tuple[float, float]:
@@ -626,6 +634,8 @@ ASSUMPTIONS = [
     "every member is refitted (the blend leaves out those it gives no weight)",
     "with --jobs, this process's work beside the workers' fits (the refit's pipeline, the holdout's scores) "
     "takes the threads of one of them, and the refit's fits are counted in score_holdout, where they start",
+    "with --jobs, once no fit waits, the running LightGBM fits grow onto the idle workers' cores (their trees "
+    "at Amdahl's speedup, their binning on one thread)",
     "neural members train their maximum epochs (they stop early when their early-stopping eras stop improving)",
     "the feature pipeline keeps every transform its ablation tries",
 ]

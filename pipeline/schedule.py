@@ -1,5 +1,6 @@
 """How the plan's work runs on a machine's cores: Amdahl's speedup over threads, the longest-first
-schedule of tasks on processes, and the plan's items (`pipeline.plan`)."""
+schedule of tasks on processes (their threads growing onto idle ones' cores), and the plan's items
+(`pipeline.plan`)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,29 @@ def speedup(threads: int, parallel: float = TREE_PARALLEL) -> float:
     return 1.0 / ((1.0 - parallel) + parallel / max(1, threads))
 
 
-def lpt_makespan(durations: Sequence[float], slots: int) -> float:
-    """Wall time of independent tasks on `slots` processes, each next-longest to the least loaded."""
-    loads = [0.0] * max(1, slots)
-    for duration in sorted(durations, reverse=True):
-        loads[loads.index(min(loads))] += duration
-    return max(loads)
+def makespan(tasks: Sequence[Task], slots: int, threads: int, cores: int | None = None) -> float:
+    """Wall time of independent tasks on `slots` processes of `threads` threads each, the next-longest
+    to the first process free. With `cores`, the running fits' threads grow as the workers' do
+    (`pipeline.parallel.ThreadShare`): once no task waits, each of the `n` running takes
+    `max(threads, cores // n)` threads for its trees. A task bins (`serial`) before its trees."""
+    waiting = sorted(tasks, key=lambda task: task.seconds(threads), reverse=True)
+    running: list[list[float]] = []
+    clock = 0.0
+    while waiting or running:
+        while waiting and len(running) < max(1, slots):
+            task = waiting.pop(0)
+            running.append([task.serial, task.cpu])
+        share = threads if waiting or cores is None else max(threads, cores // len(running))
+        rate = speedup(share)
+        step = min(serial if serial > 0 else cpu / rate for serial, cpu in running)
+        clock += step
+        for left in running:
+            if left[0] > 0:
+                left[0] = max(0.0, left[0] - step)
+            else:
+                left[1] = max(0.0, left[1] - step * rate)
+        running = [left for left in running if left[0] > 1e-9 or left[1] > 1e-9]
+    return clock
 
 
 @dataclass

@@ -13,9 +13,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
 from pipeline import build as build_module
 from pipeline import data as nd
+from pipeline import parallel
 from pipeline.binning import DatasetCache
 from pipeline.build import BuildConfig, FeatureChoice, build, cross_validate, prepare
 from pipeline.cli import main
@@ -36,8 +38,9 @@ from pipeline.parallel import (
     run_plan,
     start_fits,
     task_payload,
-    threads_per_job,
+    train_fit,
 )
+from pipeline.resources import ThreadShare, threads_per_job
 from pipeline.weighting import EraWeighting
 from tests.recording import Deferred, Recording
 
@@ -185,6 +188,56 @@ def test_spilled_datasets_train_as_in_memory_ones(tiny_world: Path, tmp_path: Pa
         (fitted,) = run_plan(FitPlan([fit], list, cache), InProcess())
         texts.append(fitted.booster.model_to_string().split("parameters:")[0])
     assert texts[0] == texts[1] and list(tmp_path.glob("*.bin")), "written to and read from the spill directory"
+
+
+class Draining:
+    """The workers' count of running tasks as a fit sees it: two for its first trees, then one (the
+    stage's other fit has ended)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    @property
+    def value(self) -> int:
+        self.reads += 1
+        return 2 if self.reads <= 5 else 1
+
+    def get_lock(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+
+def test_a_fit_whose_threads_grow_between_trees_trains_the_trees_of_one_thread(tiny_world: Path, monkeypatch) -> None:
+    features = nd.resolve_features(tiny_world, "all")
+    train = nd.load_split(tiny_world / "train.parquet", features, data_type="train")
+    params = LGBMModel(EXAMPLE_PARAMS | {"learning_rate": 0.1}, 30, seed=1, num_threads=1).lgb_params()
+    fit = Fit("f", None, [(train, train.era_order)], 1, nd.MAIN_TARGET, features, params, 30)
+    dataset = DatasetCache(seed=0).dataset(None, fit.parts, 1, fit.target, features)
+    assert params["feature_fraction"] < 1, "feature fractions, which LightGBM's reset_parameter would redraw"
+    alone, _ = train_fit(fit, dataset, threads=1)
+    share = ThreadShare(Draining(), cores=2, threads=1)
+    monkeypatch.setattr(parallel, "_SHARE", share)
+    with threadpool_limits(1, user_api="openmp"):
+        grown, _ = train_fit(fit, dataset, threads=1)
+    assert share.running.reads > 5 and share.most == 2, "one thread for the first trees, then two"
+    assert grown.model_to_string().split("parameters:")[0] == alone.model_to_string().split("parameters:")[0]
+
+
+def test_a_stage_s_last_fit_grows_onto_an_idle_worker_s_cores(tiny_world: Path) -> None:
+    features = nd.resolve_features(tiny_world, "all")
+    train = nd.load_split(tiny_world / "train.parquet", features, data_type="train")
+    params = LGBMModel(EXAMPLE_PARAMS | {"learning_rate": 0.1}, 20, seed=1, num_threads=1).lgb_params()
+    fits = [Fit(f"f{k}", None, [(train, train.era_order)], 1, nd.MAIN_TARGET, features, params, 20) for k in (1, 2)]
+    with local_runner(2, 2, None) as runner:
+        alone = runner.submit_fit(fits[0], runner.cache(0)).result()
+        side_by_side = [runner.submit_fit(fit, runner.cache(0)) for fit in fits]
+        with runner.occupy():
+            held = runner.submit_fit(fits[0], runner.cache(0)).result()
+        side_by_side = [handle.result() for handle in side_by_side]
+    assert alone.threads == 2, "alone on the workers, a fit takes both cores"
+    assert held.threads == 1, "this process's own work holds the other worker's share"
+    assert all(fitted.threads >= 1 for fitted in side_by_side)
+    trees = {fitted.booster.model_to_string().split("parameters:")[0] for fitted in [alone, held, *side_by_side]}
+    assert len(trees) == 1, "the same trees on one thread, on two, or on one and then two"
 
 
 def test_options_of_jobs_that_cannot_work_are_named(tmp_path: Path) -> None:

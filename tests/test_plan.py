@@ -19,9 +19,10 @@ from pipeline.build import BuildConfig, build, prepare
 from pipeline.calibration import Calibration, Size
 from pipeline.cli import main
 from pipeline.members.lgbm import scaled_trees
-from pipeline.parallel import InProcess, Timings
+from pipeline.parallel import InProcess
 from pipeline.plan import PlanFor, chosen_among, make_plan
-from pipeline.schedule import BLAS_PARALLEL, Task, lpt_makespan, speedup
+from pipeline.resources import Timings
+from pipeline.schedule import BLAS_PARALLEL, Task, makespan, speedup
 
 OPTIONS = {"num_boost_round": 10, "threads": 1, "cv_folds": 2}
 
@@ -102,13 +103,16 @@ def test_more_rows_cost_more_and_more_cores_less(calibrated) -> None:
     assert wide.total_seconds > 10 * large.total_seconds
     many = make_plan(replace(prep, config=replace(prep.config, jobs=8, threads=0)), calibration.costs, wide.size, 16)
     assert many.threads_per_fit == 2 and many.total_seconds < wide.total_seconds
-    rounds = [[t.seconds(2) for i in many.stage_items("search_gbdt") if i.round == r for t in i.tasks] for r in (0, 1)]
-    assert len(rounds[0]) == 8 and len(rounds[1]) == 4, "the demo's eight trials, the best four on the second fold"
+    tasks = [[t for i in many.stage_items("search_gbdt") if i.round == r for t in i.tasks] for r in (0, 1)]
+    assert len(tasks[0]) == 8 and len(tasks[1]) == 4, "the demo's eight trials, the best four on the second fold"
     one_thread = [t.seconds(1) for i in wide.stage_items("search_gbdt") for t in i.tasks]
     assert wide.stage_seconds("search_gbdt") == pytest.approx(sum(one_thread)), "one after another"
-    assert many.stage_seconds("search_gbdt") == pytest.approx(max(rounds[0]) + max(rounds[1])), (
-        "eight fits side by side, a round waiting for the one before"
-    )
+    rounds = [makespan(round_, 8, 2, 16) for round_ in tasks]
+    assert many.stage_seconds("search_gbdt") == pytest.approx(sum(rounds)), "a round waits for the one before"
+    longest = [max(t.seconds(2) for t in round_) for round_ in tasks]
+    fixed = [makespan(round_, 8, 2) for round_ in tasks]
+    assert fixed == pytest.approx(longest), "eight fits side by side on threads that do not grow"
+    assert sum(rounds) < sum(longest), "a round's last fits grow onto the idle workers' cores"
     blend = next(item for item in many.stage_items("cross_validate") if item.name.startswith("blend"))
     assert blend.blas > 0 and blend.parent == 0 and 0 < BLAS_PARALLEL < 1
     assert blend.own_seconds(16) == pytest.approx(blend.blas / speedup(16, BLAS_PARALLEL)), "BLAS on 16 threads"
@@ -120,8 +124,20 @@ def test_more_rows_cost_more_and_more_cores_less(calibrated) -> None:
 
 def test_speedup_and_schedule() -> None:
     assert speedup(1) == 1 and 1 < speedup(2) < 2 and speedup(16) < 1 / (1 - 0.85)
-    assert lpt_makespan([4, 3, 3, 2], 2) == 6 and lpt_makespan([3, 3, 2, 2, 2], 2) == 7, "longest first"
-    assert lpt_makespan([5, 1], 4) == 5 and lpt_makespan([], 2) == 0
+
+    def serial(*seconds: float) -> list[Task]:
+        return [Task(cpu=0.0, serial=s, memory_mb=0.0) for s in seconds]
+
+    assert makespan(serial(4, 3, 3, 2), 2, 1) == 6 and makespan(serial(3, 3, 2, 2, 2), 2, 1) == 7, "longest first"
+    assert makespan(serial(5, 1), 4, 1) == 5 and makespan([], 2, 1) == 0
+    assert makespan(serial(5, 1), 2, 1, cores=2) == 5, "one-thread work does not grow"
+    short, long = Task(cpu=2.0, serial=0.0, memory_mb=0.0), Task(cpu=6.0, serial=0.0, memory_mb=0.0)
+    assert makespan([short, long], 2, 1) == 6
+    assert makespan([short, long], 2, 1, cores=2) == pytest.approx(2 + 4 / speedup(2)), "alone, on both cores"
+    binning = Task(cpu=2.0, serial=4.0, memory_mb=0.0)
+    assert makespan([short, binning], 2, 1, cores=2) == pytest.approx(4 + 2 / speedup(2)), "bins, then grows"
+    waiting = [short, long, short]
+    assert makespan(waiting, 2, 1, cores=2) == pytest.approx(4 + 2 / speedup(2)), "no growing while one waits"
 
 
 def test_a_time_budget_takes_smaller_settings(tiny_world: Path, calibrated, caplog, monkeypatch) -> None:
