@@ -52,7 +52,7 @@ from pipeline.members.benchmark import predict_rows
 from pipeline.metrics import per_era_corr, summarize
 from pipeline.objective import check_objective, numerai_figures, objective_target, paid_rows
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
-from pipeline.parallel import InProcess, Runner, active, cross_validate_members, local_runner, start_fits
+from pipeline.parallel import InProcess, Runner, active, cross_validate_members, current, local_runner, start_fits
 from pipeline.presets import REFERENCE_MEMBER, make_members, member_targets, preset_entries
 from pipeline.report import add_timings, search_table, summary_table, write_report
 from pipeline.resources import Timings
@@ -401,7 +401,8 @@ def train_holdout(prep: Prepared, choice: FeatureChoice, cv: CrossValidation) ->
     frames, pipeline, shipped = [prep.train], holdout_pipeline, []
     if prep.config.refit:
         frames = [prep.train, prep.validation]
-        pipeline = FeaturePipeline(groups, **settings).fit([(f, f.era_order) for f in frames])
+        with current().occupy():  # beside the holdout's fits, on one worker's share of the cores
+            pipeline = FeaturePipeline(groups, **settings).fit([(f, f.era_order) for f in frames])
         shipped = [member for member, weight in zip(prep.members, cv.weights, strict=True) if weight > 0]
     collect_holdout()
     prep.bins.clear()
@@ -623,7 +624,7 @@ def build(config: BuildConfig) -> BuildResult:
 
     Fits run on the build's runner (`pipeline.parallel`): here, in `--jobs` worker processes, or on the
     Dask cluster of --dask-scheduler / --dask-local (reached before any data is loaded). BLAS threads
-    follow --threads (oversubscribed, one least-squares fit ran many times slower). Stage timings: the report's."""
+    follow --threads (oversubscribed, one least-squares fit ran many times slower); stage timings go to the report."""
     config.validate()
     paths = OutputPaths.for_build(config.out, config.report_dir)
     with (
@@ -678,12 +679,8 @@ def run_stages(config: BuildConfig, runner: Runner, timings: Timings) -> tuple:
     with timings.stage("refit"):
         fitted = refit(holdout, started)
         prep.bins.clear()
-    logger.info(
-        "LightGBM datasets: %d binned in %.0f s, %d fits reused one",
-        prep.bins.binned,
-        prep.bins.seconds,
-        prep.bins.reused,
-    )
+    bins = prep.bins
+    logger.info("LightGBM datasets: %d binned in %.0f s, %d fits reused one", bins.binned, bins.seconds, bins.reused)
     return prep, search, gbdt_search, choice, cv, temporal, holdout, fitted
 
 

@@ -534,7 +534,7 @@ class Plan:
                 fits = sum(task.seconds(self.threads_per_fit) for task in tasks)
             else:
                 # The workers' fits grow onto idle workers' cores; this process's work beside them
-                # holds one worker's share (`pipeline.parallel.ThreadShare`).
+                # holds one worker's share (`pipeline.resources.ThreadShare`).
                 cores = self.threads - (self.threads_per_fit if beside else 0)
                 fits = makespan(tasks, self.jobs, self.threads_per_fit, cores)
             run += max(fits, beside)
