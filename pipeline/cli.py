@@ -195,8 +195,9 @@ def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="run the independent fits (members x CV folds, probes, holdout, refit; each neural member as one) as N "
-        "worker processes on this machine, --threads divided among them; the same predictions as --jobs 1. The int8 "
-        "matrices are files all of them map (in --spill-dir, else a temporary directory). Default 1",
+        "worker processes on this machine, --threads divided among them (a stage's last fits take the idle ones' "
+        "threads); the same predictions as --jobs 1. The int8 matrices are files all of them map (in --spill-dir, "
+        "else a temporary directory). Default 1",
     )
     parser.add_argument(
         "--time-budget",
