@@ -131,8 +131,9 @@ def train_fit(fit: Fit, dataset: lgb.Dataset, threads: int | None = None) -> tup
     if threads is not None and _SHARE is not None:
         # OpenMP's threads, which the callback sets between trees (`ThreadShare`).
         params = params | {"num_threads": 0}
-        callbacks.append(GrowThreads(_SHARE))
-        callbacks[-1].grant()
+        grow = GrowThreads(_SHARE)
+        grow.grant()
+        callbacks.append(grow)
     model = LGBMModel()
     model.booster_ = lgb.train(params, dataset, num_boost_round=fit.rounds, callbacks=callbacks)
     staged = None if fit.prediction is None else model.staged_predict(fit.prediction.matrix(), fit.prediction.steps)

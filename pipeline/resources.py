@@ -45,7 +45,7 @@ class ThreadShare:
     stage's tail does not leave cores idle. LightGBM's column-wise training gives the same trees on
     any number of threads; the fit leaves its thread count to OpenMP, which this sets, because
     LightGBM's `reset_parameter` would draw its feature fractions afresh. `most`: the largest share
-    granted in this process (the log's, the tests')."""
+    granted in this process since `remote_fit` last reset it (its fit's `Fitted.threads`)."""
 
     running: Any  # a multiprocessing Value: tasks running on the workers, and this process's `occupy`
     cores: int

@@ -24,7 +24,7 @@ def speedup(threads: int, parallel: float = TREE_PARALLEL) -> float:
 def makespan(tasks: Sequence[Task], slots: int, threads: int, cores: int | None = None) -> float:
     """Wall time of independent tasks on `slots` processes of `threads` threads each, the next-longest
     to the first process free. With `cores`, the running fits' threads grow as the workers' do
-    (`pipeline.parallel.ThreadShare`): once no task waits, each of the `n` running takes
+    (`pipeline.resources.ThreadShare`): once no task waits, each of the `n` running takes
     `max(threads, cores // n)` threads for its trees. A task bins (`serial`) before its trees."""
     waiting = sorted(tasks, key=lambda task: task.seconds(threads), reverse=True)
     running: list[list[float]] = []
