@@ -7,8 +7,10 @@
 Numerai-width worlds of `--build-eras` eras x each `--build-rows` rows per era, each in a fresh
 process: first `build_model.py plan --json` with the build's options, then the build itself; prints
 each stage's measured seconds and peak RSS (the report's "timings") next to the plan's, and the
-measured total against the plan's (bar: within 25 %). Then the plan of `standard` at Numerai's full
-size (2,750,000 rows x 2,748 features in 680 eras) on 2 cores and on 16 (with --jobs 1, 4 and 8).
+measured total against the plan's (bar: within 25 %), and the plan given the build's own choices
+(`plan --choices` its report: what the cost model misses once the CV's choices are known). Then the
+plan of `standard` at Numerai's full size (2,750,000 rows x 2,748 features in 680 eras) on 2 cores
+and on 16 (with --jobs 1, 4 and 8).
 
 For each size: writes a synthetic world of that many eras (Numerai's width), then in a fresh process
 per mode runs the build's own stages one after the other and prints wall time and peak RSS (VmHWM,
@@ -113,8 +115,11 @@ def run_json(command: list[str]) -> dict:
 
 
 def build_versus_plan(world: Path, options: list[str]) -> dict:
-    """The plan of a build and the build itself (its report's timings), each in a fresh process."""
-    plan = run_json([sys.executable, "build_model.py", "plan", "--json", "--data-dir", str(world), *options])
+    """The plan of a build, the build itself (its report's timings), and the plan given the build's own
+    choices (`plan --choices`: what the cost model misses once the choices are known), each in a fresh
+    process."""
+    planning = [sys.executable, "build_model.py", "plan", "--json", "--data-dir", str(world), *options]
+    plan = run_json(planning)
     out = world.parent / "model.pkl"
     subprocess.run(
         [sys.executable, "build_model.py", "--data-dir", str(world), "--out", str(out), *options],
@@ -122,25 +127,32 @@ def build_versus_plan(world: Path, options: list[str]) -> dict:
         check=True,
         env=os.environ | {"OMP_NUM_THREADS": "1"},
     )
-    measured = json.loads((world.parent / "model_report" / "report.json").read_text())["timings"]
-    return {"plan": plan, "measured": measured}
+    report = world.parent / "model_report"
+    measured = json.loads((report / "report.json").read_text())["timings"]
+    return {"plan": plan, "measured": measured, "chosen": run_json([*planning, "--choices", str(report)])}
 
 
 def print_comparison(label: str, found: dict) -> float:
-    """One table: each stage's measured and planned seconds and peak RSS; returns measured / plan."""
-    plan, measured = found["plan"], found["measured"]
+    """One table: each stage's measured and planned seconds (before the build, and given its choices)
+    and peak RSS; returns measured / plan."""
+    plan, measured, chosen = found["plan"], found["measured"], found["chosen"]
     print(f"\n{label}: plan {plan['total_seconds']:.0f} s, measured {measured['total_seconds']:.0f} s")
-    print(f"{'stage':<20} {'measured s':>10} {'plan s':>8} {'measured MB':>12} {'plan MB':>8}")
+    print(f"{'stage':<20} {'measured s':>10} {'plan s':>8} {'given choices':>13} {'measured MB':>12} {'plan MB':>8}")
+    none = {"seconds": 0.0, "peak_rss_mb": 0.0}
     for stage, figures in measured["stages"].items():
-        planned = plan["stages"].get(stage, {"seconds": 0.0, "peak_rss_mb": 0.0})
+        planned, given = plan["stages"].get(stage, none), chosen["stages"].get(stage, none)
         print(
-            f"{stage:<20} {figures['seconds']:>10.1f} {planned['seconds']:>8.1f} {figures['peak_rss_mb']:>12.0f} "
-            f"{planned['peak_rss_mb']:>8.0f}"
+            f"{stage:<20} {figures['seconds']:>10.1f} {planned['seconds']:>8.1f} {given['seconds']:>13.1f} "
+            f"{figures['peak_rss_mb']:>12.0f} {planned['peak_rss_mb']:>8.0f}"
         )
     ratio = measured["total_seconds"] / plan["total_seconds"]
     verdict = "within 25 %" if abs(ratio - 1) <= 0.25 else "OUTSIDE 25 %"
     total = f"{'total':<20} {measured['total_seconds']:>10.1f} {plan['total_seconds']:>8.1f}"
-    print(f"{total}   measured / plan {ratio:.2f}: {verdict}")
+    given = measured["total_seconds"] / chosen["total_seconds"]
+    print(
+        f"{total} {chosen['total_seconds']:>13.1f}   measured / plan {ratio:.2f}: {verdict}; "
+        f"given its choices {given:.2f}"
+    )
     return ratio
 
 

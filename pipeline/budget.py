@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pipeline.build import set_up
 from pipeline.config import BuildConfig
 from pipeline.plan import Plan, PlanFor, calibrated, make_plan
+from pipeline.plan_choices import Choices
 from pipeline.presets import PRESETS
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,9 @@ def fit_budget(config: BuildConfig, target: PlanFor | None = None) -> tuple[Buil
                 prep.bins,
             )
         )
-        plan = make_plan(setup, calibration.add(setup), size, cores)
+        # An earlier build's choices are of its preset's members; a cheaper preset is planned without them.
+        choices = target.choices if candidate.preset == config.preset else Choices()
+        plan = make_plan(setup, calibration.add(setup), size, cores, choices)
         asked = asked or plan
         if plan.total_seconds <= budget:
             logger.info(

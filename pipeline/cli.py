@@ -18,6 +18,7 @@ from pipeline.images import DEFAULT_IMAGE, IMAGES, ImageError, image_environment
 from pipeline.objective import CORR_MULTIPLIER, MMC_MULTIPLIER, OBJECTIVES
 from pipeline.outputs import terminate_as_exit
 from pipeline.plan import PlanFor, plan_build
+from pipeline.plan_choices import Choices, read_choices
 from pipeline.presets import PRESETS
 from pipeline.refresh import format_refresh, refresh
 from pipeline.synthetic import cache_root
@@ -447,6 +448,14 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument(
         "--cores", type=int, default=None, metavar="C", help="plan a machine of C cores (default: this one's)"
     )
+    size.add_argument(
+        "--choices",
+        type=Path,
+        default=None,
+        metavar="REPORT",
+        help="cost the CV's choices (feature pipeline, trees, the search's survivors, shipped members) as an earlier "
+        "build of this preset on this data made them: its report.json or report directory (default: the costliest)",
+    )
     size.description = "--features takes a number here too: plan that many features (a build's --features names them)"
 
 
@@ -470,7 +479,8 @@ def run_plan(args: argparse.Namespace) -> int:
     try:
         if problems:
             raise ValueError("; ".join(problems))
-        target = PlanFor(args.rows, count, args.eras, args.cores)
+        choices = read_choices(args.choices, config.preset) if args.choices else Choices()
+        target = PlanFor(args.rows, count, args.eras, args.cores, choices)
         plan = fit_budget(config, target)[2] if config.time_budget is not None else plan_build(config, target)
     except (nd.DataError, ValueError) as err:
         logging.getLogger("build_model").error("%s", err)

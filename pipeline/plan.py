@@ -16,7 +16,8 @@ blending, scoring), whose least squares run on all of the build's threads with t
 on one worker's threads: `Item.beside`). Where the build cannot know in advance what it will choose,
 the plan assumes: the holdout and refit at `CHOSEN_SHARE` of the CV's cap on trees, every member
 refitted, the neural members at their maximum epochs, all of the feature pipeline's transforms kept
-(`Plan.assumptions`).
+(`Plan.assumptions`): an upper bound. `plan --choices REPORT` costs an earlier build's choices
+instead (`pipeline.plan_choices`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,9 +37,19 @@ from pipeline.calibration import Calibration, Costs, Size, View, calibration_jso
 from pipeline.config import BuildConfig
 from pipeline.cv import holdout_eras, walk_forward_folds
 from pipeline.evaluate import checkpoints
-from pipeline.feature_choice import ALL_TRANSFORMS, PIPELINE_CONFIGS, TEMPORAL_ERAS
+from pipeline.feature_choice import PIPELINE_CONFIGS, TEMPORAL_ERAS
 from pipeline.members.lgbm_search import survivors
 from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMModel
+from pipeline.plan_choices import (
+    CHOICES,
+    NO_CHOICES,
+    Choices,
+    chosen_among,
+    chosen_trees,
+    first_binning,
+    kept_names,
+    replace_name,
+)
 from pipeline.presets import PROBE
 from pipeline.resources import threads_per_job
 from pipeline.schedule import BLAS_PARALLEL, TREE_PARALLEL, Item, Task, makespan
@@ -51,13 +61,10 @@ logger = logging.getLogger(__name__)
 # FinishLoad keeps (bench.memory, bench.scale); float features' 8-bit bins with their buffer.
 BYTES_PER_BIN = 1.1
 # The feature pipeline's configurations (`pipeline.feature_choice`), one probe CV each, and the two probe
-# CVs of the stability check (the chosen configuration without group mixers; planned as all transforms
-# without them). tests/test_plan.py checks these against the fits a build makes.
+# CVs of the stability check (the chosen configuration without group mixers: `Choices.stability_pipeline`).
+# tests/test_plan.py checks these against the fits a build makes.
 ABLATION = tuple(PIPELINE_CONFIGS)
-STABILITY = ("cluster means and group statistics",) * 2
-# Share of its cap on trees a LightGBM member's CV is planned to choose (the demo build on the default
-# world chose 0.25 to 0.6 of it: README, "What a build costs").
-CHOSEN_SHARE = 0.5
+STABILITY_PROBES = 2
 # Seconds of work that does not grow with the data: verification's child process, the plots (2.4-2.8 s
 # and 2.9-3.2 s in the builds of bench.scale and the default build).
 FIXED_SECONDS = {"export": 3.0, "write_build_report": 3.5}
@@ -67,29 +74,11 @@ FIXED_SECONDS = {"export": 3.0, "write_build_report": 3.5}
 # The plan's items
 
 
-def chosen_trees(member: Any) -> int:
-    """The trees a LightGBM member's holdout and refit are planned with: `CHOSEN_SHARE` of its cap
-    (they train the CV's choice, unknown before the CV)."""
-    return max(1, round(CHOSEN_SHARE * member.estimator.num_boost_round))
-
-
-def chosen_among(tasks: list[Task], views: list[tuple], count: int) -> Task:
-    """One of `count` fits chosen among `tasks` (a search's survivors, its kept trials: which, the CV
-    decides): their mean trees and setup, and a `count`-th of the binning that `count` fits drawn
-    from them are expected to need, each view once for all that share it (`views[i]`: task i's)."""
-    shares = Counter(views)
-    fresh = {view: max(t.binning for t, v in zip(tasks, views, strict=True) if v == view) for view in shares}
-    binning = sum((1 - (1 - n / len(views)) ** count) * fresh[view] for view, n in shares.items()) / count
-    mean = {name: float(np.mean([getattr(task, name) for task in tasks])) for name in ("cpu", "serial", "binning")}
-    memory = max(task.memory_mb for task in tasks)
-    return Task(mean["cpu"], mean["serial"] - mean["binning"] + binning, memory, binning)
-
-
 class Planner:
     """The items of the build `prep` sets up, at `size`, costed with `costs`."""
 
-    def __init__(self, prep: Prepared, size: Size, costs: Costs):
-        self.prep, self.size, self.costs, self.config = prep, size, costs, prep.config
+    def __init__(self, prep: Prepared, size: Size, costs: Costs, choices: Choices = NO_CHOICES):
+        self.prep, self.size, self.costs, self.config, self.choices = prep, size, costs, prep.config, choices
         self.width = size.features / costs.features
         eras = size.eras()
         self.folds = walk_forward_folds(eras, self.config.cv_folds, prep.embargo, self.config.cv_max_train_eras)
@@ -97,9 +86,24 @@ class Planner:
         self.groups = len(set(prep.groups.values()))
         self.binned: set[tuple] = set()
         # The searched members' trials; after the search the build fits the `search` trials it keeps
-        # (known only then), each planned at the trials' mean cost.
+        # (known only then: each planned at the trials' mean cost, unless `choices` says which).
         self.trials = gbdt_trials(prep, self.size.rows(self.folds[len(self.folds) // 2][0]))
-        self.fitted = [(self.trials[m.name], m.search) if m.name in self.trials else ([m], 1) for m in prep.members]
+        self.fitted = [fit for member in prep.members for fit in self.after_search(member)]
+
+    def after_search(self, member: Any) -> list[tuple[list[Any], int]]:
+        """The members a preset's `member` becomes after the search, as (trials to choose among, how
+        many): itself; its trials' `search` best; or the kept trials `choices` names."""
+        if member.name not in self.trials:
+            return [([member], 1)]
+        folds, kept = self.choices.searches.get(member.name, ((), ()))
+        if len(folds) != len(self.trials[member.name]) or not kept:
+            return [(self.trials[member.name], member.search)]
+        return [([replace_name(self.trials[member.name][k.trial], k.name)], 1) for k in kept]
+
+    def trees(self, member: Any) -> int:
+        """A LightGBM member's trees in the holdout and refit: as an earlier build chose, else `chosen_trees`."""
+        chosen = self.choices.trees.get(member.name)
+        return chosen_trees(member) if chosen is None else max(1, min(chosen, member.estimator.num_boost_round))
 
     def items(self) -> list[Item]:
         stages = (
@@ -113,9 +117,10 @@ class Planner:
         )
         return [item for stage in stages for item in stage()] + self.output()
 
-    def columns(self, member: Any, extra: str = ALL_TRANSFORMS) -> View:
+    def columns(self, member: Any, extra: str | None = None) -> View:
         """The columns a LightGBM member (or a probe, member None) reads at this size, with the
-        feature pipeline's `extra` transforms."""
+        feature pipeline's `extra` transforms (default: the chosen ones)."""
+        extra = extra or self.choices.pipeline
         raw = self.size.features if member is None or member.features is None else len(member.features) * self.width
         if member is not None and not member.engineered:
             return View(round(raw), 0, False)
@@ -227,7 +232,8 @@ class Planner:
         """The LightGBM search in its rounds of successive halving (`lgbm_search.survivors`): every
         trial's first fold at its own settings, then each later fold of the trials still in, at the
         trials' mean trees of that fold and the binning the survivors are expected to need
-        (`chosen_among`); the datasets it bins are the CV's too (dropped after the CV)."""
+        (`chosen_among`), or the survivors `choices` names at their own; the datasets it bins are the
+        CV's too (dropped after the CV)."""
         self.binned = set()
         items = []
         for member in self.prep.members:
@@ -241,12 +247,18 @@ class Planner:
                 replace(item, name=f"{item.name} fold 1", fits=1, rows=fold_rows[0], tasks=item.tasks[:1])
                 for item, fold_rows in zip(folds, rows, strict=True)
             ]
+            fitted = self.choices.searches.get(member.name, ((),))[0]
             for k, count in enumerate(survivors(len(trials), member.search, len(self.folds))[1:], start=1):
                 tasks = [item.tasks[k] for item in folds]
-                mean = chosen_among(tasks, views, count)
-                name = f"{member.name} fold {k + 1}: {count} of {len(trials)} trials (their mean)"
                 mean_rows = round(np.mean([fold_rows[k] for fold_rows in rows]))
-                items.append(replace(folds[0], name=name, fits=count, rows=mean_rows, tasks=[mean] * count, round=k))
+                if len(fitted) == len(trials):
+                    alive = [i for i, n in enumerate(fitted) if n > k]
+                    name = f"{member.name} fold {k + 1}: {len(alive)} of {len(trials)} trials (as chosen before)"
+                    tasks = first_binning([tasks[i] for i in alive], [views[i] for i in alive], tasks, views)
+                else:
+                    name = f"{member.name} fold {k + 1}: {count} of {len(trials)} trials (their mean)"
+                    tasks = [chosen_among(tasks, views, count)] * count
+                items.append(replace(folds[0], name=name, fits=len(tasks), rows=mean_rows, tasks=tasks, round=k))
         return items
 
     def cv(self) -> list[Item]:
@@ -316,32 +328,37 @@ class Planner:
         fitted = Item(
             "check_stability",
             "fold feature pipelines (no mixers) and feature stability",
-            len(STABILITY) * len(self.folds),
+            STABILITY_PROBES * len(self.folds),
             self.size.rows(self.folds[-1][0]),
             self.size.features,
             "fit",
             parent=self.stability_seconds(),
         )
-        return [fitted, self.probes("check_stability", "probe CVs with and without unstable features", STABILITY)]
+        probes = (self.choices.stability_pipeline,) * STABILITY_PROBES
+        return [fitted, self.probes("check_stability", "probe CVs with and without unstable features", probes)]
 
     def stability_seconds(self) -> float:
         """The features' per-era CORR over at most `TEMPORAL_ERAS` training eras, and fold pipelines
         (no mixers) for the probes with and without the flagged features."""
         eras = min(TEMPORAL_ERAS, len(self.size.train))
         era_corr = self.costs.era_corr * eras * self.size.rows_per_era * self.size.features
-        return era_corr + len(STABILITY) * sum(self.pipeline_fit(train, mixing=False) for train, _ in self.folds)
+        return era_corr + STABILITY_PROBES * sum(self.pipeline_fit(train, mixing=False) for train, _ in self.folds)
 
-    def member_fits(self, stage: str, parts: list[tuple[str, np.ndarray]], seen: Sequence[str]) -> list[Item]:
-        """Each member trained on every era of `parts` (the holdout's or the refit's); a chained neural
-        member fine-tunes on the eras it has not `seen`; a searched member's kept trials at the trials'
-        mean cost."""
+    def member_fits(
+        self, stage: str, parts: list[tuple[str, np.ndarray]], seen: Sequence[str], shipped: bool = False
+    ) -> list[Item]:
+        """Each member (`shipped`: each the blend weights) trained on every era of `parts` (the holdout's
+        or the refit's); a chained neural member fine-tunes on the eras it has not `seen`; a searched
+        member's kept trials at the trials' mean cost."""
         self.binned = set()
         items = []
         for group, kept in self.fitted:
             if len(group) > 1:
-                items += self.kept_fits(stage, parts, group, kept)
+                items += self.kept_fits(stage, parts, group, kept, shipped)
                 continue
             member = group[0]
+            if shipped and not self.choices.ships(member.name):
+                continue
             if neural(member):
                 epochs, seen_eras = member.estimator.max_epochs, set()
                 if getattr(member, "chain_epochs", 0):
@@ -355,39 +372,35 @@ class Planner:
                 )
             elif isinstance(getattr(member, "estimator", None), LGBMModel):
                 task, rows = self.lgbm_fit(stage, member, parts)
-                work = f"{chosen_trees(member)} trees"
+                work = f"{self.trees(member)} trees"
                 items.append(Item(stage, f"{member.name} {stage}", 1, rows, self.columns(member).width, work, [task]))
         return items
 
-    def lgbm_fit(self, stage: str, member: Any, parts: list[tuple[str, np.ndarray]]) -> tuple[Task, int]:
-        """A LightGBM member's fit on every era of `parts` at its planned trees."""
+    def lgbm_fit(
+        self, stage: str, member: Any, parts: list[tuple[str, np.ndarray]], trees: int | None = None
+    ) -> tuple[Task, int]:
+        """A LightGBM member's fit on every era of `parts` at its planned trees (or `trees`)."""
         strided = [(split, eras[:: member.era_stride]) for split, eras in parts]
         key = (stage, self.member_view(member))
         params, view = member.estimator.lgb_params(), self.columns(member)
-        return self.lgbm_task(key, params, chosen_trees(member), strided, member.train_target, view)
+        trees = trees or self.trees(member)
+        return self.lgbm_task(key, params, trees, strided, member.train_target, view)
 
-    def kept_fits(self, stage: str, parts: list[tuple[str, np.ndarray]], trials: list[Any], kept: int) -> list[Item]:
-        """The `kept` members a search keeps of `trials` (which ones, the CV decides), each at the trials'
-        mean cost of trees, and together binning the views `kept` trials drawn from `trials` are expected
-        to need (a view is binned once whichever kept trials share it); later items bin their own."""
+    def kept_fits(
+        self, stage: str, parts: list[tuple[str, np.ndarray]], trials: list[Any], kept: int, shipped: bool
+    ) -> list[Item]:
+        """The `kept` members a search keeps of `trials` (which ones, the CV decides; `shipped`: those of
+        them the blend weights), each at the trials' mean cost of trees, and together binning the views
+        `kept` trials drawn from `trials` are expected to need (a view is binned once whichever kept
+        trials share it); later items bin their own."""
         before = set(self.binned)
-        fits = [self.lgbm_fit(stage, trial, parts) for trial in trials]
+        fits = [self.lgbm_fit(stage, trial, parts, chosen_trees(trial)) for trial in trials]
         self.binned = before
-        task = chosen_among([task for task, _ in fits], [self.member_view(trial) for trial in trials], kept)
-        rows = round(np.mean([rows for _, rows in fits]))
-        name, width = trials[0].name.rsplit("_", 1)[0], self.columns(trials[0]).width
-        return [
-            Item(
-                stage,
-                f"{name}_{k} {stage} (a trial's mean)",
-                1,
-                rows,
-                width,
-                "trials' trees",
-                [task],
-            )
-            for k in range(1, kept + 1)
-        ]
+        names = [name for name in kept_names(trials, kept) if self.choices.ships(name) or not shipped]
+        task = chosen_among([task for task, _ in fits], [self.member_view(trial) for trial in trials], len(names))
+        rows, width = round(np.mean([rows for _, rows in fits])), self.columns(trials[0]).width
+        work = "trials' trees"
+        return [Item(stage, f"{name} {stage} (a trial's mean)", 1, rows, width, work, [task]) for name in names]
 
     def holdout(self) -> list[Item]:
         """Stages score_holdout and refit: with --jobs 1 one after the other; with --jobs the refit's
@@ -414,18 +427,19 @@ class Planner:
             replace(self.scoring(), round=2, beside=True),
         ]
 
-    def predict_seconds(self, rows: int) -> float:
-        """Every member's scores of `rows` validation rows (LightGBM at its cap on trees)."""
+    def predict_seconds(self, rows: int, shipped: bool = False) -> float:
+        """Every member's (`shipped`: each the blend weights) scores of `rows` rows at its planned trees."""
         seconds = 0.0
         for group, kept in self.fitted:
+            names = kept_names(group, kept) if len(group) > 1 else [group[0].name]
             for member in group:
-                share = kept / len(group)
+                share = sum(self.choices.ships(name) or not shipped for name in names) / len(group)
                 if isinstance(getattr(member, "estimator", None), LGBMModel):
-                    estimator = member.estimator
-                    seconds += share * self.costs.predict(estimator.lgb_params(), rows, chosen_trees(member))
+                    trees = self.trees(member) if len(group) == 1 else chosen_trees(member)
+                    seconds += share * self.costs.predict(member.estimator.lgb_params(), rows, trees)
                     seconds += share * self.costs.transforming(rows, self.columns(member))
                 elif neural(member):
-                    seconds += self.costs.epochs[member.name][2] * rows * self.width
+                    seconds += share * self.costs.epochs[member.name][2] * rows * self.width
         return seconds
 
     @property
@@ -444,7 +458,7 @@ class Planner:
         sampled = min(rows, max(PERMUTATION_ROWS, 100 * len(self.scored)))
         sampled_per_era = sampled / max(1, len(self.scored))
         projection = self.costs.per_era("projection", len(self.scored), sampled_per_era, self.size.features)
-        seconds = self.predict_seconds(rows) + (self.groups + 1) * self.predict_seconds(sampled)
+        seconds = self.predict_seconds(rows) + (self.groups + 1) * self.predict_seconds(sampled, shipped=True)
         work = f"{self.members + 1} models, {self.groups} groups"
         return Item(
             "score_holdout",
@@ -472,11 +486,11 @@ class Planner:
             "fit",
             parent=self.pipeline_fit([], split_rows=rows),
         )
-        return [pipeline], self.member_fits("refit", parts, self.size.eras())
+        return [pipeline], self.member_fits("refit", parts, self.size.eras(), shipped=True)
 
     def output(self) -> list[Item]:
         live = round(self.size.rows_per_era)
-        verify = FIXED_SECONDS["export"] + self.predict_seconds(live)
+        verify = FIXED_SECONDS["export"] + self.predict_seconds(live, shipped=True)
         return [
             Item(
                 "export",
@@ -628,36 +642,35 @@ class Plan:
 
 
 ASSUMPTIONS = [
-    f"the holdout and refit train {CHOSEN_SHARE:.0%} of each LightGBM member's cap on trees (the CV's choice, at "
-    "most the cap: then they cost up to twice as much)",
     "--torch-processes N divides a neural fit's time by N (data-parallel; measured on this machine for N = 1 only)",
-    "every member is refitted (the blend leaves out those it gives no weight)",
     "with --jobs, this process's work beside the workers' fits (the refit's pipeline, the holdout's scores) "
     "takes the threads of one of them, and the refit's fits are counted in score_holdout, where they start",
     "with --jobs, once no fit waits, the running LightGBM fits grow onto the idle workers' cores (their trees "
     "at Amdahl's speedup, their binning on one thread)",
     "neural members train their maximum epochs (they stop early when their early-stopping eras stop improving)",
-    "the feature pipeline keeps every transform its ablation tries",
 ]
 
 
-def make_plan(prep: Prepared, costs: Costs, size: Size, cores: int) -> Plan:
-    """The plan of the build `prep` sets up, at `size`, on `cores` cores."""
+def make_plan(prep: Prepared, costs: Costs, size: Size, cores: int, choices: Choices = NO_CHOICES) -> Plan:
+    """The plan of the build `prep` sets up, at `size`, on `cores` cores, with the CV's `choices`."""
     config = prep.config
     threads = config.threads or cores
     in_memory = config.spill_dir is None and config.jobs == 1
-    return Plan(Planner(prep, size, costs).items(), costs, size, cores, config.jobs, threads, in_memory, ASSUMPTIONS)
+    assumed = CHOICES if choices.source is None else [choices.describe()]
+    items = Planner(prep, size, costs, choices).items()
+    return Plan(items, costs, size, cores, config.jobs, threads, in_memory, assumed + ASSUMPTIONS)
 
 
 @dataclass(frozen=True)
 class PlanFor:
     """What to plan for: a hypothetical size (training rows and eras, raw features; None: the
-    data's) and a machine of `cores` cores (None: this one)."""
+    data's), a machine of `cores` cores (None: this one) and the CV's `choices` (`plan --choices`)."""
 
     rows: int | None = None
     features: int | None = None
     eras: int | None = None
     cores: int | None = None
+    choices: Choices = field(default_factory=Choices)
 
 
 def calibrated(config: BuildConfig, target: PlanFor) -> tuple[Prepared, Calibration, Size, int]:
@@ -673,4 +686,4 @@ def calibrated(config: BuildConfig, target: PlanFor) -> tuple[Prepared, Calibrat
 def plan_build(config: BuildConfig, target: PlanFor = PlanFor()) -> Plan:
     """Load the data as the build would, calibrate on a sample of it, and plan the build."""
     prep, calibration, size, cores = calibrated(config, target)
-    return make_plan(prep, calibration.costs, size, cores)
+    return make_plan(prep, calibration.costs, size, cores, target.choices)

@@ -21,6 +21,7 @@ from pipeline.cli import main
 from pipeline.members.lgbm import scaled_trees
 from pipeline.parallel import InProcess
 from pipeline.plan import PlanFor, chosen_among, make_plan
+from pipeline.plan_choices import read_choices
 from pipeline.resources import Timings
 from pipeline.schedule import BLAS_PARALLEL, Task, makespan, speedup
 
@@ -76,6 +77,32 @@ def test_the_plan_counts_the_fits_the_build_makes(tiny_world: Path, tmp_path: Pa
     for name in ("search_gbdt", "choose_features", "cross_validate", "check_stability", "score_holdout"):
         assert planned[name] == made[name], name
     assert 0 < made["refit"] <= planned["refit"], "the plan refits every member, the build those it ships"
+    # With the build's own choices (plan --choices), the plan makes the fits and trees the build made.
+    choices = read_choices(tmp_path / "model_report", prep.config.preset)
+    chosen = make_plan(prep, calibration.add(prep), Size.of(prep), 2, choices)
+    assert lightgbm_fits(chosen)["refit"] == made["refit"] and choices.describe() in chosen.assumptions
+    report = json.loads((tmp_path / "model_report" / "report.json").read_text())["models"]
+    for item in chosen.stage_items("refit"):
+        name = item.name.removesuffix(" refit")
+        if item.work.endswith(" trees"):
+            assert item.work == f"{report[name]['chosen']['num_boost_round']} trees", name
+    assert {item.name.removesuffix(" refit") for item in chosen.stage_items("refit")} == choices.shipped
+    raw = make_plan(prep, calibration.costs, Size.of(prep), 2, replace(choices, pipeline="raw features"))
+    searched = {item.features for item in raw.stage_items("search_gbdt")}
+    assert searched == {raw.size.features}, "the search reads the chosen pipeline's columns: the raw features"
+
+
+def test_choices_of_another_preset_or_no_report_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        read_choices(tmp_path / "nowhere", "demo")
+    (tmp_path / "report.json").write_text(
+        json.dumps({"settings": {"preset": "standard"}, "models": {}, "feature_pipeline": {}})
+    )
+    with pytest.raises(ValueError, match="--preset 'standard'"):
+        read_choices(tmp_path, "demo")
+    (tmp_path / "report.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a JSON report"):
+        read_choices(tmp_path / "report.json", "demo")
 
 
 def test_the_plan_prints_one_json_object(tiny_world: Path, capsys) -> None:
