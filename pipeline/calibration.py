@@ -367,17 +367,19 @@ def neural(member: Any) -> bool:
 
 
 def calibrate_epoch(member: Any, sample: EraFrame) -> tuple[float, float, float]:
-    """(seconds per row of one epoch, peak MB above the process's RSS, seconds per row of prediction)
-    of a neural member. The rate is the sample's average: a slope between the sample and its half
-    (the same eras, half their rows) overstated it (at 800 rows per era, the CV planned at 1,758 s
-    against 1,118 s measured)."""
+    """(seconds per row of one epoch, peak MB above the process's RSS per row of an era, seconds per
+    row of prediction) of a neural member. The rate is the sample's average: a slope between the
+    sample and its half (the same eras, half their rows) overstated it (at 800 rows per era, the CV
+    planned at 1,758 s against 1,118 s measured). A batch holds whole eras (`eras_per_batch`), so
+    its activations, the peak, grow with an era's rows: the sample has at most `SAMPLE_ROWS` /
+    `SAMPLE_ERAS` of them, Numerai's eras about 4,800."""
     trial = member.untrained(threads=1)
     trial.estimator.set_params(max_epochs=1)
     reset_peak()
     before = current_rss_mb()
     seconds = timed(trial.fit, [sample], None, "holdout")
     rows = len(sample) * (1 - 1 / 4) / max(1, trial.era_stride)
-    peak = max(0.0, peak_rss_mb() - before)
+    peak = max(0.0, peak_rss_mb() - before) / (len(sample) / len(np.unique(sample.eras)))
     return seconds / rows, peak, timed(trial.predict, sample.features, sample.eras) / len(sample)
 
 

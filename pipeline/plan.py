@@ -196,6 +196,10 @@ class Planner:
             )
         ]
 
+    def neural_memory(self, member: Any) -> float:
+        """A neural fit's peak MB: its batches of whole eras at this size's rows per era."""
+        return self.costs.epochs[member.name][1] * self.size.rows_per_era
+
     def neural_seconds(self, member: Any, eras: Sequence[str], epochs: int, split_rows: int | None = None) -> float:
         """A neural fit of `epochs` on `eras` (or `split_rows` rows), over --torch-processes processes."""
         rows = split_rows if split_rows is not None else self.size.rows(list(eras)[:: member.era_stride])
@@ -279,7 +283,7 @@ class Planner:
     def neural_cv_tasks(self, member: Any) -> list[Task]:
         """A neural member's CV: a fit per fold, or chained (`chain_epochs`): the first fold's fit, then
         one task fine-tuning on each later fold's new eras."""
-        epochs, memory = member.estimator.max_epochs, self.costs.epochs[member.name][1]
+        epochs, memory = member.estimator.max_epochs, self.neural_memory(member)
         if not getattr(member, "chain_epochs", 0):
             return [Task(0.0, self.neural_seconds(member, train, epochs), memory) for train, _ in self.folds]
         seconds = self.neural_seconds(member, self.folds[0][0], epochs)
@@ -366,7 +370,7 @@ class Planner:
                 new = [(split, [era for era in eras if era not in seen_eras]) for split, eras in parts]
                 rows = sum(self.size.rows(eras[:: member.era_stride], split) for split, eras in new)
                 seconds = self.neural_seconds(member, [], epochs, split_rows=rows)
-                task = Task(0.0, seconds, self.costs.epochs[member.name][1])
+                task = Task(0.0, seconds, self.neural_memory(member))
                 items.append(
                     Item(stage, f"{member.name} {stage}", 1, rows, self.size.features, f"{epochs} epochs", [task])
                 )

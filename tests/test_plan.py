@@ -126,6 +126,11 @@ def test_more_rows_cost_more_and_more_cores_less(calibrated) -> None:
     small, large = (make_plan(prep, calibration.costs, size.scaled(r, None, 40), 2) for r in (40_000, 400_000))
     assert 5 < large.stage_seconds("cross_validate") / small.stage_seconds("cross_validate") < 11
     assert large.peak_rss_mb > small.peak_rss_mb
+    neural = [
+        [t.memory_mb for i in plan.stage_items("cross_validate") if i.work.endswith("epochs") for t in i.tasks]
+        for plan in (small, large)
+    ]
+    assert neural[0] and neural[1] == pytest.approx([10 * m for m in neural[0]]), "batches of whole eras, 10x rows"
     wide = make_plan(prep, calibration.costs, size.scaled(400_000, 2748, 40), 2)
     assert wide.total_seconds > 10 * large.total_seconds
     many = make_plan(replace(prep, config=replace(prep.config, jobs=8, threads=0)), calibration.costs, wide.size, 16)
