@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
@@ -141,3 +143,18 @@ def test_the_pickle_side_never_loads_torch_or_the_training_side() -> None:
         [sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(out) == []
+
+
+def test_an_installed_package_holds_every_module(tmp_path: Path) -> None:
+    """`pip install .` (the README's Dask setup) installs every module: a wheel built from a copy of
+    the checkout (an in-tree `build/` would carry an earlier build's files) holds each of `modules()`."""
+    source = tmp_path / "source"
+    shutil.copytree(PACKAGE, source / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PACKAGE.parent / name, source / name)
+    command = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*command, "-w", str(tmp_path)], check=True, capture_output=True, cwd=source)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    missing = [name for name, path in modules().items() if path.relative_to(PACKAGE.parent).as_posix() not in names]
+    assert not missing, f"left out of the wheel: {missing}"
