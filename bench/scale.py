@@ -2,6 +2,16 @@
 
     python -m bench.scale [--eras 20 60 120] [--rows 4800] [--features 2748] [--trees 50] [--modes memory disk]
     python -m bench.scale --build [--build-rows 100 300 800] [--build-eras 100] [--trees 50] [--threads 1]
+    python -m bench.scale --fits [--rows 4800] [--fit-eras 130] [--build-eras 100] [--trees 50]
+    python -m bench.scale --full-size DATA_DIR
+
+`--fits`: what the full-size plan rests on. The plan costs a LightGBM fit from measurements on a
+sample of the data it is given (`pipeline.calibration`): binning, a fit's setup, each tree and
+prediction. This calibrates on a Numerai-width world of 100 rows per era (the world `--build`'s
+full-size plans are calibrated on) and on one of `--rows` rows per era (`--fit-eras` eras), then
+bins the standard preset's engineered view of a quarter, half and all of the latter's training eras
+and trains `--trees` trees of its deep settings on them, one thread, and prints each cost measured
+next to what each calibration plans for it.
 
 `--build`: complete builds of the default preset (and of `standard` at the smallest size) on
 Numerai-width worlds of `--build-eras` eras x each `--build-rows` rows per era, each in a fresh
@@ -10,7 +20,8 @@ each stage's measured seconds and peak RSS (the report's "timings") next to the 
 measured total against the plan's (bar: within 25 %), and the plan given the build's own choices
 (`plan --choices` its report: what the cost model misses once the CV's choices are known). Then the
 plan of `standard` at Numerai's full size (2,750,000 rows x 2,748 features in 680 eras) on 2 cores
-and on 16 (with --jobs 1, 4 and 8).
+and on 16 (with --jobs 1, 4 and 8), all from one calibration on the smallest world
+(`--full-size DATA_DIR`: only those plans, calibrated on that data).
 
 For each size: writes a synthetic world of that many eras (Numerai's width), then in a fresh process
 per mode runs the build's own stages one after the other and prints wall time and peak RSS (VmHWM,
@@ -106,6 +117,90 @@ def stages(args: argparse.Namespace) -> None:
     print("cells: wall time of the stage, then peak RSS so far / int8 matrix bytes (bar at full size: 1.6)")
 
 
+FITS = r"""
+import json, sys, time
+import lightgbm as lgb
+from threadpoolctl import threadpool_limits
+from pipeline.binning import Rows, labelled
+from pipeline.build import prepare
+from pipeline.calibration import Calibration, View, timed
+from pipeline.config import BuildConfig
+from pipeline.features import FeaturePipeline
+from pipeline.models.lgbm import LGBMModel
+from pipeline.presets import DEEP_PARAMS
+from pipeline.runtime import booster_predict
+
+worlds, trees = sys.argv[1:3], int(sys.argv[3])
+params = LGBMModel(DEEP_PARAMS).lgb_params() | {"num_threads": 1}
+costs, preps = {}, [prepare(BuildConfig(data_dir=world, preset="standard")) for world in worlds]
+for world, prep in zip(worlds, preps):
+    costs[world] = Calibration(prep, 0.0, len(preps[-1].train)).costs
+train, eras = prep.train, prep.train.era_order
+pipeline = FeaturePipeline(prep.groups, missing="keep", clusters=True, group_stats=True).fit([(train, eras)])
+view = View(len(prep.features), len(pipeline.feature_names_) - len(prep.features), False)
+with threadpool_limits(1):
+    for share in (4, 2, 1):
+        rows = Rows.of(pipeline, [(train, eras[-(len(eras) // share):])], 1, pipeline.feature_names_, 0)
+        start = time.process_time()
+        dataset = labelled(rows.bin(), rows.labels(prep.config.target))
+        binning = time.process_time() - start
+        one = timed(lgb.train, params, dataset, num_boost_round=1)
+        start = time.process_time()
+        booster = lgb.train(params, dataset, num_boost_round=trees)
+        per_tree = (time.process_time() - start - one) / (trees - 1)
+        scored = pipeline.matrix(train.features[-len(rows) // 4:], train.eras[-len(rows) // 4:])
+        predict = timed(booster_predict, booster, scored)
+        measured = {"binning": binning, "setup": max(0.0, one - per_tree), "tree": per_tree, "predict": predict}
+        planned = {
+            world: {
+                "binning": c.binning(len(rows), view, len(rows)),
+                "setup": c.setup(params, view.width),
+                "tree": c.tree(params, len(rows), view.width),
+                "predict": c.predict(params, len(scored), trees),
+            }
+            for world, c in costs.items()
+        }
+        found = {"rows": len(rows), "columns": view.width, "measured": measured, "planned": planned}
+        print(json.dumps(found), flush=True)
+"""
+
+
+def fits(args: argparse.Namespace) -> None:
+    """Binning, setup, trees and prediction measured at Numerai's rows per era against the plan's
+    costs from two calibrations (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        worlds = []
+        for rows, eras in ((100, args.build_eras), (args.rows, args.fit_eras)):
+            spec = dataclasses.replace(
+                DEFAULT_WORLD,
+                n_eras=eras,
+                n_validation_eras=max(24, eras // 4),
+                rows_per_era=rows,
+                live_rows=rows,
+                n_features=args.features,
+            )
+            worlds.append(str(write_world(Path(tmp) / f"world{rows}" / "data", spec, progress=False)))
+        command = [sys.executable, "-c", FITS, *worlds, str(args.trees)]
+        out = subprocess.run(
+            command, capture_output=True, text=True, check=True, env=os.environ | {"OMP_NUM_THREADS": "1"}
+        )
+    labels = {worlds[0]: "100 rows per era", worlds[1]: f"{args.rows} rows per era"}
+    print(f"one thread; the standard preset's deep settings, {args.trees} trees; CPU seconds measured / planned")
+    print(
+        f"{'rows':>9} {'calibrated on':>18} | "
+        + " | ".join(f"{c:>22}" for c in ("binning", "setup", "tree", "predict"))
+    )
+    for line in out.stdout.strip().splitlines():
+        found = json.loads(line)
+        for world, planned in found["planned"].items():
+            cells = [
+                f"{found['measured'][c]:>8.3f} / {planned[c]:>8.3f}"
+                + f" {found['measured'][c] / max(planned[c], 1e-9):>4.2f}"
+                for c in ("binning", "setup", "tree", "predict")
+            ]
+            print(f"{found['rows']:>9,} {labels[world]:>18} | " + " | ".join(cells))
+
+
 def run_json(command: list[str]) -> dict:
     """The last line a command prints, as JSON (its log goes to stderr)."""
     out = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
@@ -156,16 +251,42 @@ def print_comparison(label: str, found: dict) -> float:
     return ratio
 
 
-def full_size_plans(world: Path, threads: int) -> None:
-    """The plan of `standard` at Numerai's full size on 2 cores and on 16."""
-    full = ["--rows", "2750000", "--features", "2748", "--eras", "680"]
-    print("\nstandard at Numerai's full size (2,750,000 rows x 2,748 features, 680 training eras):")
-    for cores, jobs in ((2, 1), (2, 2), (16, 1), (16, 4), (16, 8)):
-        options = ["--preset", "standard", "--cores", str(cores), "--jobs", str(jobs), *full]
-        plan = run_json([sys.executable, "build_model.py", "plan", "--json", "--data-dir", str(world), *options])
-        peak_gb, cv_hours = plan["peak_rss_mb"] / 1024, plan["stages"]["cross_validate"]["seconds"] / 3600
-        machine = f"{cores:>2} cores, --jobs {jobs}"
-        print(f"  {machine}: {plan['total_hours']:>6.2f} h, peak {peak_gb:>6.1f} GB (CV {cv_hours:.2f} h)")
+FULL_SIZE = r"""
+import dataclasses, json, sys
+from pipeline.config import BuildConfig
+from pipeline.plan import PlanFor, calibrated, make_plan
+
+world, machines = sys.argv[1], json.loads(sys.argv[2])
+config = BuildConfig(data_dir=world, preset="standard")
+prep, calibration, size, _ = calibrated(config, PlanFor(rows=2_750_000, features=2748, eras=680))
+for cores, jobs, torch in machines:
+    options = dataclasses.replace(config, jobs=jobs, torch_processes=torch)
+    plan = make_plan(dataclasses.replace(prep, config=options), calibration.costs, size, cores).to_json()
+    print(json.dumps({"cores": cores, "jobs": jobs, "torch": torch} | plan), flush=True)
+"""
+FULL_SIZE_MACHINES = ((2, 1, 1), (2, 2, 1), (16, 1, 1), (16, 4, 1), (16, 8, 1), (16, 8, 4))
+
+
+def full_size_plans(world: Path) -> None:
+    """The plan of `standard` at Numerai's full size on 2 cores and on 16, every machine from one
+    calibration (a calibration's figures move between runs; one keeps the machines comparable)."""
+    print("\nstandard at Numerai's full size (2,750,000 rows x 2,748 features, 680 training eras), one calibration:")
+    command = [sys.executable, "-c", FULL_SIZE, str(world), json.dumps(FULL_SIZE_MACHINES)]
+    out = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    if out.returncode != 0:
+        raise RuntimeError(f"the full-size plans failed:\n{out.stderr[-3000:]}")
+    for line in out.stdout.strip().splitlines():
+        plan = json.loads(line)
+        stages = plan["stages"]
+        one_thread = sum(item["seconds_one_thread"] for s in stages.values() for item in s["items"]) / 3600
+        binning = sum(item["binning_one_thread"] for s in stages.values() for item in s["items"]) / 3600
+        hours = {name: stages[name]["seconds"] / 3600 for name in ("search_gbdt", "cross_validate", "score_holdout")}
+        machine = f"{plan['cores']:>2} cores, --jobs {plan['jobs']}, --torch-processes {plan['torch']}"
+        print(
+            f"  {machine}: {plan['total_hours']:>6.2f} h, peak {plan['peak_rss_mb'] / 1024:>6.1f} GB (search "
+            f"{hours['search_gbdt']:.2f} h, CV {hours['cross_validate']:.2f} h, holdout and refit "
+            f"{hours['score_holdout']:.2f} h; {one_thread:.1f} one-thread hours, {binning:.1f} of them binning)"
+        )
 
 
 def builds(args: argparse.Namespace) -> None:
@@ -191,7 +312,7 @@ def builds(args: argparse.Namespace) -> None:
                 ratios[f"standard, {rows} rows per era"] = print_comparison(
                     f"standard preset, {rows} rows x {args.build_eras} eras", standard
                 )
-                full_size_plans(world, args.threads)
+                full_size_plans(world)
     print("\nmeasured / plan: " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items()))
 
 
@@ -206,8 +327,15 @@ def main() -> None:
     parser.add_argument("--build-rows", type=int, nargs="+", default=[100, 300, 800], help="rows per era of each world")
     parser.add_argument("--build-eras", type=int, default=100, help="eras of each build's world (train + validation)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--fits", action="store_true", help="a fit's costs at --rows per era against the plan's")
+    parser.add_argument("--fit-eras", type=int, default=130, help="eras of the --fits world (train + validation)")
+    parser.add_argument("--full-size", type=Path, help="only the full-size plans, calibrated on this data directory")
     args = parser.parse_args()
-    if args.build:
+    if args.full_size:
+        full_size_plans(args.full_size)
+    elif args.fits:
+        fits(args)
+    elif args.build:
         builds(args)
     else:
         stages(args)

@@ -2,7 +2,7 @@
 for `pipeline.plan`.
 
 Everything is timed in CPU seconds on one thread (what others run on the cores meanwhile does not
-count): binning at two sample sizes (raw and engineered features, and the engineered view's per-era
+count): binning at two sizes (raw and engineered features, and the engineered view's per-era
 figures), `CALIBRATION_TREES` trees of every distinct LightGBM setting at two sizes and their
 prediction with one tree and `PREDICT_TREES`, the feature pipeline with and without its group mixers,
 and one epoch of each neural member. Costs grow linearly with the rows and columns they touch (a
@@ -31,7 +31,7 @@ from pipeline.build import Prepared
 from pipeline.data import EraFrame
 from pipeline.feature_choice import ALL_TRANSFORMS, PIPELINE_CONFIGS
 from pipeline.features import FeaturePipeline
-from pipeline.models.lgbm import LGBMModel
+from pipeline.models.lgbm import BIN_SAMPLE_ROWS, LGBMModel
 from pipeline.presets import PROBE
 from pipeline.resources import peak_rss_mb, reset_peak
 from pipeline.runtime import booster_predict, feature_projection
@@ -42,6 +42,9 @@ from pipeline.targets import aux_targets
 SAMPLE_ROWS = 40_000
 SAMPLE_ERAS = 48
 CALIBRATION_TREES = 8
+# The most rows binning is timed on (and half of them), the sample's rows repeated where it has fewer
+# than the plan's fits: both sizes at least LightGBM's bin sample (`calibrate_binning`).
+BINNING_ROWS = 4 * BIN_SAMPLE_ROWS
 # Each fit measured twice and each prediction five times, the least kept; prediction timed with one
 # tree and with PREDICT_TREES: on this sample one measurement's noise is of the order of what seven
 # trees add to a row's conversion, and one measurement of eight trees had put a 15-leaf tree's
@@ -145,6 +148,7 @@ class Costs:
     rows_per_era: float
     bin_fixed: float = 0.0
     bin_raw: float = 0.0
+    bin_extra_fixed: float = 0.0
     bin_extra: float = 0.0
     inputs: float = 0.0
     mixer_inputs: float = 0.0
@@ -177,9 +181,11 @@ class Costs:
         return self.trees[params_key(params)][4] * columns / self.columns
 
     def binning(self, rows: int, view: View, frame_rows: int) -> float:
-        """Binning `rows` rows of a view; an engineered one first computes its per-era figures (and
-        group mixers) over every row of the frame (`frame_rows`)."""
-        fixed = self.bin_fixed * view.width / self.columns
+        """Binning `rows` rows of a view: finding each column's bins on a sample of at most
+        `BIN_SAMPLE_ROWS` rows, then every row into its bins; an engineered view first computes its
+        per-era figures (and group mixers) over every row of the frame (`frame_rows`)."""
+        sampled = min(rows, BIN_SAMPLE_ROWS) / BIN_SAMPLE_ROWS
+        fixed = sampled * (view.raw * self.bin_fixed + view.extra * self.bin_extra_fixed)
         inputs = (self.inputs + (self.mixer_inputs if view.mixers else 0.0)) * frame_rows if view.extra else 0.0
         return fixed + rows * (view.raw * self.bin_raw + view.extra * self.bin_extra) + inputs
 
@@ -244,12 +250,22 @@ def thin(frame: EraFrame, eras: np.ndarray, rows_per_era: int) -> EraFrame:
 
 class Calibration:
     """`Costs` measured on about `SAMPLE_ROWS` rows of `SAMPLE_ERAS` evenly spaced training eras (the
-    sample kept, so that `add` can measure the settings and members of other options)."""
+    sample kept, so that `add` can measure the settings and members of other options). Binning is
+    timed on as many rows as the plan's fits have, up to `BINNING_ROWS` (`planned_rows`: the
+    training rows planned for; None: the data's own)."""
 
-    def __init__(self, prep: Prepared, load_seconds: float):
+    def __init__(self, prep: Prepared, load_seconds: float, planned_rows: int | None = None):
+        self.planned_rows = planned_rows or len(prep.train)
         with threadpool_limits(1):
             self.measure(prep, load_seconds)
             self.add(prep)
+
+    def repeats(self, prep: Prepared) -> int:
+        """How many times over binning is timed on the sample's rows: once for the data's own size,
+        else as many as reach the planned rows, up to `BINNING_ROWS`."""
+        if self.planned_rows <= len(prep.train):
+            return 1
+        return max(1, -(-min(BINNING_ROWS, self.planned_rows) // len(self.sample)))
 
     def measure(self, prep: Prepared, load_seconds: float) -> None:
         self.sample, self.half = calibration_samples(prep.train)
@@ -261,7 +277,7 @@ class Calibration:
         matrices_mb = (prep.train.features.nbytes + prep.validation.features.nbytes) / 2**20
         costs.base_mb = current_rss_mb() - (0 if prep.config.spill_dir else matrices_mb)
         self.costs = costs
-        self.datasets = calibrate_binning(costs, self.sample, self.half, pipeline)
+        self.datasets = calibrate_binning(costs, self.sample, self.half, pipeline, self.repeats(prep))
         costs.transform = timed(pipeline.matrix, self.sample.features, self.sample.eras) / len(self.sample)
         mixing = FeaturePipeline(prep.groups, clusters=False, group_stats=False, mixing=True)
         mixing.targets = [self.target, *aux_targets(prep.train, self.target, "_20")]
@@ -282,9 +298,7 @@ class Calibration:
     def measure_members(self, prep: Prepared) -> None:
         for params in lightgbm_settings(prep, len(self.sample)):
             if params_key(params) not in self.costs.trees:
-                self.costs.trees[params_key(params)] = calibrate_trees(
-                    params, self.datasets, self.sample, self.half, self.target
-                )
+                self.costs.trees[params_key(params)] = calibrate_trees(params, self.datasets, self.target)
         for member in prep.members:
             if neural(member) and member.name not in self.costs.epochs:
                 self.costs.epochs[member.name] = calibrate_epoch(member, self.sample)
@@ -301,29 +315,55 @@ def extra_columns(pipeline: FeaturePipeline) -> dict[str, int]:
     }
 
 
-def calibrate_binning(costs: Costs, sample: EraFrame, half: EraFrame, pipeline: FeaturePipeline) -> dict:
-    """Binning's fixed part (the bin sample) and its cost per raw value, from two sizes; per
-    engineered value; and the engineered view's per-era figures per frame row. Returns the binned
-    engineered datasets of both sizes for the trees."""
-    binned, seconds = {}, {}
-    for name, frame, view in (
-        ("raw", sample, None),
-        ("raw_half", half, None),
-        ("engineered", sample, pipeline),
-        ("engineered_half", half, pipeline),
-    ):
-        names = frame.feature_names if view is None else view.feature_names_
-        rows = Rows.of(view, [(frame, frame.era_order)], 1, names, 0)
-        start = time.process_time()
-        binned[name] = rows.bin()
-        seconds[name] = time.process_time() - start
-    width, extra = costs.features, len(pipeline.feature_names_) - costs.features
-    fixed, costs.bin_raw = line(len(half) * width, seconds["raw_half"], len(sample) * width, seconds["raw"])
-    costs.bin_fixed = fixed * costs.columns / width
+def repeated(frame: EraFrame, times: int) -> EraFrame:
+    """Each era's rows `times` times over, the era's rows kept together."""
+    slices = frame.era_slices()
+    rows = np.concatenate([np.tile(np.arange(s.start, s.stop), times) for s in slices.values()])
+    return EraFrame(
+        frame.path,
+        frame.ids[rows],
+        frame.eras[rows],
+        frame.features[rows],
+        frame.feature_names,
+        frame.targets.iloc[rows],
+    )
+
+
+def calibrate_binning(
+    costs: Costs, sample: EraFrame, half: EraFrame, pipeline: FeaturePipeline, times: int = 1
+) -> dict:
+    """Binning's cost per raw and per engineered column: a fixed part (finding the bins on LightGBM's
+    sample of `BIN_SAMPLE_ROWS` rows, single rows fetched through the feature pipeline) and a part per
+    value, from two sizes: the sample and its half, each one's rows `times` over within their eras
+    (`Calibration.repeats`). Below the bin sample, finding bins grows with the rows: a line through two
+    such sizes had planned the binning of Numerai's 470,000 rows at 6.5 times what it took. Also the
+    engineered view's per-era figures per frame row. Returns the binned engineered datasets of the
+    sample and its half, for the trees."""
+    sizes = {"large": repeated(sample, times), "small": repeated(half, times)}
+    seconds, binned = {}, {}
+    for size, frame in sizes.items():
+        for view in (None, pipeline):
+            names = frame.feature_names if view is None else view.feature_names_
+            rows = Rows.of(view, [(frame, frame.era_order)], 1, names, 0)
+            start = time.process_time()
+            binned[size, view is None] = rows.bin()
+            seconds[size, view is None] = time.process_time() - start
+    width, extra = costs.features, max(1, len(pipeline.feature_names_) - costs.features)
+    small, large = (len(sizes[size]) for size in ("small", "large"))
+    fixed, rate = line(small, seconds["small", True], large, seconds["large", True])
+    costs.bin_fixed, costs.bin_raw = fixed / width, rate / width
     costs.inputs = timed(pipeline.inputs, sample) / len(sample)
-    engineered = seconds["engineered"] - seconds["raw"] - costs.inputs * len(sample)
-    costs.bin_extra = max(0.0, engineered) / (len(sample) * max(1, extra))
-    return {"full": (binned["engineered"], sample), "half": (binned["engineered_half"], half), "pipeline": pipeline}
+    engineered = {size: seconds[size, False] - seconds[size, True] - costs.inputs * len(sizes[size]) for size in sizes}
+    fixed, rate = line(small, max(0.0, engineered["small"]), large, max(0.0, engineered["large"]))
+    costs.bin_extra_fixed, costs.bin_extra = fixed / extra, rate / extra
+    if times == 1:
+        trees = {"full": binned["large", False], "half": binned["small", False]}
+    else:
+        trees = {
+            name: Rows.of(pipeline, [(frame, frame.era_order)], 1, pipeline.feature_names_, 0).bin()
+            for name, frame in (("full", sample), ("half", half))
+        }
+    return {"full": (trees["full"], sample), "half": (trees["half"], half), "pipeline": pipeline}
 
 
 def lightgbm_settings(prep: Prepared, rows: int) -> list[dict[str, Any]]:
@@ -334,11 +374,14 @@ def lightgbm_settings(prep: Prepared, rows: int) -> list[dict[str, Any]]:
     return [m.estimator.lgb_params() for m in members] + [LGBMModel(PROBE["params"]).lgb_params()]
 
 
-def calibrate_trees(params: dict[str, Any], datasets: dict, sample: EraFrame, half: EraFrame, target: str) -> tuple:
+def calibrate_trees(params: dict[str, Any], datasets: dict, target: str) -> tuple:
     """(fixed seconds, seconds per row x column) of one tree with `params` on one thread, from
     `CALIBRATION_TREES` trees at two sample sizes less a fit of one tree (the fit's setup, which the
-    last figure gives: at the full sample), and prediction's seconds per row and per row x tree (from
-    one tree and `PREDICT_TREES`)."""
+    last figure gives: at the full sample), and prediction's seconds per
+    row and per row x tree (from one tree and `PREDICT_TREES`). Timed on the sample as it is (`bench.scale
+    --fits`: a sample of 7,500 rows plans a tree on Numerai's rows at 1.19-1.25 times what it takes,
+    one of 40,000 rows at 0.92-0.94; the sample's rows repeated, as binning's are, planned them at
+    about two thirds of the former, below what they took)."""
     params = params | {"num_threads": 1}
     per_tree, first = {}, {}
     trained = {
@@ -349,7 +392,8 @@ def calibrate_trees(params: dict[str, Any], datasets: dict, sample: EraFrame, ha
         every = fastest(FIT_REPEATS, lgb.train, params, dataset, num_boost_round=CALIBRATION_TREES)
         per_tree[name] = max(0.0, every - first[name]) / (CALIBRATION_TREES - 1)
     columns = datasets["full"][0].num_feature()
-    rows, rows_half = len(sample), len(half)
+    sample = datasets["full"][1]
+    rows, rows_half = len(sample), len(datasets["half"][1])
     fixed, rate = line(rows_half * columns, per_tree["half"], rows * columns, per_tree["full"])
     setup = max(0.0, first["full"] - per_tree["full"])
     booster = lgb.train(params, trained["full"], PREDICT_TREES)

@@ -682,8 +682,8 @@ def calibrated(config: BuildConfig, target: PlanFor) -> tuple[Prepared, Calibrat
     config.validate()
     start = time.process_time()
     prep = prepare(config)
-    calibration = Calibration(prep, time.process_time() - start)
     size = Size.of(prep).scaled(target.rows, target.features, target.eras)
+    calibration = Calibration(prep, time.process_time() - start, sum(size.train.values()))
     return prep, calibration, size, target.cores or os.cpu_count() or 1
 
 

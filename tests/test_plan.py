@@ -10,15 +10,17 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline import budget as budget_module
 from pipeline import build as build_module
 from pipeline.budget import fit_budget
 from pipeline.build import BuildConfig, build, prepare
-from pipeline.calibration import Calibration, Size
+from pipeline.calibration import BINNING_ROWS, Calibration, Size, View, repeated
 from pipeline.cli import main
 from pipeline.members.lgbm import scaled_trees
+from pipeline.models.lgbm import BIN_SAMPLE_ROWS
 from pipeline.parallel import InProcess
 from pipeline.plan import PlanFor, chosen_among, make_plan
 from pipeline.plan_choices import read_choices
@@ -213,3 +215,24 @@ def test_fits_chosen_among_trials_bin_each_view_once() -> None:
     # Four views: two fits drawn from them need 1.75 of them on average (1 - (3/4)^2 each).
     distinct = [Task(1.0, 9.0, 0.0, 8.0)] * 4
     assert chosen_among(distinct, [(k,) for k in range(4)], 2).binning == pytest.approx(4 * (1 - 0.75**2) * 8 / 2)
+
+
+def test_binning_is_timed_at_the_planned_fits_size(calibrated) -> None:
+    prep, own = calibrated
+    assert own.repeats(prep) == 1, "the data's own size: its sample as it is"
+    full_size = Calibration(prep, 1.0, planned_rows=2_750_000)
+    times = full_size.repeats(prep)
+    assert len(own.sample) * times >= BINNING_ROWS > len(own.sample) * (times - 1)
+    assert len(own.half) * times >= BINNING_ROWS // 2 >= BIN_SAMPLE_ROWS, "both sizes above LightGBM's bin sample"
+    large = repeated(own.sample, times)
+    assert list(large.era_order) == list(own.sample.era_order) and len(large) == times * len(own.sample)
+    assert (np.diff(large.eras.astype(int)) >= 0).all(), "each era's rows kept together"
+    assert [len(full_size.datasets[s][1]) for s in ("full", "half")] == [len(own.sample), len(own.half)], "trees"
+    costs = full_size.costs
+    assert costs.bin_raw > 0 and costs.bin_fixed >= 0 and costs.bin_extra > 0
+    # Finding bins takes LightGBM's bin sample: it grows with the rows up to that sample, then stays.
+    view = View(costs.features, 0, False)
+    fixed = costs.bin_fixed * costs.features
+    for rows in (BIN_SAMPLE_ROWS // 2, BIN_SAMPLE_ROWS, 10 * BIN_SAMPLE_ROWS):
+        expected = fixed * min(rows, BIN_SAMPLE_ROWS) / BIN_SAMPLE_ROWS + rows * costs.features * costs.bin_raw
+        assert costs.binning(rows, view, rows) == pytest.approx(expected)
