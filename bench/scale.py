@@ -275,7 +275,7 @@ def full_size_plans(world: Path) -> None:
     out = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
     if out.returncode != 0:
         raise RuntimeError(f"the full-size plans failed:\n{out.stderr[-3000:]}")
-    for line in out.stdout.strip().splitlines():
+    for line in (line for line in out.stdout.splitlines() if line.startswith("{")):
         plan = json.loads(line)
         stages = plan["stages"]
         one_thread = sum(item["seconds_one_thread"] for s in stages.values() for item in s["items"]) / 3600

@@ -238,6 +238,11 @@ def thin(frame: EraFrame, eras: np.ndarray, rows_per_era: int) -> EraFrame:
     rows = np.concatenate(
         [np.arange(slices[e].start, min(slices[e].stop, slices[e].start + rows_per_era)) for e in eras]
     )
+    return taken(frame, rows)
+
+
+def taken(frame: EraFrame, rows: np.ndarray) -> EraFrame:
+    """A copy of `frame`'s `rows`, in that order."""
     return EraFrame(
         frame.path,
         frame.ids[rows],
@@ -319,14 +324,7 @@ def repeated(frame: EraFrame, times: int) -> EraFrame:
     """Each era's rows `times` times over, the era's rows kept together."""
     slices = frame.era_slices()
     rows = np.concatenate([np.tile(np.arange(s.start, s.stop), times) for s in slices.values()])
-    return EraFrame(
-        frame.path,
-        frame.ids[rows],
-        frame.eras[rows],
-        frame.features[rows],
-        frame.feature_names,
-        frame.targets.iloc[rows],
-    )
+    return taken(frame, rows)
 
 
 def calibrate_binning(
