@@ -132,9 +132,9 @@ from pipeline.runtime import booster_predict
 
 worlds, trees = sys.argv[1:3], int(sys.argv[3])
 params = LGBMModel(DEEP_PARAMS).lgb_params() | {"num_threads": 1}
-costs, preps = {}, [prepare(BuildConfig(data_dir=world, preset="standard")) for world in worlds]
-for world, prep in zip(worlds, preps):
-    costs[world] = Calibration(prep, 0.0, len(preps[-1].train)).costs
+preps = [prepare(BuildConfig(data_dir=world, preset="standard")) for world in worlds]
+prep = preps[-1]  # measured on the last world; every world's calibration plans for its training rows
+costs = {world: Calibration(each, 0.0, len(prep.train)).costs for world, each in zip(worlds, preps)}
 train, eras = prep.train, prep.train.era_order
 pipeline = FeaturePipeline(prep.groups, missing="keep", clusters=True, group_stats=True).fit([(train, eras)])
 view = View(len(prep.features), len(pipeline.feature_names_) - len(prep.features), False)
@@ -165,6 +165,11 @@ with threadpool_limits(1):
 """
 
 
+def json_lines(stdout: str) -> list[dict]:
+    """The JSON objects a child printed, one a line (other lines, a library's stray output, skipped)."""
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
 def fits(args: argparse.Namespace) -> None:
     """Binning, setup, trees and prediction measured at Numerai's rows per era against the plan's
     costs from two calibrations (see the module docstring)."""
@@ -190,8 +195,7 @@ def fits(args: argparse.Namespace) -> None:
         f"{'rows':>9} {'calibrated on':>18} | "
         + " | ".join(f"{c:>22}" for c in ("binning", "setup", "tree", "predict"))
     )
-    for line in out.stdout.strip().splitlines():
-        found = json.loads(line)
+    for found in json_lines(out.stdout):
         for world, planned in found["planned"].items():
             cells = [
                 f"{found['measured'][c]:>8.3f} / {planned[c]:>8.3f}"
@@ -275,8 +279,7 @@ def full_size_plans(world: Path) -> None:
     out = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
     if out.returncode != 0:
         raise RuntimeError(f"the full-size plans failed:\n{out.stderr[-3000:]}")
-    for line in (line for line in out.stdout.splitlines() if line.startswith("{")):
-        plan = json.loads(line)
+    for plan in json_lines(out.stdout):
         stages = plan["stages"]
         one_thread = sum(item["seconds_one_thread"] for s in stages.values() for item in s["items"]) / 3600
         binning = sum(item["binning_one_thread"] for s in stages.values() for item in s["items"]) / 3600

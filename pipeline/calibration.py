@@ -270,7 +270,7 @@ class Calibration:
         else as many as reach the planned rows, up to `BINNING_ROWS`."""
         if self.planned_rows <= len(prep.train):
             return 1
-        return max(1, -(-min(BINNING_ROWS, self.planned_rows) // len(self.sample)))
+        return -(-min(BINNING_ROWS, self.planned_rows) // len(self.sample))
 
     def measure(self, prep: Prepared, load_seconds: float) -> None:
         self.sample, self.half = calibration_samples(prep.train)
@@ -327,6 +327,12 @@ def repeated(frame: EraFrame, times: int) -> EraFrame:
     return taken(frame, rows)
 
 
+def bin_frame(frame: EraFrame, pipeline: FeaturePipeline | None) -> lgb.Dataset:
+    """LightGBM's bins of every row of `frame`, as `pipeline` presents them (None: raw features)."""
+    names = frame.feature_names if pipeline is None else pipeline.feature_names_
+    return Rows.of(pipeline, [(frame, frame.era_order)], 1, names, 0).bin()
+
+
 def calibrate_binning(
     costs: Costs, sample: EraFrame, half: EraFrame, pipeline: FeaturePipeline, times: int = 1
 ) -> dict:
@@ -341,10 +347,8 @@ def calibrate_binning(
     seconds, binned = {}, {}
     for size, frame in sizes.items():
         for view in (None, pipeline):
-            names = frame.feature_names if view is None else view.feature_names_
-            rows = Rows.of(view, [(frame, frame.era_order)], 1, names, 0)
             start = time.process_time()
-            binned[size, view is None] = rows.bin()
+            binned[size, view is None] = bin_frame(frame, view)
             seconds[size, view is None] = time.process_time() - start
     width, extra = costs.features, max(1, len(pipeline.feature_names_) - costs.features)
     small, large = (len(sizes[size]) for size in ("small", "large"))
@@ -357,10 +361,7 @@ def calibrate_binning(
     if times == 1:
         trees = {"full": binned["large", False], "half": binned["small", False]}
     else:
-        trees = {
-            name: Rows.of(pipeline, [(frame, frame.era_order)], 1, pipeline.feature_names_, 0).bin()
-            for name, frame in (("full", sample), ("half", half))
-        }
+        trees = {name: bin_frame(frame, pipeline) for name, frame in (("full", sample), ("half", half))}
     return {"full": (trees["full"], sample), "half": (trees["half"], half), "pipeline": pipeline}
 
 
@@ -375,11 +376,11 @@ def lightgbm_settings(prep: Prepared, rows: int) -> list[dict[str, Any]]:
 def calibrate_trees(params: dict[str, Any], datasets: dict, target: str) -> tuple:
     """(fixed seconds, seconds per row x column) of one tree with `params` on one thread, from
     `CALIBRATION_TREES` trees at two sample sizes less a fit of one tree (the fit's setup, which the
-    last figure gives: at the full sample), and prediction's seconds per
-    row and per row x tree (from one tree and `PREDICT_TREES`). Timed on the sample as it is (`bench.scale
-    --fits`: a sample of 7,500 rows plans a tree on Numerai's rows at 1.19-1.25 times what it takes,
-    one of 40,000 rows at 0.92-0.94; the sample's rows repeated, as binning's are, planned them at
-    about two thirds of the former, below what they took)."""
+    last figure gives: at the full sample), and prediction's seconds per row and per row x tree (from
+    one tree and `PREDICT_TREES`). Timed on the sample as it is (`bench.scale --fits`: a sample of
+    7,500 rows plans a tree on Numerai's rows at 1.19-1.25 times what it takes, one of 40,000 rows at
+    0.92-0.94; the sample's rows repeated, as binning's are, planned them at about two thirds of the
+    former, below what they took)."""
     params = params | {"num_threads": 1}
     per_tree, first = {}, {}
     trained = {
