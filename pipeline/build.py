@@ -1,6 +1,6 @@
 """The build behind `build_model.py`, stage by stage:
 
-    prepare -> search_tsmixer -> choose_features -> search_gbdt -> check_stability -> cross_validate
+    prepare -> search_tsmixer -> choose_features -> check_stability -> search_gbdt -> cross_validate
       -> score_holdout -> refit -> export -> write_build_report
 
 (the two searches live in `pipeline.searches`)
@@ -261,13 +261,21 @@ def oof_matrix(results: dict[str, CVResult]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cross_validate(
-    prep: Prepared, choice: FeatureChoice, searched: dict[str, CVResult], unstable: list[str]
+    prep: Prepared,
+    choice: FeatureChoice,
+    searched: dict[str, CVResult],
+    unstable: list[str],
+    started: Callable[[], dict[str, CVResult]] | None = None,
 ) -> CrossValidation:
-    """Every member's out-of-fold CV (members found by a search keep the search's), then the blend and its
-    neutralization (against all features, the `unstable` ones or a feature group)."""
+    """Every member's out-of-fold CV (members found by a search keep the search's; `started`: collects
+    the others' when the search started them), then the blend and its neutralization (against all
+    features, the `unstable` ones or a feature group)."""
     config, train = prep.config, prep.train
-    pending = [member for member in prep.members if member.name not in searched]
-    fresh = cross_validate_members(pending, train, prep.folds, config.target, choice.fold_pipelines)
+    if started is not None:
+        fresh = started()
+    else:
+        pending = [member for member in prep.members if member.name not in searched]
+        fresh = cross_validate_members(pending, train, prep.folds, config.target, choice.fold_pipelines)
     for name, result in fresh.items():
         logger.info("%s: CV chose %s, CV CORR %.4f", name, result.chosen, result.per_era.mean())
     results: dict[str, CVResult] = {m.name: searched.get(m.name) or fresh[m.name] for m in prep.members}
@@ -663,12 +671,12 @@ def run_stages(config: BuildConfig, runner: Runner, timings: Timings) -> tuple:
         search = search_tsmixer(prep)
     with timings.stage("choose_features"):
         choice = choose_features(prep)
-    with timings.stage("search_gbdt"):
-        prep, searched, gbdt_search = search_gbdt(prep, choice)
     with timings.stage("check_stability"):
         temporal, stable = check_stability(prep, choice)
+    with timings.stage("search_gbdt"):
+        prep, searched, gbdt_search, others = search_gbdt(prep, choice)
     with timings.stage("cross_validate"):
-        cv = cross_validate(prep, choice, searched, temporal["flagged"])
+        cv = cross_validate(prep, choice, searched, temporal["flagged"], others)
         prep = replace(stable, members=prep.members)
         prep.bins.clear()
     with timings.stage("score_holdout"):

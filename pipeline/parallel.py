@@ -637,14 +637,27 @@ def start_cv(member: Any, frame: EraFrame, folds: list, score_target: str, pipel
 def cross_validate_members(
     members: Sequence[Any], frame: EraFrame, folds: list, score_target: str, pipelines: list
 ) -> dict[str, Any]:
-    """Every member's CV (`Member.cross_validate`) on the current runner: all of them started, then
-    collected in order; members a worker cannot import run here meanwhile. Members without LightGBM
-    fits to split their CV into (the neural members: one task, or one per fold) start first: a chained
-    one is the stage's longest task, and a runner's slots take tasks in the order given."""
+    """Every member's CV (`Member.cross_validate`) on the current runner (`start_cv_members`)."""
+    return start_cv_members(members, frame, folds, score_target, pipelines)()
+
+
+def start_cv_members(
+    members: Sequence[Any], frame: EraFrame, folds: list, score_target: str, pipelines: list
+) -> Callable[[], dict[str, Any]]:
+    """Every member's CV started on the current runner; the returned function runs here the members a
+    worker cannot import (while the others' fits run), then collects them in order. Members without
+    LightGBM fits to split their CV into (the neural members: one task, or one per fold) start first:
+    a chained one is the stage's longest task, and a runner's slots take tasks in the order given."""
     order = sorted(members, key=lambda member: getattr(member, "cv_plan", None) is not None)
     started = {member.name: start_cv(member, frame, folds, score_target, pipelines) for member in order}
-    local = {m.name: m.cross_validate(frame, folds, score_target, pipelines) for m in members if not started[m.name]}
-    return {m.name: local[m.name] if m.name in local else started[m.name]() for m in members}
+
+    def collect() -> dict[str, Any]:
+        local = {
+            m.name: m.cross_validate(frame, folds, score_target, pipelines) for m in members if not started[m.name]
+        }
+        return {m.name: local[m.name] if m.name in local else started[m.name]() for m in members}
+
+    return collect
 
 
 def fit_members(members: Sequence[Any], splits: list[EraFrame], pipeline: FeaturePipeline, stage: str) -> None:

@@ -13,7 +13,8 @@ threads, longest first, and once no fit waits the running ones' trees grow onto 
 cores (`schedule.makespan`), after the work the build does in its own process (feature pipelines,
 blending, scoring), whose least squares run on all of the build's threads with the parallel share
 `BLAS_PARALLEL` (the refit's pipeline and the holdout's scores run beside the workers' fits instead,
-on one worker's threads: `Item.beside`). Where the build cannot know in advance what it will choose,
+on one worker's threads: `Item.beside`; the CV of the members no search touches queued behind the
+search's first round: `Item.behind`). Where the build cannot know in advance what it will choose,
 the plan assumes: the holdout and refit at `CHOSEN_SHARE` of the CV's cap on trees, every member
 refitted, the neural members at their maximum epochs, all of the feature pipeline's transforms kept
 (`Plan.assumptions`): an upper bound. `plan --choices REPORT` costs an earlier build's choices
@@ -52,7 +53,7 @@ from pipeline.plan_choices import (
 )
 from pipeline.presets import PROBE
 from pipeline.resources import threads_per_job
-from pipeline.schedule import BLAS_PARALLEL, TREE_PARALLEL, Item, Task, makespan
+from pipeline.schedule import BLAS_PARALLEL, TREE_PARALLEL, Item, Task, makespan, rounds_makespan
 from pipeline.searches import gbdt_trials
 
 logger = logging.getLogger(__name__)
@@ -110,8 +111,8 @@ class Planner:
             self.loading,
             self.search,
             self.feature_choice,
-            self.search_gbdt,
             self.stability,
+            self.search_gbdt,
             self.cv,
             self.holdout,
         )
@@ -266,8 +267,15 @@ class Planner:
         return items
 
     def cv(self) -> list[Item]:
-        """The CV of every member the search did not find (the search's CV is its members' own)."""
-        items = [self.member_cv(member) for member in self.prep.members if member.name not in self.trials]
+        """The CV of every member the search did not find (the search's CV is its members' own), queued
+        behind the search's first round where there is a search (`searches.search_gbdt`: on a runner
+        that runs fits elsewhere; `Plan.stage_seconds`)."""
+        behind = "search_gbdt" if self.trials and self.config.gbdt_search_budget is None else ""
+        items = [
+            replace(self.member_cv(member), behind=behind)
+            for member in self.prep.members
+            if member.name not in self.trials
+        ]
         oof_eras = len({era for _, val in self.folds for era in val})
         blend = Item(
             "cross_validate",
@@ -543,6 +551,14 @@ class Plan:
 
     def stage_seconds(self, stage: str) -> float:
         items = self.stage_items(stage)
+        own = sum(item.own_seconds(self.threads) for item in items if not item.beside)
+        if self.jobs > 1:
+            host = next((item.behind for item in items if item.behind), "")
+            if host:
+                rounds_end, end = self.queued_behind(host)
+                return own + end - rounds_end
+            if any(item.behind == stage for item in self.items):
+                return own + self.queued_behind(stage)[0]
         run = 0.0
         for round_ in sorted({item.round for item in items}):
             in_round = [item for item in items if item.round == round_]
@@ -556,14 +572,26 @@ class Plan:
                 cores = self.threads - (self.threads_per_fit if beside else 0)
                 fits = makespan(tasks, self.jobs, self.threads_per_fit, cores)
             run += max(fits, beside)
-        return sum(item.own_seconds(self.threads) for item in items if not item.beside) + run
+        return own + run
+
+    def queued_behind(self, stage: str) -> tuple[float, float]:
+        """When the rounds of `stage` end, and when the tasks queued behind its first round (items
+        `behind` it) do, counted from the stage's start (`schedule.rounds_makespan`)."""
+        items = self.stage_items(stage)
+        rounds = [
+            [task for item in items if item.round == round_ for task in item.tasks]
+            for round_ in sorted({item.round for item in items})
+        ]
+        behind = [task for item in self.items if item.behind == stage for task in item.tasks]
+        return rounds_makespan(rounds, behind, self.jobs, self.threads_per_fit, self.threads)
 
     def stage_memory(self, stage: str) -> tuple[float, float]:
         """(this process's peak MB, one worker's peak MB or 0) in `stage`."""
         items = self.stage_items(stage)
         size = self.size
         matrices = (sum(size.train.values()) + sum(size.validation.values())) * size.features / 2**20
-        tasks = max((task.memory_mb for item in items for task in item.tasks), default=0.0)
+        queued = [item for item in self.items if self.jobs > 1 and item.behind == stage]
+        tasks = max((task.memory_mb for item in items + queued for task in item.tasks), default=0.0)
         parent_items = max((item.memory_mb for item in items), default=0.0)
         parent = self.costs.base_mb + (matrices if self.in_memory else 0.0) + parent_items
         if self.jobs == 1:
@@ -651,6 +679,8 @@ ASSUMPTIONS = [
     "takes the threads of one of them, and the refit's fits are counted in score_holdout, where they start",
     "with --jobs, once no fit waits, the running LightGBM fits grow onto the idle workers' cores (their trees "
     "at Amdahl's speedup, their binning on one thread)",
+    "with --jobs, the CV of the members no search touches is queued behind the search's first round and the "
+    "workers take tasks first come, first served (the CV's share of the wall time is what runs past the search)",
     "neural members train their maximum epochs (they stop early when their early-stopping eras stop improving)",
 ]
 

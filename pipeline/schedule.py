@@ -26,16 +26,42 @@ def makespan(tasks: Sequence[Task], slots: int, threads: int, cores: int | None 
     to the first process free. With `cores`, the running fits' threads grow as the workers' do
     (`pipeline.resources.ThreadShare`): once no task waits, each of the `n` running takes
     `max(threads, cores // n)` threads for its trees. A task bins (`serial`) before its trees."""
-    waiting = sorted(tasks, key=lambda task: task.seconds(threads), reverse=True)
+    return rounds_makespan([tasks], [], slots, threads, cores)[1]
+
+
+def rounds_makespan(
+    rounds: Sequence[Sequence[Task]],
+    behind_first: Sequence[Task],
+    slots: int,
+    threads: int,
+    cores: int | None = None,
+) -> tuple[float, float]:
+    """`makespan` of rounds that run one after the other (each queued when the one before has ended),
+    with `behind_first` queued after the first round's tasks: a process pool takes tasks first come,
+    first served, so those fill the slots the rounds' last tasks leave idle. Each round and
+    `behind_first` longest first. Returns (when the last round ends, when every task has)."""
+
+    def longest_first(tasks: Sequence[Task]) -> list[Task]:
+        return sorted(tasks, key=lambda task: task.seconds(threads), reverse=True)
+
+    waiting: list[tuple[int, Task]] = []
     running: list[list[float]] = []
-    clock = 0.0
-    while waiting or running:
+    clock, rounds_end, k = 0.0, 0.0, -1
+    while True:
+        while k < len(rounds) and not any(r == k for r, _ in waiting) and not any(left[2] == k for left in running):
+            rounds_end, k = clock, k + 1
+            if k < len(rounds):
+                waiting += [(k, task) for task in longest_first(rounds[k])]
+            if k == 0:
+                waiting += [(-1, task) for task in longest_first(behind_first)]
+        if not waiting and not running:
+            return rounds_end, clock
         while waiting and len(running) < max(1, slots):
-            task = waiting.pop(0)
-            running.append([task.serial, task.cpu])
+            r, task = waiting.pop(0)
+            running.append([task.serial, task.cpu, r])
         share = threads if waiting or cores is None else max(threads, cores // len(running))
         rate = speedup(share)
-        step = min(serial if serial > 0 else cpu / rate for serial, cpu in running)
+        step = min(serial if serial > 0 else cpu / rate for serial, cpu, _ in running)
         clock += step
         for left in running:
             if left[0] > 0:
@@ -43,7 +69,6 @@ def makespan(tasks: Sequence[Task], slots: int, threads: int, cores: int | None 
             else:
                 left[1] = max(0.0, left[1] - step * rate)
         running = [left for left in running if left[0] > 1e-9 or left[1] > 1e-9]
-    return clock
 
 
 @dataclass
@@ -83,6 +108,9 @@ class Item:
     # Work of this process that runs while its round's tasks run on the workers (`--jobs`), on as
     # many threads as one of them (`train_holdout`).
     beside: bool = False
+    # The stage whose first round this item's tasks are queued behind, with --jobs (the CV of the members
+    # no search touches, behind the search's: `pipeline.searches.search_gbdt`); "": its own stage's.
+    behind: str = ""
 
     def seconds(self, threads: int, parent_threads: int = 1) -> float:
         return self.own_seconds(parent_threads) + sum(task.seconds(threads) for task in self.tasks)

@@ -6,6 +6,7 @@ with `search`). Every trial is scored on training eras only, never on validation
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from pipeline.cv import walk_forward_folds
 from pipeline.evaluate import CVResult
 from pipeline.members import TSMixerMember, lgbm_search
 from pipeline.models.tsmixer import DEFAULT_SPACE
+from pipeline.parallel import current, start_cv_members
 from pipeline.presets import SEARCH_TRIALS
 from pipeline.tuning import best_settings
 
@@ -98,19 +100,34 @@ def gbdt_trials(prep: Prepared, rows: int) -> dict[str, list[Any]]:
     }
 
 
-def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[str, CVResult], dict[str, Any]]:
+def search_gbdt(
+    prep: Prepared, choice: FeatureChoice
+) -> tuple[Prepared, dict[str, CVResult], dict[str, Any], Callable[[], dict[str, CVResult]] | None]:
     """Each LightGBM member whose entry asks for a search (`MemberEntry.search`) is replaced by the best
     trials of a bounded search of its settings on the build's CV folds (`pipeline.members.lgbm_search`),
     the preset's number of trials each (--gbdt-search-trials), within --gbdt-search-budget seconds
     shared by all of them when given (a time budget makes the choice depend on the machine's speed).
-    Returns the data with those members, their CV results (the search's: no second CV) and the report's
-    tables."""
+
+    On a runner whose fits run elsewhere (--jobs, Dask) and without a budget, the CV of the members no
+    search touches is started once the first search's first round is queued: its fits take up the
+    slots that the rounds' last fits leave idle, and the neural members' long CVs run beside the search
+    instead of after it (each fit is the one the CV would make after the search). Returns the data
+    with the searched members, their CV results (the search's: no second CV), the report's tables and
+    the function that collects the other members' CV (None: not started)."""
     config = prep.config
     searched = searched_members(prep)
     if not searched:
-        return prep, {}, {}
+        return prep, {}, {}, None
     trials = gbdt_trial_count(config)
     budget = float("inf") if config.gbdt_search_budget is None else config.gbdt_search_budget
+    others = [member for member in prep.members if member not in searched]
+    collect: Callable[[], dict[str, CVResult]] | None = None
+
+    def start_others() -> None:
+        nonlocal collect
+        collect = start_cv_members(others, prep.train, prep.folds, config.target, choice.fold_pipelines)
+
+    behind = start_others if others and current().concurrent and budget == float("inf") else None
     members, results, report = [], {}, {}
     for member in prep.members:
         if member not in searched:
@@ -126,7 +143,9 @@ def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[s
             trials,
             budget / len(searched),
             config.seed,
+            behind,
         )
+        behind = None
         for found, result in kept:
             found.search = 0
             members.append(found)
@@ -139,4 +158,4 @@ def search_gbdt(prep: Prepared, choice: FeatureChoice) -> tuple[Prepared, dict[s
             table["seconds"].sum(),
             [found.name for found, _ in kept],
         )
-    return replace(prep, members=members), results, report
+    return replace(prep, members=members), results, report, collect

@@ -41,6 +41,7 @@ from pipeline.parallel import (
     train_fit,
 )
 from pipeline.resources import ThreadShare, threads_per_job
+from pipeline.searches import search_gbdt
 from pipeline.weighting import EraWeighting
 from tests.recording import Deferred, Recording
 
@@ -81,6 +82,29 @@ def test_two_jobs_give_the_cv_and_predictions_of_one(tiny_world: Path) -> None:
     assert binned_one["order"][:2] == neural, "the neural members' whole CVs start before the LightGBM fits"
     # Members on the same view and rows share one binned dataset, in workers as in one process.
     assert binned_two["binned"] == binned_one["binned"] > 0 and binned_two["reused"] == binned_one["reused"]
+
+
+def test_the_search_queues_the_other_members_cv_behind_its_first_round(tiny_world: Path) -> None:
+    """On a runner whose fits run elsewhere, the CV of the members no search touches is submitted once the
+    search's first round is, before its second (so that its fits fill the slots the rounds leave idle),
+    and gives the CV that runs after the search on one process."""
+    results, events = {}, []
+    for runner in (InProcess(), Deferred(events=events)):
+        config = BuildConfig(data_dir=tiny_world, num_boost_round=20, threads=2, cv_folds=2, gbdt_search_trials=3)
+        with active(runner):
+            prep = prepare(config, runner)
+            choice = FeatureChoice(fold_pipelines(prep.train, prep.folds, prep.groups, SETTINGS), SETTINGS, {})
+            prep, searched, _, others = search_gbdt(prep, choice)
+            assert (others is not None) == runner.concurrent, "started early only where fits run elsewhere"
+            results[runner.concurrent] = cross_validate(prep, choice, searched, [], others).results
+    assert set(results[True]) == set(results[False]) >= {"lgbm_example", "lgbm_aux20", "mlp", "tsmixer_ext"}
+    for name, result in results[False].items():
+        pd.testing.assert_series_equal(results[True][name].per_era, result.per_era, check_exact=True, obj=name)
+        assert results[True][name].chosen == result.chosen, name
+    trial = [event.startswith("lgbm_gbdt_") for event in events]
+    second_round = trial.index(True, 3)
+    assert trial[:3] == [True] * 3 and second_round > 3 and not any(trial[3:second_round]), events
+    assert all(trial[second_round:]) and "member_cv(tsmixer_ext)" in events[3:second_round], events
 
 
 def test_a_build_with_two_jobs_writes_the_pickle_of_one(tiny_world: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from pipeline.parallel import InProcess
 from pipeline.plan import PlanFor, chosen_among, make_plan
 from pipeline.plan_choices import read_choices
 from pipeline.resources import Timings
-from pipeline.schedule import BLAS_PARALLEL, Task, makespan, speedup
+from pipeline.schedule import BLAS_PARALLEL, Task, makespan, rounds_makespan, speedup
 
 OPTIONS = {"num_boost_round": 10, "threads": 1, "cv_folds": 2}
 
@@ -142,7 +142,16 @@ def test_more_rows_cost_more_and_more_cores_less(calibrated) -> None:
     one_thread = [t.seconds(1) for i in wide.stage_items("search_gbdt") for t in i.tasks]
     assert wide.stage_seconds("search_gbdt") == pytest.approx(sum(one_thread)), "one after another"
     rounds = [makespan(round_, 8, 2, 16) for round_ in tasks]
-    assert many.stage_seconds("search_gbdt") == pytest.approx(sum(rounds)), "a round waits for the one before"
+    assert rounds_makespan(tasks, [], 8, 2, 16) == (pytest.approx(sum(rounds)),) * 2, "a round waits for the one before"
+    cv = [t for i in many.stage_items("cross_validate") for t in i.tasks]
+    assert cv and all(i.behind == "search_gbdt" for i in many.stage_items("cross_validate") if i.tasks)
+    rounds_end, end = rounds_makespan(tasks, cv, 8, 2, 16)
+    assert many.stage_seconds("search_gbdt") == pytest.approx(rounds_end), "the CV's fits queued behind round 1"
+    blend = sum(i.own_seconds(16) for i in many.stage_items("cross_validate"))
+    assert many.stage_seconds("cross_validate") == pytest.approx(end - rounds_end + blend)
+    assert end < sum(rounds) + makespan(cv, 8, 2, 16), "the CV fills the slots the rounds leave idle"
+    alone = sum(i.seconds(wide.threads_per_fit, wide.threads) for i in wide.stage_items("cross_validate"))
+    assert wide.stage_seconds("cross_validate") == pytest.approx(alone), "--jobs 1: after the search, one by one"
     longest = [max(t.seconds(2) for t in round_) for round_ in tasks]
     fixed = [makespan(round_, 8, 2) for round_ in tasks]
     assert fixed == pytest.approx(longest), "eight fits side by side on threads that do not grow"
@@ -172,6 +181,10 @@ def test_speedup_and_schedule() -> None:
     assert makespan([short, binning], 2, 1, cores=2) == pytest.approx(4 + 2 / speedup(2)), "bins, then grows"
     waiting = [short, long, short]
     assert makespan(waiting, 2, 1, cores=2) == pytest.approx(4 + 2 / speedup(2)), "no growing while one waits"
+    assert rounds_makespan([serial(4, 1), serial(2)], serial(3), 2, 1) == (6, 6), "3 fills the slot 1 left"
+    assert rounds_makespan([serial(4, 1), serial(2)], [], 2, 1) == (6, 6)
+    assert rounds_makespan([serial(4, 1), serial(2)], serial(3, 3), 2, 1) == (6, 7), "round 2 behind the second"
+    assert rounds_makespan([serial(1)], serial(5), 2, 1) == (1, 5) and rounds_makespan([], serial(2), 1, 1) == (0, 2)
 
 
 def test_a_time_budget_takes_smaller_settings(tiny_world: Path, calibrated, caplog, monkeypatch) -> None:

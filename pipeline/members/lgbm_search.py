@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -195,12 +195,15 @@ class Rounds:
         self.caches = [p.cache if p.cache is not None else self.runner.cache(p.seed) for p in self.plans]
         self.fitted: list[list[Fitted]] = [[] for _ in members]
 
-    def run(self, fold: int, trials: list[int]) -> None:
+    def run(self, fold: int, trials: list[int], then: Callable[[], None] | None = None) -> None:
         """Fold `fold` of each of `trials`; a CV needs only the fits' scores, so their boosters go. The
         fits are submitted longest first by what the trial's earlier folds took (the first round in trial
-        order), so that the round's last fits are short ones and no slot waits on a long one alone."""
+        order), so that the round's last fits are short ones and no slot waits on a long one alone;
+        `then` is called once they are submitted, before they are waited for."""
         order = sorted(trials, key=lambda k: -sum(f.seconds - f.bin_seconds for f in self.fitted[k]))
         handles = [(k, self.runner.submit_fit(self.plans[k].fits[fold], self.caches[k])) for k in order]
+        if then is not None:
+            then()
         for k, handle in handles:
             self.fitted[k].append(replace(handle.result(), booster=None))
 
@@ -218,12 +221,20 @@ class Rounds:
                 cache.clear()
 
 
-def enter_trials(rounds: Rounds, n_trials: int, keep: int, budget_s: float, fold_rows: list[int]) -> int:
+def enter_trials(
+    rounds: Rounds,
+    n_trials: int,
+    keep: int,
+    budget_s: float,
+    fold_rows: list[int],
+    behind: Callable[[], None] | None = None,
+) -> int:
     """Fit the first fold of trials until `n_trials`, or until the whole search (its later rounds at the
     first round's pace) would be expected to end past `budget_s` (the first `keep` always enter).
-    Returns how many entered; without a budget they all run at once."""
+    Returns how many entered; without a budget they all run at once, and `behind` starts other work
+    once they are submitted (with a budget it would slow the pace the trials are entered by)."""
     if budget_s == float("inf"):
-        rounds.run(0, list(range(n_trials)))
+        rounds.run(0, list(range(n_trials)), then=behind)
         return n_trials
     start, entered, batch = time.perf_counter(), 0, max(1, rounds.runner.jobs)
     while entered < n_trials:
@@ -246,10 +257,13 @@ def search(
     n_trials: int,
     budget_s: float,
     seed: int,
+    behind: Callable[[], None] | None = None,
 ) -> tuple[list[tuple[LightGBMMember, CVResult]], pd.DataFrame]:
     """Successive halving over the folds (`survivors`): every trial fits the first fold, the better half
     by their CV so far fit the next, until the last; return the best `keep` of those with a whole CV,
-    and the table (the pruned trials with the CV of the folds they fitted)."""
+    and the table (the pruned trials with the CV of the folds they fitted). `behind`: work to start
+    once the first round's fits are queued (`enter_trials`), so that a runner's slots take it up as
+    that round's last fits leave them idle."""
     rows = fit_rows(frame, folds)
     trials = candidates(base, rows, seed, max(n_trials, keep))
     members = [trial_member(base, trial, number, rows) for number, trial in enumerate(trials)]
@@ -257,7 +271,7 @@ def search(
     fold_rows = [len(frame.select_eras(train)) for train, _ in folds]
     pruned: dict[int, CVResult] = {}
     try:
-        entered = enter_trials(rounds, len(trials), keep, budget_s, fold_rows)
+        entered = enter_trials(rounds, len(trials), keep, budget_s, fold_rows, behind)
         alive = list(range(entered))
         for fold, count in enumerate(survivors(entered, keep, len(folds))[1:], start=1):
             partial = {k: rounds.result(k) for k in alive}
