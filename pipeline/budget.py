@@ -8,9 +8,10 @@ from collections.abc import Iterator
 
 from pipeline.build import set_up
 from pipeline.config import BuildConfig
-from pipeline.plan import Plan, PlanFor, calibrated, make_plan
+from pipeline.plan import PlanFor, calibrated, make_plan
 from pipeline.plan_choices import Choices
 from pipeline.presets import PRESETS
+from pipeline.schedule import Plan
 
 logger = logging.getLogger(__name__)
 

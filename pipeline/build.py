@@ -52,7 +52,7 @@ from pipeline.members.benchmark import predict_rows
 from pipeline.metrics import per_era_corr, summarize
 from pipeline.objective import check_objective, numerai_figures, objective_target, paid_rows
 from pipeline.outputs import BuildOutputs, OutputPaths, terminate_as_exit
-from pipeline.parallel import InProcess, Runner, active, cross_validate_members, current, local_runner, start_fits
+from pipeline.parallel import InProcess, Runner, active, current, local_runner, start_cv_members, start_fits
 from pipeline.presets import REFERENCE_MEMBER, make_members, member_targets, preset_entries
 from pipeline.report import add_timings, search_table, summary_table, write_report
 from pipeline.resources import Timings
@@ -271,11 +271,10 @@ def cross_validate(
     the others' when the search started them), then the blend and its neutralization (against all
     features, the `unstable` ones or a feature group)."""
     config, train = prep.config, prep.train
-    if started is not None:
-        fresh = started()
-    else:
+    if started is None:
         pending = [member for member in prep.members if member.name not in searched]
-        fresh = cross_validate_members(pending, train, prep.folds, config.target, choice.fold_pipelines)
+        started = start_cv_members(pending, train, prep.folds, config.target, choice.fold_pipelines)
+    fresh = started()
     for name, result in fresh.items():
         logger.info("%s: CV chose %s, CV CORR %.4f", name, result.chosen, result.per_era.mean())
     results: dict[str, CVResult] = {m.name: searched.get(m.name) or fresh[m.name] for m in prep.members}
@@ -289,7 +288,7 @@ def cross_validate(
     blended = blend_ranks(oof, weights, eras)
     sets = neutralizer_sets(prep, unstable, exposed_groups(blended, train.features[scored], prep))
     columns = {
-        name: None if names is None else feature_columns(train.feature_names, names) for name, names in sets.items()
+        name: None if names is None else nd.feature_columns(train.feature_names, names) for name, names in sets.items()
     }
     choice = choose_neutralization(blended, train.features[scored], y, eras, columns, fold_eras=fold_eras)
     proportion, neutralizer = choice.proportion, choice.neutralizer
@@ -360,14 +359,6 @@ def neutralizer_sets(prep: Prepared, unstable: list[str], groups: list[str]) -> 
     return sets
 
 
-def feature_columns(feature_names: list[str], names: list[str] | None) -> np.ndarray | None:
-    """Column indices of `names` among `feature_names` (None: all)."""
-    if names is None:
-        return None
-    position = {name: k for k, name in enumerate(feature_names)}
-    return np.asarray([position[name] for name in names if name in position], dtype=np.int64)
-
-
 def check_stability(prep: Prepared, choice: FeatureChoice) -> tuple[dict[str, Any], Prepared]:
     """Feature stability over training eras; with --drop-unstable, the data without the flagged features."""
     settings = choice.settings | {"mixing": False}
@@ -430,7 +421,7 @@ def score_holdout(prep: Prepared, cv: CrossValidation, search: dict | None, pipe
     paid = paid_rows(prep.data_dir, train, validation, rows, config.target)
     models = {}
     scores = [predict_rows(member, validation, rows) for member in prep.members]
-    columns = feature_columns(prep.features, cv.neutralizer_names)
+    columns = nd.feature_columns(prep.features, cv.neutralizer_names)
     ensemble = ensemble_scores(np.column_stack(scores), cv.weights, x, eras, cv.neutralization, columns)
     names = [member.name for member in prep.members]
     figures = validation_figures(
@@ -506,7 +497,7 @@ def pickle_state(
     features: list[str], members: list[SavedMember], neutralization: float, neutralizers: list[str] | None
 ) -> PickleState:
     """The plain data the predict closure holds: feature names, exported members, neutralization."""
-    columns = feature_columns(features, neutralizers)
+    columns = nd.feature_columns(features, neutralizers)
     return {
         "feature_names": features,
         "members": [saved.member.export(saved.weight) for saved in members],

@@ -156,6 +156,14 @@ class EraFrame:
         return pd.DataFrame(mask, index=pd.Index(list(slices), name=ERA_COL), columns=self.feature_names)
 
 
+def feature_columns(feature_names: list[str], names: list[str] | None) -> np.ndarray | None:
+    """Column indices of `names` among `feature_names` (None: all)."""
+    if names is None:
+        return None
+    position = {name: k for k, name in enumerate(feature_names)}
+    return np.asarray([position[name] for name in names if name in position], dtype=np.int64)
+
+
 def read_features_json(data_dir: str | Path) -> dict:
     """The parsed features.json of a data directory, with a clear error when absent or malformed."""
     path = Path(data_dir) / "features.json"

@@ -634,13 +634,6 @@ def start_cv(member: Any, frame: EraFrame, folds: list, score_target: str, pipel
     return start_member(member, partial(runner.submit, member_cv, member, frame, folds, score_target, pipelines))
 
 
-def cross_validate_members(
-    members: Sequence[Any], frame: EraFrame, folds: list, score_target: str, pipelines: list
-) -> dict[str, Any]:
-    """Every member's CV (`Member.cross_validate`) on the current runner (`start_cv_members`)."""
-    return start_cv_members(members, frame, folds, score_target, pipelines)()
-
-
 def start_cv_members(
     members: Sequence[Any], frame: EraFrame, folds: list, score_target: str, pipelines: list
 ) -> Callable[[], dict[str, Any]]:

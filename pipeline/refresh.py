@@ -41,7 +41,6 @@ from pipeline.artifacts import (
 from pipeline.build import (
     BuildResult,
     export,
-    feature_columns,
     load_data,
     preset_targets,
     write_outputs_report,
@@ -201,7 +200,7 @@ def compare(
         for member, column in zip(saved, scores.T, strict=True):
             members.setdefault(member.member.name, {})[label] = summarize(per_era_corr(column, y, test_eras))
         weights = np.array([m.weight for m in saved])
-        columns = feature_columns(previous.feature_names, previous.neutralizers)
+        columns = nd.feature_columns(previous.feature_names, previous.neutralizers)
         blended = ensemble_scores(scores, weights, x, test_eras, previous.neutralization, columns)
         per_era = per_era_corr(blended, y, test_eras)
         models[label] = {"validation": summarize(per_era), "validation_per_era": per_era}

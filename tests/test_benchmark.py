@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 
 from pipeline.artifacts import load_artifacts
-from pipeline.build import feature_columns, load_data, oof_matrix
+from pipeline.build import load_data, oof_matrix
 from pipeline.cli import main
 from pipeline.config import BuildConfig
 from pipeline.cv import walk_forward_folds
+from pipeline.data import feature_columns
 from pipeline.evaluate import CVResult
 from pipeline.feature_choice import fold_pipelines
 from pipeline.features import RAW_FEATURES
