@@ -51,16 +51,14 @@ def rounds_makespan(
     def longest_first(tasks: Sequence[Task]) -> list[Task]:
         return sorted(tasks, key=lambda task: task.seconds(threads), reverse=True)
 
-    waiting: list[tuple[int, Task]] = []
+    first = [(0, task) for task in longest_first(rounds[0])] if rounds else []
+    waiting = first + [(-1, task) for task in longest_first(behind_first)]
     running: list[list[float]] = []
-    clock, rounds_end, k = 0.0, 0.0, -1
+    clock, rounds_end, k = 0.0, 0.0, 0
     while True:
         while k < len(rounds) and not any(r == k for r, _ in waiting) and not any(left[2] == k for left in running):
             rounds_end, k = clock, k + 1
-            if k < len(rounds):
-                waiting += [(k, task) for task in longest_first(rounds[k])]
-            if k == 0:
-                waiting += [(-1, task) for task in longest_first(behind_first)]
+            waiting += [(k, task) for task in longest_first(rounds[k])] if k < len(rounds) else []
         if not waiting and not running:
             return rounds_end, clock
         while waiting and len(running) < max(1, slots):
@@ -127,6 +125,11 @@ class Item:
         return self.parent + self.blas / speedup(threads, BLAS_PARALLEL)
 
 
+def by_round(items: Sequence[Item]) -> list[list[Item]]:
+    """`items` grouped by their round, in the order the rounds run."""
+    return [[item for item in items if item.round == round_] for round_ in sorted({item.round for item in items})]
+
+
 @dataclass
 class Plan:
     """A build's items on a machine of `cores` cores with `jobs` processes (see the module docstring)."""
@@ -158,8 +161,7 @@ class Plan:
             if any(item.behind == stage for item in self.items):
                 return own + self.queued_behind(stage)[0]
         run = 0.0
-        for round_ in sorted({item.round for item in items}):
-            in_round = [item for item in items if item.round == round_]
+        for in_round in by_round(items):
             tasks = [task for item in in_round for task in item.tasks]
             beside = sum(item.own_seconds(self.threads_per_fit) for item in in_round if item.beside)
             if self.jobs == 1:
@@ -175,11 +177,7 @@ class Plan:
     def queued_behind(self, stage: str) -> tuple[float, float]:
         """When the rounds of `stage` end, and when the tasks queued behind its first round (items
         `behind` it) do, counted from the stage's start (`schedule.rounds_makespan`)."""
-        items = self.stage_items(stage)
-        rounds = [
-            [task for item in items if item.round == round_ for task in item.tasks]
-            for round_ in sorted({item.round for item in items})
-        ]
+        rounds = [[task for item in in_round for task in item.tasks] for in_round in by_round(self.stage_items(stage))]
         behind = [task for item in self.items if item.behind == stage for task in item.tasks]
         return rounds_makespan(rounds, behind, self.jobs, self.threads_per_fit, self.threads)
 
